@@ -1,0 +1,139 @@
+//! Firewall backends: one narrow trait, several implementations.
+//!
+//! The server never runs a firewall command itself: it sends [`Change`]s to
+//! one backend, which applies them. Backends:
+//! - [`userspace::UserspaceFirewall`]: no privileges; the gate (`gate.rs`)
+//!   owns the protected port and consults the access list this backend keeps.
+//! - iptables and nftables: kernel rules (their own issue).
+
+pub mod userspace;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use thiserror::Error;
+
+/// One change to what the firewall lets through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Let `ip` reach `port` for `ttl` (renews an open grant).
+    Grant {
+        /// Source address to let in.
+        ip: IpAddr,
+        /// Protected TCP port.
+        port: u16,
+        /// How long access lasts.
+        ttl: Duration,
+    },
+    /// Stop letting `ip` reach `port`.
+    Revoke {
+        /// Source address to shut out again.
+        ip: IpAddr,
+        /// Protected TCP port.
+        port: u16,
+    },
+}
+
+/// A firewall backend failure, with what was run and what it said.
+#[derive(Debug, Error)]
+pub enum FirewallError {
+    /// The backend needs CAP_NET_ADMIN and the process lacks it.
+    #[error("{backend} backend needs CAP_NET_ADMIN: run as root, or use --firewall userspace")]
+    NeedsPrivilege {
+        /// The backend's name.
+        backend: &'static str,
+    },
+    /// The tool the backend drives is not installed.
+    #[error(
+        "{backend} backend needs the '{tool}' command, which was not found: install it, or use --firewall userspace"
+    )]
+    ToolMissing {
+        /// The backend's name.
+        backend: &'static str,
+        /// The missing program.
+        tool: &'static str,
+    },
+    /// The backend is not available in this build.
+    #[error("{backend} backend is not built yet: use --firewall userspace")]
+    NotBuilt {
+        /// The backend's name.
+        backend: &'static str,
+    },
+    /// A firewall command failed.
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Command {
+        /// The command line that was run.
+        command: String,
+        /// How it ended.
+        status: String,
+        /// What it printed on stderr.
+        stderr: String,
+    },
+    /// An I/O error talking to the firewall.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A firewall backend: sets up default-drop for the protected ports, opens
+/// and closes access per source IP, and removes everything it added.
+pub trait Firewall: Send {
+    /// The backend's name, for logs.
+    fn name(&self) -> &'static str;
+
+    /// Idempotent: creates the backend's own rules, removing leftovers of an
+    /// earlier crash. A failed setup leaves nothing behind.
+    fn setup(&mut self) -> Result<(), FirewallError>;
+
+    /// Lets `ip` reach `port` for `ttl`; renews an open grant.
+    fn grant(&mut self, ip: IpAddr, port: u16, ttl: Duration) -> Result<(), FirewallError>;
+
+    /// Stops letting `ip` reach `port`. Revoking what is not open is not an error.
+    fn revoke(&mut self, ip: IpAddr, port: u16) -> Result<(), FirewallError>;
+
+    /// Removes everything the backend created.
+    fn teardown(&mut self) -> Result<(), FirewallError>;
+
+    /// Applies a batch of changes in order; one result per change. Backends
+    /// that can apply a batch at once override this.
+    fn apply(&mut self, changes: &[Change]) -> Vec<Result<(), FirewallError>> {
+        changes
+            .iter()
+            .map(|change| match *change {
+                Change::Grant { ip, port, ttl } => self.grant(ip, port, ttl),
+                Change::Revoke { ip, port } => self.revoke(ip, port),
+            })
+            .collect()
+    }
+}
+
+/// Which backend the server uses (`--firewall`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum FirewallKind {
+    /// nftables where usable, else iptables, else userspace.
+    #[default]
+    Auto,
+    /// The built-in gate; no privileges needed.
+    Userspace,
+    /// iptables/ip6tables rules in a chain of our own.
+    Iptables,
+    /// An nftables table of our own with kernel timeouts.
+    Nftables,
+}
+
+impl fmt::Display for FirewallKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FirewallKind::Auto => "auto",
+            FirewallKind::Userspace => "userspace",
+            FirewallKind::Iptables => "iptables",
+            FirewallKind::Nftables => "nftables",
+        })
+    }
+}
