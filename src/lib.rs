@@ -12,8 +12,16 @@
 //! | [`knock`] | the core: a pure state machine judging `(ip, port, now)` |
 //! | [`grants`] | open grants and their expiry, pure |
 //! | [`firewall`] | the backend trait and its implementations |
+//! | [`firewall_worker`] | the thread that owns the backend and applies changes in batches |
+//! | [`server`] | the I/O shell: UDP knocks -> core -> firewall; expiry of grants |
+//! | [`counters`] | what the server received and decided |
+//! | [`net`] | socket helpers: v6-only wildcards side by side |
 
 pub mod config;
+pub mod counters;
 pub mod firewall;
+pub mod firewall_worker;
 pub mod grants;
 pub mod knock;
+pub mod net;
+pub mod server;

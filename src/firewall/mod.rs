@@ -6,6 +6,7 @@
 //!   owns the protected port and consults the access list this backend keeps.
 //! - iptables and nftables: kernel rules (their own issue).
 
+pub mod recording;
 pub mod userspace;
 
 use std::fmt;
