@@ -197,8 +197,10 @@ async fn a_failed_setup_starts_nothing() {
 async fn run_listens_on_real_sockets_and_tears_down_on_shutdown() {
     let sockets = bind_udp(&[IpAddr::from([127, 0, 0, 1])], &[0]).unwrap();
     let port = sockets[0].local_addr().unwrap().port();
-    let mut rules = KnockRules::default();
-    rules.sequence = crate::config::Sequence::new(vec![port]).unwrap();
+    let rules = KnockRules {
+        sequence: crate::config::Sequence::new(vec![port]).unwrap(),
+        ..KnockRules::default()
+    };
     let settings = ServerSettings {
         rules,
         protected_port: 2222,
