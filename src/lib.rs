@@ -16,6 +16,7 @@
 //! | [`server`] | the I/O shell: UDP knocks -> core -> firewall; expiry of grants |
 //! | [`counters`] | what the server received and decided |
 //! | [`net`] | socket helpers: v6-only wildcards side by side |
+//! | [`service`] | the protected service: greeting, flag, timed close, connection cap |
 
 pub mod config;
 pub mod counters;
@@ -25,3 +26,4 @@ pub mod grants;
 pub mod knock;
 pub mod net;
 pub mod server;
+pub mod service;
