@@ -14,14 +14,18 @@
 //! | [`firewall`] | the backend trait and its implementations |
 //! | [`firewall_worker`] | the thread that owns the backend and applies changes in batches |
 //! | [`server`] | the I/O shell: UDP knocks -> core -> firewall; expiry of grants |
+//! | [`gate`] | userspace backend's listener: resets strangers, serves or proxies the granted |
 //! | [`counters`] | what the server received and decided |
+//! | [`cli`] | glue for the binaries: logging, stop signal, exit codes |
 //! | [`net`] | socket helpers: v6-only wildcards side by side |
 //! | [`service`] | the protected service: greeting, flag, timed close, connection cap |
 
+pub mod cli;
 pub mod config;
 pub mod counters;
 pub mod firewall;
 pub mod firewall_worker;
+pub mod gate;
 pub mod grants;
 pub mod knock;
 pub mod net;
