@@ -1,0 +1,7 @@
+//! The integration tests: one binary, one harness (`util`), a module per
+//! area. They start the real programs on loopback, on ports picked per test.
+
+mod util;
+
+mod cli;
+mod e2e;
