@@ -8,12 +8,14 @@
 //!
 //! | module | job |
 //! |---|---|
+//! | [`client`] | knocking and the access check (open, closed, filtered) |
 //! | [`config`] | validated configuration; the one place that rejects bad values |
 //! | [`knock`] | the core: a pure state machine judging `(ip, port, now)` |
 //! | [`grants`] | open grants and their expiry, pure |
 //! | [`firewall`] | the backend trait and its implementations |
 //! | [`service`] | the protected service: greeting, flag, timed close, connection cap |
 
+pub mod client;
 pub mod config;
 pub mod firewall;
 pub mod grants;
