@@ -68,7 +68,7 @@ pub enum ClientError {
         host: String,
     },
     /// The name lookup failed.
-    #[error("cannot resolve target '{host}': {source}")]
+    #[error("cannot resolve target '{host}'")]
     Resolve {
         /// The name that was looked up.
         host: String,
@@ -86,7 +86,7 @@ pub enum ClientError {
         source_ip: IpAddr,
     },
     /// A local socket could not be bound (e.g. `--source` is not ours).
-    #[error("cannot bind to local address {addr}: {source}")]
+    #[error("cannot bind to local address {addr}")]
     Bind {
         /// The local address.
         addr: SocketAddr,
@@ -94,7 +94,7 @@ pub enum ClientError {
         source: io::Error,
     },
     /// A knock could not be sent.
-    #[error("cannot send a knock to {target}: {source}")]
+    #[error("cannot send a knock to {target}")]
     Send {
         /// Where the knock was going.
         target: SocketAddr,
@@ -102,7 +102,7 @@ pub enum ClientError {
         source: io::Error,
     },
     /// The check hit an error that is neither a refusal nor a timeout.
-    #[error("cannot check {target}: {source}")]
+    #[error("cannot check {target}")]
     Check {
         /// The protected address.
         target: SocketAddr,
@@ -235,6 +235,15 @@ fn local_addr(target: IpAddr, source: Option<IpAddr>) -> SocketAddr {
         IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
     });
     SocketAddr::new(ip, 0)
+}
+
+/// Checks that `source` is one of our addresses (binds and drops a UDP
+/// socket; nothing is sent), so a bad `--source` fails before any knock.
+pub fn check_source(source: IpAddr) -> Result<(), ClientError> {
+    let addr = SocketAddr::new(source, 0);
+    std::net::UdpSocket::bind(addr)
+        .map(drop)
+        .map_err(|source| ClientError::Bind { addr, source })
 }
 
 /// Sends one UDP knock to each port in order, `delay` apart, from one
