@@ -8,6 +8,7 @@
 //!
 //! | module | job |
 //! |---|---|
+//! | [`client`] | knocking and the access check (open, closed, filtered) |
 //! | [`config`] | validated configuration; the one place that rejects bad values |
 //! | [`knock`] | the core: a pure state machine judging `(ip, port, now)` |
 //! | [`grants`] | open grants and their expiry, pure |
@@ -21,6 +22,7 @@
 //! | [`service`] | the protected service: greeting, flag, timed close, connection cap |
 
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod counters;
 pub mod firewall;

@@ -68,7 +68,7 @@ pub enum ServiceError {
         value: String,
     },
     /// A listening socket could not be set up.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address we tried.
         addr: SocketAddr,
