@@ -9,15 +9,26 @@ const T: Duration = Duration::from_secs(10);
 
 fn server_with(args: &[&str]) -> util::Outcome {
     let mut cmd = Command::new(bin("knock-server"));
-    cmd.args(["--bind", "127.0.0.1", "--firewall", "userspace"]).args(args);
+    cmd.args(["--bind", "127.0.0.1"]).args(args);
+    if !args.contains(&"--firewall") {
+        cmd.args(["--firewall", "userspace"]);
+    }
     run(cmd, T)
 }
 
 #[track_caller]
 fn refused(outcome: util::Outcome, needle: &str) {
     let outcome = outcome.expect_code(2);
-    assert!(outcome.stderr.contains(needle), "stderr lacks {needle:?}\n{}", outcome.describe());
-    assert!(!outcome.stderr.contains("panicked"), "{}", outcome.describe());
+    assert!(
+        outcome.stderr.contains(needle),
+        "stderr lacks {needle:?}\n{}",
+        outcome.describe()
+    );
+    assert!(
+        !outcome.stderr.contains("panicked"),
+        "{}",
+        outcome.describe()
+    );
 }
 
 #[test]
@@ -44,8 +55,15 @@ fn the_seed_command_line_is_accepted() {
         {
             let mut cmd = Command::new(bin("knock-server"));
             cmd.args([
-                "--sequence", "1111,2222,3333", "--protected-port", "8080", "--window", "15",
-                "--access-duration", "60", "--help",
+                "--sequence",
+                "1111,2222,3333",
+                "--protected-port",
+                "8080",
+                "--window",
+                "15",
+                "--access-duration",
+                "60",
+                "--help",
             ]);
             cmd
         },
@@ -59,11 +77,27 @@ fn the_seed_command_line_is_accepted() {
 fn server_help_explains_every_flag_with_its_default() {
     let out = server_with(&["--help"]).expect_code(0);
     for needle in [
-        "--sequence", "[default: 1234,5678,9012]", "--protected-port", "[default: 2222]", "--window",
-        "[default: 10]", "--access-duration", "[default: 30]", "--lockout", "[default: 5]", "--bind",
-        "--firewall", "--upstream", "--flag", "--max-tracked",
+        "--sequence",
+        "[default: 1234,5678,9012]",
+        "--protected-port",
+        "[default: 2222]",
+        "--window",
+        "[default: 10]",
+        "--access-duration",
+        "[default: 30]",
+        "--lockout",
+        "[default: 5]",
+        "--bind",
+        "--firewall",
+        "--upstream",
+        "--flag",
+        "--max-tracked",
     ] {
-        assert!(out.stdout.contains(needle), "--help lacks {needle}\n{}", out.describe());
+        assert!(
+            out.stdout.contains(needle),
+            "--help lacks {needle}\n{}",
+            out.describe()
+        );
     }
 }
 
@@ -72,5 +106,9 @@ fn a_busy_knock_port_fails_the_start_with_a_clear_line() {
     let spec = ServerSpec::new();
     let _first = spec.start();
     let out = run(spec.command(), T).expect_code(1);
-    assert!(out.stderr.contains("cannot listen for knocks on udp"), "{}", out.describe());
+    assert!(
+        out.stderr.contains("cannot listen for knocks on udp"),
+        "{}",
+        out.describe()
+    );
 }

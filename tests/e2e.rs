@@ -29,7 +29,11 @@ fn the_correct_sequence_opens_the_port_and_the_flag_comes_back() {
     let spec = ServerSpec::new();
     let server = spec.start();
     let addr = loopback(spec.protected_port);
-    assert_eq!(connect_from("127.0.0.2", addr), Reached::Reset, "open before knocking");
+    assert_eq!(
+        connect_from("127.0.0.2", addr),
+        Reached::Reset,
+        "open before knocking"
+    );
 
     let outcome = knock_and_check(&spec, "127.0.0.2").expect_code(0);
     assert!(outcome.stdout.contains("SUCCESS"), "{}", outcome.describe());
@@ -54,11 +58,14 @@ fn one_clients_grant_does_not_open_the_port_for_another() {
     let addr = loopback(spec.protected_port);
     assert!(served(&connect_from("127.0.0.3", addr)));
     assert_eq!(connect_from("127.0.0.4", addr), Reached::Reset);
-    let other = knock_and_check(&{
-        let mut s = spec.clone();
-        s.sequence = vec![s.sequence[0], s.sequence[2], s.sequence[1]];
-        s
-    }, "127.0.0.4");
+    let other = knock_and_check(
+        &{
+            let mut s = spec.clone();
+            s.sequence = vec![s.sequence[0], s.sequence[2], s.sequence[1]];
+            s
+        },
+        "127.0.0.4",
+    );
     assert_eq!(other.status.code(), Some(1), "{}", other.describe());
 }
 
@@ -89,7 +96,10 @@ fn test_wrong_shows_the_port_stays_closed() {
     let outcome = run(cmd, CLIENT_TIMEOUT);
     assert_eq!(outcome.status.code(), Some(0), "{}", outcome.describe());
     assert!(server.printed("locked out"), "{}", server.logs());
-    assert_eq!(connect_from("127.0.0.6", loopback(spec.protected_port)), Reached::Reset);
+    assert_eq!(
+        connect_from("127.0.0.6", loopback(spec.protected_port)),
+        Reached::Reset
+    );
 }
 
 #[test]
@@ -98,10 +108,13 @@ fn too_slow_a_sequence_does_not_open() {
     spec.window = "0.5";
     spec.lockout = "0.2";
     let _server = spec.start();
-    let mut cmd = spec.client("127.0.0.7");
-    cmd.args(["--delay", "0.4", "--check", "--wait", "0.2", "--timeout", "2"]);
+    let mut cmd = spec.client_with_delay("127.0.0.7", "0.4");
+    cmd.args(["--check", "--wait", "0.2", "--timeout", "2"]);
     run(cmd, CLIENT_TIMEOUT).expect_code(1);
-    assert_eq!(connect_from("127.0.0.7", loopback(spec.protected_port)), Reached::Reset);
+    assert_eq!(
+        connect_from("127.0.0.7", loopback(spec.protected_port)),
+        Reached::Reset
+    );
 }
 
 #[test]
@@ -115,7 +128,12 @@ fn access_closes_after_the_duration_but_an_open_connection_survives() {
     // Open a connection inside the window and keep it.
     let early = thread::spawn(move || connect_from("127.0.0.8", addr));
     thread::sleep(Duration::from_millis(2000));
-    assert_eq!(connect_from("127.0.0.8", addr), Reached::Reset, "still open after expiry\n{}", server.logs());
+    assert_eq!(
+        connect_from("127.0.0.8", addr),
+        Reached::Reset,
+        "still open after expiry\n{}",
+        server.logs()
+    );
     // The early connection was served in full, past the grant's end.
     match early.join().unwrap() {
         Reached::Served(text) => assert!(text.contains("close in 4 seconds"), "{text}"),
@@ -135,7 +153,11 @@ fn a_new_sequence_renews_access() {
     knock(&spec, "127.0.0.9").expect_code(0);
     thread::sleep(Duration::from_millis(1200));
     // 2.4 s after the first grant, 1.2 s after the renewal.
-    assert!(served(&connect_from("127.0.0.9", addr)), "{}", server.logs());
+    assert!(
+        served(&connect_from("127.0.0.9", addr)),
+        "{}",
+        server.logs()
+    );
     assert!(server.printed("access renewed"), "{}", server.logs());
 }
 
@@ -155,7 +177,13 @@ fn fifty_clients_knocking_at_once_all_get_in() {
         .collect();
     for handle in handles {
         let (source, outcome) = handle.join().unwrap();
-        assert_eq!(outcome.status.code(), Some(0), "{source}\n{}\n{}", outcome.describe(), server.logs());
+        assert_eq!(
+            outcome.status.code(),
+            Some(0),
+            "{source}\n{}\n{}",
+            outcome.describe(),
+            server.logs()
+        );
     }
     assert_eq!(server.count("access granted"), 50, "{}", server.logs());
 }
@@ -165,7 +193,16 @@ fn the_gate_proxies_to_an_upstream_service() {
     let service_port = util::free_port();
     let mut service = Proc::spawn({
         let mut cmd = Command::new(util::bin("protected-service"));
-        cmd.args(["--port", &service_port.to_string(), "--bind", "127.0.0.1", "--flag", "FLAG{upstream}", "--close-after", "0.2"]);
+        cmd.args([
+            "--port",
+            &service_port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--flag",
+            "FLAG{upstream}",
+            "--close-after",
+            "0.2",
+        ]);
         cmd
     });
     service.wait_for("listening", Duration::from_secs(10));
@@ -186,7 +223,10 @@ fn the_gate_proxies_to_an_upstream_service() {
 fn ipv6_knocks_open_the_port_over_ipv6() {
     if std::net::UdpSocket::bind("[::1]:0").is_err() {
         eprintln!("WARNING: SKIPPED ipv6 test: ::1 is not available on this host");
-        assert!(std::env::var_os("CI").is_none(), "IPv6 loopback missing in CI");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "IPv6 loopback missing in CI"
+        );
         return;
     }
     let mut spec = ServerSpec::new();
@@ -196,7 +236,10 @@ fn ipv6_knocks_open_the_port_over_ipv6() {
     let addr: std::net::SocketAddr = format!("[::1]:{}", spec.protected_port).parse().unwrap();
     assert!(served(&connect_from("::1", addr)));
     // IPv4 loopback is another source: still closed.
-    assert_eq!(connect_from("127.0.0.1", loopback(spec.protected_port)), Reached::Reset);
+    assert_eq!(
+        connect_from("127.0.0.1", loopback(spec.protected_port)),
+        Reached::Reset
+    );
 }
 
 #[test]

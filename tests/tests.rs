@@ -4,4 +4,5 @@
 mod util;
 
 mod cli;
+mod cli_client;
 mod e2e;

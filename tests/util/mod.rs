@@ -82,14 +82,23 @@ impl Proc {
     /// Starts `cmd` with its output captured.
     pub fn spawn(mut cmd: Command) -> Proc {
         let command = render(&cmd);
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
         cmd.env("RUST_LOG", "debug");
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {command}: {e}"));
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {command}: {e}"));
         let stdout = Arc::new(Mutex::new(String::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
         collect(child.stdout.take().unwrap(), stdout.clone());
         collect(child.stderr.take().unwrap(), stderr.clone());
-        Proc { command, child, stdout, stderr }
+        Proc {
+            command,
+            child,
+            stdout,
+            stderr,
+        }
     }
 
     /// Everything the program printed so far.
@@ -107,12 +116,17 @@ impl Proc {
     pub fn wait_for(&mut self, needle: &str, timeout: Duration) {
         let start = Instant::now();
         while start.elapsed() < timeout {
-            if self.stdout.lock().unwrap().contains(needle) || self.stderr.lock().unwrap().contains(needle) {
+            if self.stdout.lock().unwrap().contains(needle)
+                || self.stderr.lock().unwrap().contains(needle)
+            {
                 return;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 thread::sleep(Duration::from_millis(50));
-                panic!("program exited ({status}) before printing {needle:?}\n{}", self.logs());
+                panic!(
+                    "program exited ({status}) before printing {needle:?}\n{}",
+                    self.logs()
+                );
             }
             thread::sleep(Duration::from_millis(10));
         }
@@ -191,7 +205,12 @@ impl Outcome {
     /// Asserts the exit code and returns self.
     #[track_caller]
     pub fn expect_code(self, code: i32) -> Self {
-        assert_eq!(self.status.code(), Some(code), "unexpected exit code\n{}", self.describe());
+        assert_eq!(
+            self.status.code(),
+            Some(code),
+            "unexpected exit code\n{}",
+            self.describe()
+        );
         self
     }
 }
@@ -201,13 +220,22 @@ pub fn run(mut cmd: Command, timeout: Duration) -> Outcome {
     let mut proc = {
         cmd.env_remove("RUST_LOG");
         let command = render(&cmd);
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {command}: {e}"));
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {command}: {e}"));
         let stdout = Arc::new(Mutex::new(String::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
         collect(child.stdout.take().unwrap(), stdout.clone());
         collect(child.stderr.take().unwrap(), stderr.clone());
-        Proc { command, child, stdout, stderr }
+        Proc {
+            command,
+            child,
+            stdout,
+            stderr,
+        }
     };
     let status = proc.wait_exit(timeout);
     Outcome {
@@ -246,7 +274,11 @@ impl ServerSpec {
     }
 
     pub fn sequence_arg(&self) -> String {
-        self.sequence.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
+        self.sequence
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     pub fn command(&self) -> Command {
@@ -271,15 +303,25 @@ impl ServerSpec {
         proc
     }
 
-    /// A knock-client command aimed at this server from `source`.
+    /// A knock-client command aimed at this server from `source`, knocking
+    /// 50 ms apart.
     pub fn client(&self, source: &str) -> Command {
-        let target = if source.contains(':') { "::1" } else { "127.0.0.1" };
+        self.client_with_delay(source, "0.05")
+    }
+
+    /// A knock-client command aimed at this server from `source`.
+    pub fn client_with_delay(&self, source: &str, delay: &str) -> Command {
+        let target = if source.contains(':') {
+            "::1"
+        } else {
+            "127.0.0.1"
+        };
         let mut cmd = Command::new(bin("knock-client"));
         cmd.args(["--target", target])
             .args(["--sequence", &self.sequence_arg()])
             .args(["--protected-port", &self.protected_port.to_string()])
             .args(["--source", source])
-            .args(["--delay", "0.05"]);
+            .args(["--delay", delay]);
         cmd
     }
 }
@@ -303,11 +345,16 @@ pub fn connect_from(source: &str, addr: SocketAddr) -> Reached {
     )
     .unwrap();
     socket.bind(&SocketAddr::new(source, 0).into()).unwrap();
-    if socket.connect_timeout(&addr.into(), Duration::from_secs(2)).is_err() {
+    if socket
+        .connect_timeout(&addr.into(), Duration::from_secs(2))
+        .is_err()
+    {
         return Reached::Reset;
     }
     let mut stream: TcpStream = socket.into();
-    stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
     let mut buf = Vec::new();
     let mut chunk = [0u8; 512];
     loop {
@@ -333,9 +380,15 @@ pub fn connect_from(source: &str, addr: SocketAddr) -> Reached {
 /// Sends one knock datagram from `source` to `port` on loopback.
 pub fn knock_from(source: &str, port: u16) {
     let source: IpAddr = source.parse().unwrap();
-    let target: IpAddr = if source.is_ipv6() { "::1".parse().unwrap() } else { "127.0.0.1".parse().unwrap() };
+    let target: IpAddr = if source.is_ipv6() {
+        "::1".parse().unwrap()
+    } else {
+        "127.0.0.1".parse().unwrap()
+    };
     let socket = UdpSocket::bind(SocketAddr::new(source, 0)).unwrap();
-    socket.send_to(b"knock", SocketAddr::new(target, port)).unwrap();
+    socket
+        .send_to(b"knock", SocketAddr::new(target, port))
+        .unwrap();
 }
 
 /// The protected port's address on IPv4 loopback.
