@@ -6,3 +6,4 @@ mod util;
 mod cli;
 mod cli_client;
 mod e2e;
+mod scripts;
