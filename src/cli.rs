@@ -14,10 +14,11 @@ pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 
 /// Installs the log subscriber on stderr. `RUST_LOG` wins when set;
-/// otherwise `info`, `debug` with `-v`, `trace` with `-vv`.
-pub fn init_tracing(verbose: u8) {
+/// otherwise `quiet_level` (`info` for daemons, `warn` for the client),
+/// `debug` with `-v`, `trace` with `-vv`.
+pub fn init_tracing(verbose: u8, quiet_level: &str) {
     let default = match verbose {
-        0 => "info",
+        0 => quiet_level,
         1 => "debug",
         _ => "trace",
     };

@@ -15,7 +15,6 @@ use portknock::config::{
     ConfigError, DEFAULT_PROTECTED_PORT, DEFAULT_SEQUENCE, Sequence, check_protected_port,
     parse_duration, parse_port,
 };
-use tracing_subscriber::EnvFilter;
 
 /// Sends a port-knock sequence (UDP) and optionally checks that the
 /// protected TCP port opened.
@@ -108,7 +107,7 @@ impl TryFrom<Cli> for Plan {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.verbose);
+    portknock::cli::init_tracing(cli.verbose, "warn");
     let plan = match Plan::try_from(cli) {
         Ok(plan) => plan,
         Err(err) => return fail(&err.into(), 2),
@@ -207,18 +206,4 @@ async fn check(plan: &Plan, protected: SocketAddr) -> Result<PortState, ClientEr
     let state = client::check_port(protected, plan.source, plan.timeout).await?;
     tracing::debug!(%protected, %state, "check");
     Ok(state)
-}
-
-fn init_tracing(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "debug",
-        _ => "trace",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
 }

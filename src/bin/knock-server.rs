@@ -111,7 +111,7 @@ fn usage(error: impl Into<anyhow::Error>) -> Failure {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    cli::init_tracing(args.verbose);
+    cli::init_tracing(args.verbose, "info");
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => return cli::fail("knock-server", &err.into(), EXIT_FAILURE),

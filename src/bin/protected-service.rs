@@ -11,7 +11,6 @@ use anyhow::Context;
 use clap::Parser;
 use portknock::config::{DEFAULT_FLAG, DEFAULT_PROTECTED_PORT, parse_duration, parse_port};
 use portknock::service::{self, DEFAULT_MAX_CONNECTIONS, ServiceSettings, format_seconds};
-use tracing_subscriber::EnvFilter;
 
 /// The protected TCP service: greets, sends the flag, closes after a delay.
 ///
@@ -49,7 +48,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.verbose);
+    portknock::cli::init_tracing(cli.verbose, "info");
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -84,46 +83,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         "protected service started"
     );
     println!("protected-service listening on {}", bound.join(", "));
-    service::run(listeners, settings, shutdown_signal())
+    service::run(listeners, settings, portknock::cli::shutdown_signal())
         .await
         .context("serving")
-}
-
-fn init_tracing(verbose: u8) {
-    let default = match verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-}
-
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot watch SIGTERM; stopping on SIGINT only");
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-    tracing::info!("signal received, shutting down");
 }

@@ -79,13 +79,18 @@ fn collect(stream: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
 }
 
 impl Proc {
-    /// Starts `cmd` with its output captured.
+    /// Starts `cmd` with its output captured and debug logs on.
     pub fn spawn(mut cmd: Command) -> Proc {
+        cmd.env("RUST_LOG", "debug");
+        Proc::start(cmd)
+    }
+
+    /// Starts `cmd` as it is, with its output captured.
+    fn start(mut cmd: Command) -> Proc {
         let command = render(&cmd);
         cmd.stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .stdin(Stdio::null());
-        cmd.env("RUST_LOG", "debug");
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {command}: {e}"));
@@ -217,26 +222,8 @@ impl Outcome {
 
 /// Runs `cmd` to completion with a time bound.
 pub fn run(mut cmd: Command, timeout: Duration) -> Outcome {
-    let mut proc = {
-        cmd.env_remove("RUST_LOG");
-        let command = render(&cmd);
-        cmd.stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .stdin(Stdio::null());
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {command}: {e}"));
-        let stdout = Arc::new(Mutex::new(String::new()));
-        let stderr = Arc::new(Mutex::new(String::new()));
-        collect(child.stdout.take().unwrap(), stdout.clone());
-        collect(child.stderr.take().unwrap(), stderr.clone());
-        Proc {
-            command,
-            child,
-            stdout,
-            stderr,
-        }
-    };
+    cmd.env_remove("RUST_LOG");
+    let mut proc = Proc::start(cmd);
     let status = proc.wait_exit(timeout);
     Outcome {
         command: proc.command.clone(),
