@@ -52,6 +52,11 @@ struct Cli {
           value_parser = parse_duration, allow_hyphen_values = true)]
     timeout: Duration,
 
+    /// Do not knock: only check the protected port now (exit 0 if open, 1 if
+    /// closed or filtered). Shows what a stranger sees.
+    #[arg(long, conflicts_with_all = ["check", "test_wrong"])]
+    check_only: bool,
+
     /// Send a wrong sequence, show the port stays closed, then send the right
     /// one during the lockout and show it is still closed (exit 1 if it opens).
     #[arg(long)]
@@ -78,6 +83,7 @@ struct Plan {
     protected_port: u16,
     delay: Duration,
     check: bool,
+    check_only: bool,
     wait: Duration,
     timeout: Duration,
     test_wrong: bool,
@@ -96,6 +102,7 @@ impl TryFrom<Cli> for Plan {
             protected_port: cli.protected_port,
             delay: cli.delay,
             check: cli.check,
+            check_only: cli.check_only,
             wait: cli.wait,
             timeout: cli.timeout,
             test_wrong: cli.test_wrong,
@@ -142,9 +149,17 @@ async fn run(plan: &Plan) -> anyhow::Result<bool> {
         }
     };
     say(report::BANNER);
-    say(&report::sending_line(&report::target_label(&plan.host, ip)));
+    let label = report::target_label(&plan.host, ip);
     let protected = SocketAddr::new(ip, plan.protected_port);
 
+    if plan.check_only {
+        say(&report::check_only_line(&label, plan.protected_port));
+        let state = client::check_port(protected, plan.source, plan.timeout).await?;
+        let line = report::check_only_result_line(plan.protected_port, state);
+        return Ok(verdict(plan, &line, state == PortState::Open));
+    }
+
+    say(&report::sending_line(&label));
     if plan.test_wrong {
         let wrong = client::wrong_sequence(&plan.sequence);
         say(&report::wrong_sequence_line(&wrong));

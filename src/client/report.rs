@@ -88,6 +88,19 @@ pub fn check_line(port: u16, state: PortState, timeout: Duration) -> String {
     }
 }
 
+/// `[*] Checking port 2222 on HOST without knocking`.
+pub fn check_only_line(target: &str, port: u16) -> String {
+    format!("[*] Checking port {port} on {target} without knocking")
+}
+
+/// The verdict of a check without knocking: what a stranger sees.
+pub fn check_only_result_line(port: u16, state: PortState) -> String {
+    match state {
+        PortState::Open => format!("[+] Port {port} is open"),
+        other => format!("[-] Port {port} is {other}"),
+    }
+}
+
 /// `[*] Testing a wrong sequence: 9012 → 5678 → 1234`.
 pub fn wrong_sequence_line(ports: &[u16]) -> String {
     format!("[*] Testing a wrong sequence: {}", arrow_list(ports))
@@ -145,6 +158,18 @@ mod tests {
             "[+] SUCCESS! Port 2222 is now accessible"
         );
         assert_eq!(BANNER.lines().count(), 3);
+        assert_eq!(
+            check_only_line("127.0.0.1", 2222),
+            "[*] Checking port 2222 on 127.0.0.1 without knocking"
+        );
+        assert_eq!(
+            check_only_result_line(2222, PortState::Open),
+            "[+] Port 2222 is open"
+        );
+        assert_eq!(
+            check_only_result_line(2222, PortState::Filtered),
+            format!("[-] Port 2222 is {}", PortState::Filtered)
+        );
         assert!(BANNER.contains("Port Knocking Client"));
     }
 
