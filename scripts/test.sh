@@ -30,7 +30,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 echo "==> shellcheck"
-shellcheck scripts/*.sh .ci/run
+shellcheck -x scripts/*.sh .ci/run
 
 echo "==> cargo test"
 # Two jobs at most: the machine has two cores, and the end-to-end tests
