@@ -19,6 +19,7 @@
 
 use std::collections::HashSet;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{Change, Firewall, FirewallError, FirewallOptions, system};
@@ -149,6 +150,8 @@ pub struct IptablesFirewall {
     options: FirewallOptions,
     /// Grants the kernel holds, as far as our successful commands say.
     granted: HashSet<(IpAddr, u16)>,
+    /// Where the tools are, if not on `PATH`.
+    tool_dir: Option<PathBuf>,
 }
 
 impl IptablesFirewall {
@@ -171,27 +174,45 @@ impl IptablesFirewall {
         Self {
             options,
             granted: HashSet::new(),
+            tool_dir: None,
+        }
+    }
+
+    /// Runs the tools from `dir` instead of `PATH` (a non-standard layout,
+    /// or tests that put a failing tool in the way).
+    pub fn with_tool_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.tool_dir = Some(dir.into());
+        self
+    }
+
+    fn program(&self, tool: &str) -> String {
+        match &self.tool_dir {
+            Some(dir) => dir.join(tool).to_string_lossy().into_owned(),
+            None => tool.to_string(),
         }
     }
 
     /// Runs one script through `*-restore --noflush`: the one place this
     /// backend changes the kernel.
-    fn restore(family: Family, script: &str) -> Result<(), FirewallError> {
-        system::run(family.restore_tool(), &["--noflush", LOCK_WAIT], script).map(drop)
+    fn restore(&self, family: Family, script: &str) -> Result<(), FirewallError> {
+        let program = self.program(family.restore_tool());
+        system::run(&program, &["--noflush", LOCK_WAIT], script).map(drop)
     }
 
-    fn save(family: Family) -> Result<String, FirewallError> {
-        system::run(family.save_tool(), &["-t", "filter"], "")
+    fn save(&self, family: Family) -> Result<String, FirewallError> {
+        system::run(&self.program(family.save_tool()), &["-t", "filter"], "")
     }
 
     fn remove_all(&mut self) -> Result<(), FirewallError> {
         self.granted.clear();
         let mut first_error = None;
         for family in Family::ALL {
-            let result = Self::save(family).and_then(|save| match teardown_script(&save) {
-                Some(script) => Self::restore(family, &script),
-                None => Ok(()),
-            });
+            let result = self
+                .save(family)
+                .and_then(|save| match teardown_script(&save) {
+                    Some(script) => self.restore(family, &script),
+                    None => Ok(()),
+                });
             if let Err(e) = result {
                 first_error.get_or_insert(e);
             }
@@ -233,14 +254,15 @@ impl Firewall for IptablesFirewall {
         self.granted.clear();
         let mut done = Vec::new();
         for family in Family::ALL {
-            let result = Self::save(family)
-                .and_then(|save| Self::restore(family, &setup_script(&save, &self.options)));
+            let result = self
+                .save(family)
+                .and_then(|save| self.restore(family, &setup_script(&save, &self.options)));
             if let Err(e) = result {
                 // All or nothing: undo the families already set up.
                 for family in done {
-                    if let Ok(save) = Self::save(family) {
+                    if let Ok(save) = self.save(family) {
                         if let Some(script) = teardown_script(&save) {
-                            let _ = Self::restore(family, &script);
+                            let _ = self.restore(family, &script);
                         }
                     }
                 }
@@ -282,12 +304,12 @@ impl Firewall for IptablesFirewall {
                 .iter()
                 .filter_map(|&i| needed[i].as_ref().map(|(_, line)| line.clone()))
                 .collect();
-            if Self::restore(family, &script(&lines)).is_ok() {
+            if self.restore(family, &script(&lines)).is_ok() {
                 indices.iter().for_each(|&i| self.record(&changes[i]));
                 continue;
             }
             for (&i, line) in indices.iter().zip(&lines) {
-                results[i] = Self::restore(family, &script(std::slice::from_ref(line)));
+                results[i] = self.restore(family, &script(std::slice::from_ref(line)));
                 if results[i].is_ok() {
                     self.record(&changes[i]);
                 }

@@ -18,6 +18,7 @@
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::nft_session::NftSession;
@@ -102,6 +103,8 @@ pub fn change_commands(change: &Change) -> String {
 pub struct NftablesFirewall {
     options: FirewallOptions,
     session: NftSession,
+    /// The `nft` program to run.
+    program: String,
 }
 
 impl NftablesFirewall {
@@ -119,7 +122,16 @@ impl NftablesFirewall {
         Self {
             options,
             session: NftSession::new(Self::TOOL),
+            program: Self::TOOL.to_string(),
         }
+    }
+
+    /// Runs `nft` from `dir` instead of `PATH` (a non-standard layout, or
+    /// tests that put a failing tool in the way).
+    pub fn with_tool_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.program = dir.into().join(Self::TOOL).to_string_lossy().into_owned();
+        self.session = NftSession::new(&self.program);
+        self
     }
 
     /// Whether nftables works here: `nft list tables` succeeds (the kernel
@@ -128,8 +140,9 @@ impl NftablesFirewall {
         system::run(Self::TOOL, &["list", "tables"], "").map(drop)
     }
 
-    fn transaction(script: &str) -> Result<(), FirewallError> {
-        system::run(Self::TOOL, &["-f", "-"], script).map(drop)
+    /// Runs one `nft -f` transaction.
+    fn transaction(&self, script: &str) -> Result<(), FirewallError> {
+        system::run(&self.program, &["-f", "-"], script).map(drop)
     }
 }
 
@@ -139,9 +152,9 @@ impl Firewall for NftablesFirewall {
     }
 
     fn setup(&mut self) -> Result<(), FirewallError> {
-        Self::transaction(&ruleset(&self.options)).inspect_err(|_| {
+        self.transaction(&ruleset(&self.options)).inspect_err(|_| {
             // The transaction left the old table, if any: remove it too.
-            let _ = Self::transaction(&teardown_script());
+            let _ = self.transaction(&teardown_script());
         })
     }
 
@@ -156,8 +169,8 @@ impl Firewall for NftablesFirewall {
     }
 
     fn teardown(&mut self) -> Result<(), FirewallError> {
-        self.session = NftSession::new(Self::TOOL);
-        Self::transaction(&teardown_script())
+        self.session = NftSession::new(&self.program);
+        self.transaction(&teardown_script())
     }
 
     /// The whole batch as one line (one transaction); if it fails, nothing
