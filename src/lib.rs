@@ -8,12 +8,28 @@
 //!
 //! | module | job |
 //! |---|---|
+//! | [`client`] | knocking and the access check (open, closed, filtered) |
 //! | [`config`] | validated configuration; the one place that rejects bad values |
 //! | [`knock`] | the core: a pure state machine judging `(ip, port, now)` |
 //! | [`grants`] | open grants and their expiry, pure |
 //! | [`firewall`] | the backend trait and its implementations |
+//! | [`firewall_worker`] | the thread that owns the backend and applies changes in batches |
+//! | [`server`] | the I/O shell: UDP knocks -> core -> firewall; expiry of grants |
+//! | [`gate`] | userspace backend's listener: resets strangers, serves or proxies the granted |
+//! | [`counters`] | what the server received and decided |
+//! | [`cli`] | glue for the binaries: logging, stop signal, exit codes |
+//! | [`net`] | socket helpers: v6-only wildcards side by side |
+//! | [`service`] | the protected service: greeting, flag, timed close, connection cap |
 
+pub mod cli;
+pub mod client;
 pub mod config;
+pub mod counters;
 pub mod firewall;
+pub mod firewall_worker;
+pub mod gate;
 pub mod grants;
 pub mod knock;
+pub mod net;
+pub mod server;
+pub mod service;

@@ -3,13 +3,9 @@
 //! rules are never touched. They need root; without it they print a loud
 //! SKIPPED line, and fail when `CI` is set.
 
-#[path = "firewall/iptables.rs"]
 mod iptables;
-#[path = "firewall/netns.rs"]
 mod netns;
-#[path = "firewall/nftables.rs"]
 mod nftables;
-#[path = "firewall/traffic.rs"]
 mod traffic;
 
 use netns::{Netns, privileged};
@@ -75,7 +71,7 @@ fn explicit_backends_without_net_admin_fail_with_the_clear_line() {
         .args([
             "--ignored",
             "--exact",
-            "without_net_admin_probe",
+            "firewall::without_net_admin_probe",
             "--test-threads=1",
         ])
         .env("PORTKNOCK_EXPECT_NO_NET_ADMIN", "1")

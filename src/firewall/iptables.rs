@@ -12,7 +12,7 @@
 //! Traffic to other ports falls off the end of `PORTKNOCK` back into INPUT,
 //! so the host's own rules are untouched. Every change is rendered as an
 //! `iptables-restore --noflush` script by the pure functions below (tested
-//! without a kernel) and applied by [`IptablesFirewall::restore`], the one
+//! without a kernel) and applied by `IptablesFirewall::restore`, the one
 //! place that runs a command. `iptables-restore` commits a table in one
 //! transaction, so setup (clean leftovers, create the chain, jump to it) is
 //! all-or-nothing per family, and a batch of grants costs one process.

@@ -15,6 +15,7 @@
 pub mod iptables;
 mod nft_session;
 pub mod nftables;
+pub mod recording;
 pub mod select;
 pub mod system;
 pub mod userspace;

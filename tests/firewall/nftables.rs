@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use portknock::firewall::nftables::NftablesFirewall;
 use portknock::firewall::{Change, Firewall, FirewallOptions};
 
-use crate::netns::{Netns, output, privileged, sh};
+use super::netns::{Netns, output, privileged, sh};
 
 const V4: &str = "192.0.2.2";
 const V6: &str = "2001:db8::2";
@@ -224,4 +224,63 @@ fn nftables_failed_setup_leaves_nothing() {
     let (err, exists) = result;
     assert!(err.contains("injected failure"), "{err}");
     assert!(!exists, "a failed setup must leave no table");
+}
+
+/// Cost of 1000 grants: the `nft -i` session against one `nft` process per
+/// grant, and the iptables backend for scale. A measurement, not a timed
+/// test: run with `cargo test --release --test firewall measure -- --ignored --nocapture`.
+#[test]
+#[ignore = "measurement; prints timings"]
+fn measure_1000_grants() {
+    use portknock::firewall::iptables::IptablesFirewall;
+    if !privileged("measure_1000_grants") {
+        return;
+    }
+    const N: u32 = 1000;
+    let ttl = Duration::from_secs(600);
+    let addr = |i: u32| IpAddr::from([198, 51, 100 + (i / 250) as u8, (i % 250) as u8 + 1]);
+    let ns = Netns::new("measure");
+    ns.run(|| {
+        let mut fw = NftablesFirewall::new(FirewallOptions::new([2222])).unwrap();
+        fw.setup().unwrap();
+        let start = Instant::now();
+        for i in 0..N {
+            fw.grant(addr(i), 2222, ttl).unwrap();
+        }
+        let session = start.elapsed();
+        fw.setup().unwrap();
+        let start = Instant::now();
+        for i in 0..N {
+            let line = portknock::firewall::nftables::change_commands(&Change::Grant {
+                ip: addr(i),
+                port: 2222,
+                ttl,
+            });
+            sh(&["nft", &line]);
+        }
+        let forked = start.elapsed();
+        let batch: Vec<Change> = (0..N)
+            .map(|i| Change::Grant { ip: addr(i), port: 2223, ttl })
+            .collect();
+        let start = Instant::now();
+        assert!(fw.apply(&batch).iter().all(Result::is_ok));
+        let batched = start.elapsed();
+        fw.teardown().unwrap();
+
+        let mut ipt = IptablesFirewall::new(FirewallOptions::new([2222])).unwrap();
+        ipt.setup().unwrap();
+        let start = Instant::now();
+        for i in 0..N {
+            ipt.grant(addr(i), 2222, ttl).unwrap();
+        }
+        let iptables = start.elapsed();
+        ipt.teardown().unwrap();
+        println!(
+            "1000 grants: nft -i session {session:?} ({:?}/grant); nft process per grant {forked:?} ({:?}/grant); \
+             nft -i one batch {batched:?}; iptables-restore per grant {iptables:?} ({:?}/grant)",
+            session / N,
+            forked / N,
+            iptables / N
+        );
+    });
 }

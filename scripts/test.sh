@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what the tests need
+# (as root, when missing), then builds and runs every test with the locked
+# dependencies. Privileged tests (network namespaces, iptables, nftables)
+# run when this is run as root; in CI (CI set) they must not be skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests use: command -> package.
+declare -A needed=(
+  [iptables]=iptables
+  [nft]=nftables
+  [nc]=netcat-openbsd
+  [ip]=iproute2
+  [setpriv]=util-linux
+  [shellcheck]=shellcheck
+)
+missing=()
+for cmd in "${!needed[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${needed[$cmd]}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    echo "==> installing test dependencies: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "WARNING: missing ${missing[*]} and not root: the tests that need them will say so" >&2
+  fi
+fi
+
+echo "==> shellcheck"
+shellcheck scripts/*.sh .ci/run
+
+echo "==> cargo test"
+# Two jobs at most: the machine has two cores, and the end-to-end tests
+# start real servers.
+cargo test --locked --all-targets -- --test-threads "${TEST_THREADS:-4}"

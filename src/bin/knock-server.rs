@@ -1,0 +1,253 @@
+//! knock-server: listens for knock sequences and opens the protected port
+//! for the source that knocked right. See `knock-server --help`.
+
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use clap::Parser;
+use tracing::{info, warn};
+
+use portknock::cli::{self, EXIT_FAILURE, EXIT_USAGE};
+use portknock::config::{self, KnockRules, Sequence};
+use portknock::counters::Counters;
+use portknock::firewall::userspace::{AccessList, UserspaceFirewall};
+use portknock::firewall::{Firewall, FirewallError, FirewallKind};
+use portknock::gate::{self, GateSettings, GateTarget};
+use portknock::net;
+use portknock::server::{self, ServerSettings};
+use portknock::service::ServiceSettings;
+
+/// Port-knocking server: keeps a TCP port closed until a client knocks the
+/// secret sequence of UDP ports, then opens it for that client's IP only.
+#[derive(Debug, Parser)]
+#[command(name = "knock-server", version, about, long_about = None)]
+struct Args {
+    /// Knock sequence: comma-separated UDP ports, knocked in this order
+    /// (repeats allowed).
+    #[arg(long, default_value = config::DEFAULT_SEQUENCE, value_parser = parse_sequence)]
+    sequence: Sequence,
+
+    /// TCP port that stays closed until a correct knock.
+    #[arg(long, default_value_t = config::DEFAULT_PROTECTED_PORT, value_parser = config::parse_port)]
+    protected_port: u16,
+
+    /// Time allowed from the first knock to the last (seconds, or with a
+    /// unit: 500ms, 10s, 1m).
+    #[arg(long, default_value = "10", value_parser = config::parse_duration)]
+    window: Duration,
+
+    /// How long the protected port stays open after a correct sequence.
+    #[arg(long, default_value = "30", value_parser = config::parse_duration)]
+    access_duration: Duration,
+
+    /// How long an IP is ignored after a wrong knock.
+    #[arg(long, default_value = "5", value_parser = config::parse_duration)]
+    lockout: Duration,
+
+    /// Address to listen on; repeat for several [default: 0.0.0.0 and ::].
+    #[arg(long, value_name = "ADDR")]
+    bind: Vec<IpAddr>,
+
+    /// Firewall backend. auto: nftables where usable, else iptables, else
+    /// the userspace gate (no privileges needed).
+    #[arg(long, value_enum, default_value_t = FirewallKind::Auto)]
+    firewall: FirewallKind,
+
+    /// Userspace gate only: proxy granted connections to this HOST:PORT
+    /// instead of serving the built-in protected service.
+    #[arg(long, value_name = "HOST:PORT")]
+    upstream: Option<String>,
+
+    /// Flag served by the built-in protected service (userspace gate).
+    #[arg(long, env = "FLAG", default_value = config::DEFAULT_FLAG, hide_env_values = true)]
+    flag: String,
+
+    /// Built-in service: seconds before a served connection is closed.
+    #[arg(long, default_value = "3", value_parser = config::parse_duration)]
+    close_after: Duration,
+
+    /// Bound on tracked source IPs (knocks in progress and lockouts); when
+    /// full, the stalest in-progress entry is evicted.
+    #[arg(long, default_value_t = config::DEFAULT_MAX_TRACKED, value_parser = config::parse_max_tracked)]
+    max_tracked: usize,
+
+    /// Userspace gate: cap on connections served at once.
+    #[arg(long, default_value_t = gate::DEFAULT_MAX_CONNECTIONS, value_parser = portknock::service::parse_max_connections)]
+    max_connections: usize,
+
+    /// More logs: -v for every knock, -vv for everything (RUST_LOG wins).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+fn parse_sequence(text: &str) -> Result<Sequence, config::ConfigError> {
+    text.parse()
+}
+
+/// An error and the exit code it maps to.
+struct Failure {
+    error: anyhow::Error,
+    code: u8,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(error: E) -> Self {
+        Self {
+            error: error.into(),
+            code: EXIT_FAILURE,
+        }
+    }
+}
+
+fn usage(error: impl Into<anyhow::Error>) -> Failure {
+    Failure {
+        error: error.into(),
+        code: EXIT_USAGE,
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    cli::init_tracing(args.verbose);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => return cli::fail("knock-server", &err.into(), EXIT_FAILURE),
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => cli::fail("knock-server", &failure.error, failure.code),
+    }
+}
+
+async fn run(args: Args) -> Result<(), Failure> {
+    config::check_protected_port(&args.sequence, args.protected_port).map_err(usage)?;
+    let binds = if args.bind.is_empty() {
+        net::WILDCARDS.to_vec()
+    } else {
+        args.bind.clone()
+    };
+    let rules = KnockRules {
+        sequence: args.sequence.clone(),
+        window: args.window,
+        access: args.access_duration,
+        lockout: args.lockout,
+        max_tracked: args.max_tracked,
+    };
+    let access = AccessList::new();
+    let (firewall, gate) = choose_firewall(&args, &access)?;
+
+    // Bind everything before touching the firewall: a busy port fails the
+    // start with nothing applied.
+    let mut sockets = Vec::new();
+    for port in args.sequence.distinct_ports() {
+        let bound = net::bind_each(&binds, port, net::udp_socket).map_err(|(addr, err)| {
+            anyhow!(err).context(format!("cannot listen for knocks on udp {addr}"))
+        })?;
+        sockets.extend(bound);
+    }
+    let gate_listeners = match &gate {
+        Some(_) => net::bind_each(&binds, args.protected_port, net::tcp_listener).map_err(
+            |(addr, err)| {
+                anyhow!(err).context(format!("cannot listen on the protected port tcp {addr}"))
+            },
+        )?,
+        None => Vec::new(),
+    };
+
+    let settings = ServerSettings {
+        rules,
+        protected_port: args.protected_port,
+    };
+    let counters = Arc::new(Counters::new());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let gate_task = gate.map(|gate_settings| {
+        let mut stop = stop_rx.clone();
+        tokio::spawn(gate::run(
+            gate_listeners,
+            access,
+            gate_settings,
+            async move {
+                let _ = stop.changed().await;
+            },
+        ))
+    });
+    let shutdown = async move {
+        cli::shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    };
+    let result = server::run(settings, sockets, firewall, counters, shutdown).await;
+    if let Some(task) = gate_task {
+        // The server returns early only on a setup failure: stop the gate too.
+        drop(stop_rx);
+        task.abort();
+        let _ = task.await;
+    }
+    result.map_err(|err| match err {
+        server::ServerError::Setup(
+            FirewallError::NeedsPrivilege { .. } | FirewallError::ToolMissing { .. },
+        ) => usage(err),
+        other => other.into(),
+    })
+}
+
+/// Picks the firewall backend and, for userspace, the gate's settings.
+fn choose_firewall(
+    args: &Args,
+    access: &AccessList,
+) -> Result<(Box<dyn Firewall>, Option<GateSettings>), Failure> {
+    let kind = match args.firewall {
+        FirewallKind::Auto => {
+            info!("firewall auto: kernel backends are not built yet; using the userspace gate");
+            FirewallKind::Userspace
+        }
+        other => other,
+    };
+    match kind {
+        FirewallKind::Userspace | FirewallKind::Auto => {
+            let target = match &args.upstream {
+                Some(upstream) => GateTarget::Upstream(check_upstream(upstream)?),
+                None => GateTarget::Builtin(ServiceSettings {
+                    flag: args.flag.clone(),
+                    close_after: args.close_after,
+                    ..ServiceSettings::default()
+                }),
+            };
+            let gate = GateSettings {
+                port: args.protected_port,
+                target,
+                max_connections: args.max_connections,
+            };
+            Ok((Box::new(UserspaceFirewall::new(access.clone())), Some(gate)))
+        }
+        FirewallKind::Iptables => Err(usage(FirewallError::NotBuilt {
+            backend: "iptables",
+        })),
+        FirewallKind::Nftables => Err(usage(FirewallError::NotBuilt {
+            backend: "nftables",
+        })),
+    }
+}
+
+/// Checks that `--upstream` is `HOST:PORT` with a valid port, and warns if
+/// the host does not resolve now (it is resolved again per connection).
+fn check_upstream(upstream: &str) -> Result<String, Failure> {
+    let (host, port) = upstream.rsplit_once(':').ok_or_else(|| {
+        usage(anyhow!(
+            "invalid --upstream '{upstream}': expected HOST:PORT, e.g. 127.0.0.1:2223"
+        ))
+    })?;
+    config::parse_port(port)
+        .map_err(|err| usage(anyhow!("invalid --upstream '{upstream}': {err}")))?;
+    if host.is_empty() {
+        return Err(usage(anyhow!(
+            "invalid --upstream '{upstream}': expected HOST:PORT, e.g. 127.0.0.1:2223"
+        )));
+    }
+    if std::net::ToSocketAddrs::to_socket_addrs(upstream).is_err() {
+        warn!(%upstream, "upstream does not resolve now; will retry per connection");
+    }
+    Ok(upstream.to_string())
+}

@@ -1,0 +1,206 @@
+//! The client's words: every line `knock-client` prints, as pure functions.
+//!
+//! Kept apart from the printing so the exact text (the seed's shape, which
+//! scripts and the README quote) is unit-tested.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::PortState;
+use crate::service::format_seconds;
+
+/// The banner printed first, three lines.
+pub const BANNER: &str = "==================================================\n  \
+     Port Knocking Client\n\
+     ==================================================";
+
+/// `1234 → 5678 → 9012`.
+pub fn arrow_list(ports: &[u16]) -> String {
+    ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(" → ")
+}
+
+/// The target as the user named it, with the address if that differs:
+/// `localhost (127.0.0.1)`.
+pub fn target_label(host: &str, ip: IpAddr) -> String {
+    let host = host.trim();
+    let same = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .is_ok_and(|parsed| parsed == ip);
+    if same {
+        host.to_string()
+    } else {
+        format!("{host} ({ip})")
+    }
+}
+
+/// `[*] Sending knock sequence to HOST`.
+pub fn sending_line(target: &str) -> String {
+    format!("[*] Sending knock sequence to {target}")
+}
+
+/// `[*] Sequence: 1234 → 5678 → 9012`.
+pub fn sequence_line(ports: &[u16]) -> String {
+    format!("[*] Sequence: {}", arrow_list(ports))
+}
+
+/// `[1/3] Knocking... → Knocked on port 1234`.
+pub fn knock_line(index: usize, total: usize, port: u16) -> String {
+    format!("[{index}/{total}] Knocking... → Knocked on port {port}")
+}
+
+/// `[+] Knock sequence completed`.
+pub fn completed_line() -> &'static str {
+    "[+] Knock sequence completed"
+}
+
+/// `[*] Waiting 1s, then checking port 2222...`.
+pub fn waiting_line(wait: Duration, port: u16) -> String {
+    format!(
+        "[*] Waiting {}s, then checking port {port}...",
+        format_seconds(wait)
+    )
+}
+
+/// The hint after knocking without `--check`.
+pub fn hint_line(host: &str, port: u16) -> String {
+    format!("[*] Port {port} should now be open for you: try nc {host} {port}")
+}
+
+/// The verdict of a check after the right sequence: success or why not.
+pub fn check_line(port: u16, state: PortState, timeout: Duration) -> String {
+    match state {
+        PortState::Open => format!("[+] SUCCESS! Port {port} is now accessible"),
+        PortState::Closed => format!(
+            "[-] FAILED: port {port} is closed (connection refused or reset): \
+             the knock was not accepted"
+        ),
+        PortState::Filtered => format!(
+            "[-] FAILED: port {port} is filtered (no answer within {}s): \
+             the knock was not accepted",
+            format_seconds(timeout)
+        ),
+    }
+}
+
+/// `[*] Testing a wrong sequence: 9012 → 5678 → 1234`.
+pub fn wrong_sequence_line(ports: &[u16]) -> String {
+    format!("[*] Testing a wrong sequence: {}", arrow_list(ports))
+}
+
+/// The verdict of the check after the wrong sequence.
+pub fn after_wrong_line(port: u16, state: PortState) -> String {
+    match state {
+        PortState::Open => format!(
+            "[-] UNEXPECTED: port {port} is open after a wrong sequence \
+             (an earlier grant may still be live)"
+        ),
+        closed => format!("[+] As expected, port {port} stays {closed} after the wrong sequence"),
+    }
+}
+
+/// `[*] Sending the correct sequence during the lockout...`.
+pub fn during_lockout_line() -> &'static str {
+    "[*] Sending the correct sequence during the lockout..."
+}
+
+/// The verdict of the check after the right sequence sent while locked out.
+pub fn lockout_line(port: u16, ip: IpAddr, state: PortState) -> String {
+    match state {
+        PortState::Open => format!(
+            "[-] UNEXPECTED: port {port} opened during the lockout: {ip} was not locked out"
+        ),
+        closed => format!("[+] As expected, port {port} is still {closed}: {ip} is locked out"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    #[test]
+    fn lines_have_the_seeds_shape() {
+        assert_eq!(
+            sending_line("127.0.0.1"),
+            "[*] Sending knock sequence to 127.0.0.1"
+        );
+        assert_eq!(
+            sequence_line(&[1234, 5678, 9012]),
+            "[*] Sequence: 1234 → 5678 → 9012"
+        );
+        assert_eq!(
+            knock_line(1, 3, 1234),
+            "[1/3] Knocking... → Knocked on port 1234"
+        );
+        assert_eq!(completed_line(), "[+] Knock sequence completed");
+        assert_eq!(
+            check_line(2222, PortState::Open, Duration::from_secs(2)),
+            "[+] SUCCESS! Port 2222 is now accessible"
+        );
+        assert_eq!(BANNER.lines().count(), 3);
+        assert!(BANNER.contains("Port Knocking Client"));
+    }
+
+    #[test]
+    fn a_single_port_has_no_arrow() {
+        assert_eq!(arrow_list(&[7]), "7");
+        assert_eq!(sequence_line(&[]), "[*] Sequence: ");
+    }
+
+    #[test]
+    fn failures_say_which_case_and_why() {
+        let closed = check_line(2222, PortState::Closed, Duration::from_secs(2));
+        assert!(
+            closed.starts_with("[-] FAILED: port 2222 is closed"),
+            "{closed}"
+        );
+        let filtered = check_line(8080, PortState::Filtered, Duration::from_millis(500));
+        assert!(
+            filtered.contains("port 8080 is filtered (no answer within 0.5s)"),
+            "{filtered}"
+        );
+    }
+
+    #[test]
+    fn the_target_shows_its_address_only_when_it_differs() {
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        assert_eq!(target_label("127.0.0.1", ip), "127.0.0.1");
+        assert_eq!(target_label("localhost", ip), "localhost (127.0.0.1)");
+        let v6: IpAddr = "::1".parse().unwrap();
+        assert_eq!(target_label("[::1]", v6), "[::1]");
+    }
+
+    #[test]
+    fn waiting_uses_the_seed_number_format() {
+        assert_eq!(
+            waiting_line(Duration::from_secs(1), 2222),
+            "[*] Waiting 1s, then checking port 2222..."
+        );
+        assert_eq!(
+            waiting_line(Duration::from_millis(1500), 2222),
+            "[*] Waiting 1.5s, then checking port 2222..."
+        );
+    }
+
+    #[test]
+    fn wrong_sequence_verdicts() {
+        let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+        assert_eq!(
+            after_wrong_line(2222, PortState::Closed),
+            "[+] As expected, port 2222 stays closed after the wrong sequence"
+        );
+        assert!(after_wrong_line(2222, PortState::Open).starts_with("[-] UNEXPECTED"));
+        assert_eq!(
+            lockout_line(2222, ip, PortState::Filtered),
+            "[+] As expected, port 2222 is still filtered: 127.0.0.2 is locked out"
+        );
+        assert!(lockout_line(2222, ip, PortState::Open).contains("was not locked out"));
+    }
+}

@@ -1,0 +1,150 @@
+//! Property tests of the core: random knock streams against the rules.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+
+use super::{KnockTracker, Verdict};
+use crate::config::{KnockRules, Sequence};
+
+/// One generated knock: source, port, milliseconds since the previous knock.
+type Step = (u8, u16, u64);
+
+fn rules(sequence: Vec<u16>, max_tracked: usize) -> KnockRules {
+    KnockRules {
+        sequence: Sequence::new(sequence).unwrap(),
+        window: Duration::from_millis(2_000),
+        access: Duration::from_millis(5_000),
+        lockout: Duration::from_millis(1_000),
+        max_tracked,
+    }
+}
+
+fn strategy() -> impl Strategy<Value = (Vec<u16>, Vec<Step>)> {
+    let sequence = prop::collection::vec(1000u16..1003, 1..5);
+    sequence.prop_flat_map(|seq| {
+        let ports = prop::sample::select(vec![1000u16, 1001, 1002, 1]);
+        let steps = prop::collection::vec((1u8..7, ports, 0u64..800), 0..300);
+        (Just(seq), steps)
+    })
+}
+
+/// The rules of DESIGN.md written as plainly as possible, with no bound.
+#[derive(Default)]
+struct Model {
+    progress: HashMap<IpAddr, (usize, Instant)>,
+    locked_until: HashMap<IpAddr, Instant>,
+}
+
+impl Model {
+    fn knock(&mut self, rules: &KnockRules, ip: IpAddr, port: u16, now: Instant) -> Verdict {
+        if let Some(&until) = self.locked_until.get(&ip) {
+            if now < until {
+                return Verdict::Ignored { ip, until };
+            }
+            self.locked_until.remove(&ip);
+        }
+        if let Some(&(_, first)) = self.progress.get(&ip) {
+            if now.duration_since(first) > rules.window {
+                self.progress.remove(&ip);
+            }
+        }
+        let (matched, first) = self.progress.get(&ip).copied().unwrap_or((0, now));
+        let seq = rules.sequence.ports();
+        if port == seq[matched] {
+            if matched + 1 == seq.len() {
+                self.progress.remove(&ip);
+                return Verdict::Grant {
+                    ip,
+                    until: now + rules.access,
+                };
+            }
+            self.progress.insert(ip, (matched + 1, first));
+            return Verdict::Progress {
+                ip,
+                matched: matched + 1,
+                total: seq.len(),
+            };
+        }
+        self.progress.remove(&ip);
+        let until = now + rules.lockout;
+        self.locked_until.insert(ip, until);
+        Verdict::LockedOut { ip, until }
+    }
+}
+
+fn run(rules: &KnockRules, steps: &[Step]) -> Vec<(IpAddr, u16, Instant, Verdict)> {
+    let mut tracker = KnockTracker::new(rules);
+    let mut now = Instant::now();
+    let mut out = Vec::new();
+    for &(host, port, delta) in steps {
+        now += Duration::from_millis(delta);
+        let ip = IpAddr::from([127, 0, 0, host]);
+        let verdict = tracker.knock(ip, port, now);
+        assert!(
+            tracker.tracked() <= rules.max_tracked,
+            "table over its bound"
+        );
+        out.push((ip, port, now, verdict));
+    }
+    out
+}
+
+proptest! {
+    /// Without eviction, the tracker decides exactly as the plain model.
+    #[test]
+    fn the_tracker_matches_the_plain_rules((seq, steps) in strategy()) {
+        let rules = rules(seq, 1_000);
+        let mut model = Model::default();
+        for (ip, port, now, verdict) in run(&rules, &steps) {
+            prop_assert_eq!(verdict, model.knock(&rules, ip, port, now));
+        }
+    }
+
+    /// Whatever the bound: no grant without the whole sequence, in order,
+    /// unrefused, within the window; the table never exceeds its bound
+    /// (checked inside `run`). A bound of at least the six generated sources
+    /// never evicts, so a locked-out IP must never advance; below it, the
+    /// last-resort eviction of a lockout may let one through (see module doc).
+    #[test]
+    fn grants_need_the_sequence_and_lockouts_hold((seq, steps) in strategy(), bound in 1usize..9) {
+        let evicting = bound < 6;
+        let rules = rules(seq.clone(), bound);
+        let mut history: HashMap<IpAddr, Vec<(u16, Instant, Verdict)>> = HashMap::new();
+        let mut locked: HashMap<IpAddr, Instant> = HashMap::new();
+        for (ip, port, now, verdict) in run(&rules, &steps) {
+            let mine = history.entry(ip).or_default();
+            mine.push((port, now, verdict));
+            match verdict {
+                Verdict::Progress { .. } | Verdict::Grant { .. } => {
+                    if let Some(&until) = locked.get(&ip) {
+                        prop_assert!(evicting || now >= until, "advanced while locked out");
+                    }
+                }
+                Verdict::LockedOut { until, .. } => {
+                    let ended = locked.get(&ip).is_none_or(|&old| now >= old);
+                    prop_assert!(evicting || ended, "lockout extended");
+                    locked.insert(ip, until);
+                }
+                Verdict::Ignored { until, .. } => {
+                    prop_assert_eq!(Some(&until), locked.get(&ip), "ignored by a lockout never given");
+                    prop_assert!(now < until);
+                }
+            }
+            if let Verdict::Grant { until, .. } = verdict {
+                prop_assert_eq!(until, now + rules.access);
+                prop_assert!(mine.len() >= seq.len());
+                let tail = &mine[mine.len() - seq.len()..];
+                let ports: Vec<u16> = tail.iter().map(|k| k.0).collect();
+                prop_assert_eq!(&ports, &seq);
+                let unrefused = tail
+                    .iter()
+                    .all(|k| matches!(k.2, Verdict::Progress { .. } | Verdict::Grant { .. }));
+                prop_assert!(unrefused, "a refused knock inside a granted sequence");
+                prop_assert!(now.duration_since(tail[0].1) <= rules.window);
+            }
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! The I/O shell of the knock server: UDP sockets -> core -> firewall.
+//!
+//! Three kinds of task, all stopped by one shutdown future:
+//! - a receiver per knock socket, which feeds `(source, port, now)` to the
+//!   [`Engine`] (the core plus the grant table, behind one short lock);
+//! - the expiry task, which sleeps until the next grant ends (a timer, not
+//!   polling) and revokes it, and prunes the core while it tracks anyone;
+//! - the firewall worker (`firewall_worker.rs`), one thread that owns the
+//!   backend, so a knock never waits behind a slow firewall command.
+//!
+//! Time comes from `tokio::time::Instant`, so tests can pause it.
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::net::UdpSocket;
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::config::KnockRules;
+use crate::counters::Counters;
+use crate::firewall::{Change, Firewall, FirewallError};
+use crate::firewall_worker::FirewallWorker;
+use crate::grants::{GrantChange, GrantTable};
+use crate::knock::{KnockTracker, Verdict};
+
+/// Largest knock datagram read; any payload counts, its bytes are ignored.
+const RECV_BUFFER: usize = 2048;
+
+/// A server failure that stops it.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    /// The firewall backend could not be set up.
+    #[error("firewall setup failed")]
+    Setup(#[source] FirewallError),
+    /// A socket could not be bound.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address that was refused.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What the server protects and how it judges knocks.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// The knock rules for the core.
+    pub rules: KnockRules,
+    /// The protected TCP port opened by a grant.
+    pub protected_port: u16,
+}
+
+/// The core and the open grants, behind one lock, plus the firewall queue.
+#[derive(Debug)]
+pub struct Engine {
+    state: Mutex<State>,
+    protected_port: u16,
+    access: Duration,
+    firewall: tokio::sync::mpsc::Sender<Change>,
+    counters: Arc<Counters>,
+    wake_expiry: Notify,
+}
+
+#[derive(Debug)]
+struct State {
+    tracker: KnockTracker,
+    grants: GrantTable,
+}
+
+impl Engine {
+    /// An engine applying `settings`, sending firewall changes to `firewall`.
+    pub fn new(
+        settings: &ServerSettings,
+        firewall: tokio::sync::mpsc::Sender<Change>,
+        counters: Arc<Counters>,
+    ) -> Self {
+        Self {
+            state: Mutex::new(State {
+                tracker: KnockTracker::new(&settings.rules),
+                grants: GrantTable::new(),
+            }),
+            protected_port: settings.protected_port,
+            access: settings.rules.access,
+            firewall,
+            counters,
+            wake_expiry: Notify::new(),
+        }
+    }
+
+    /// Judges one knock and carries out the verdict.
+    pub async fn handle_knock(&self, source: IpAddr, port: u16) -> Verdict {
+        let (verdict, change) = {
+            let mut state = self.lock();
+            let now = Instant::now().into_std();
+            let was_idle = state.tracker.tracked() == 0;
+            let verdict = state.tracker.knock(source, port, now);
+            self.counters.record_verdict(&verdict);
+            self.counters
+                .set_tracked(state.tracker.tracked(), state.tracker.stats().evictions);
+            let change = match verdict {
+                Verdict::Grant { ip, until } => {
+                    Some(state.grants.grant(ip, self.protected_port, until))
+                }
+                _ => None,
+            };
+            if change.is_some() || (was_idle && state.tracker.tracked() > 0) {
+                self.wake_expiry.notify_one();
+            }
+            (verdict, change)
+        };
+        self.log(&verdict, port, change);
+        if let (Verdict::Grant { ip, .. }, Some(_)) = (verdict, change) {
+            let grant = Change::Grant {
+                ip,
+                port: self.protected_port,
+                ttl: self.access,
+            };
+            if self.firewall.send(grant).await.is_err() {
+                warn!(%ip, "firewall worker has stopped; grant not applied");
+            }
+        }
+        verdict
+    }
+
+    fn log(&self, verdict: &Verdict, port: u16, change: Option<GrantChange>) {
+        let access = self.access.as_secs_f64();
+        match *verdict {
+            Verdict::Progress { ip, matched, total } => {
+                debug!(%ip, port, matched, total, verdict = "progress", "knock");
+            }
+            Verdict::Grant { ip, .. } => {
+                debug!(%ip, port, verdict = "grant", "knock");
+                let protected = self.protected_port;
+                match change {
+                    Some(GrantChange::Renewed) => {
+                        info!(%ip, port = protected, access_secs = access, "access renewed");
+                    }
+                    _ => info!(%ip, port = protected, access_secs = access, "access granted"),
+                }
+            }
+            Verdict::LockedOut { ip, until } => {
+                debug!(%ip, port, verdict = "locked_out", "knock");
+                let secs = until
+                    .saturating_duration_since(Instant::now().into_std())
+                    .as_secs_f64();
+                info!(%ip, port, lockout_secs = secs, "wrong knock: locked out");
+            }
+            Verdict::Ignored { ip, .. } => {
+                debug!(%ip, port, verdict = "ignored", "knock ignored: locked out");
+            }
+        }
+    }
+
+    /// Revokes the grants that have ended and forgets stale knock progress;
+    /// returns when the expiry task must next wake (None: nothing pending).
+    async fn expire_due(&self) -> Option<Instant> {
+        let now = Instant::now();
+        let (expired, next) = {
+            let mut state = self.lock();
+            let expired = state.grants.expire(now.into_std());
+            state.tracker.prune(now.into_std());
+            self.counters
+                .set_tracked(state.tracker.tracked(), state.tracker.stats().evictions);
+            let next_grant = state.grants.next_expiry().map(Instant::from_std);
+            // While anyone is tracked, prune once per window at most.
+            let next_prune = (state.tracker.tracked() > 0).then(|| now + self.prune_interval());
+            let next = match (next_grant, next_prune) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            (expired, next)
+        };
+        for (ip, port) in expired {
+            info!(%ip, port, "access expired");
+            self.counters.record_expiry();
+            if self
+                .firewall
+                .send(Change::Revoke { ip, port })
+                .await
+                .is_err()
+            {
+                warn!(%ip, "firewall worker has stopped; revoke not applied");
+            }
+        }
+        next
+    }
+
+    fn prune_interval(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    /// Forgets a grant the firewall could not apply, so the table matches
+    /// what the firewall holds.
+    pub fn forget_grant(&self, ip: IpAddr, port: u16) {
+        self.lock().grants.remove(ip, port);
+    }
+
+    /// Number of open grants.
+    pub fn open_grants(&self) -> usize {
+        self.lock().grants.len()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs the expiry loop until `stop` turns true.
+    pub async fn run_expiry(&self, mut stop: watch::Receiver<bool>) {
+        loop {
+            let next = self.expire_due().await;
+            let sleep = async {
+                match next {
+                    Some(deadline) => tokio::time::sleep_until(deadline).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = sleep => {}
+                _ = self.wake_expiry.notified() => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+}
+
+/// Binds one UDP socket per address and port. IPv6 sockets are v6-only so
+/// `0.0.0.0` and `::` can both be bound.
+pub fn bind_udp(addrs: &[IpAddr], ports: &[u16]) -> Result<Vec<UdpSocket>, ServerError> {
+    let mut sockets = Vec::new();
+    for &ip in addrs {
+        for &port in ports {
+            let addr = SocketAddr::new(ip, port);
+            let socket = crate::net::udp_socket(addr)
+                .map_err(|source| ServerError::Bind { addr, source })?;
+            sockets.push(socket);
+        }
+    }
+    Ok(sockets)
+}
+
+/// Runs the knock server until `shutdown` completes: sets up the firewall,
+/// receives knocks on `sockets`, grants and expires access, and on the way
+/// out tears the firewall down. Returns the final counters.
+pub async fn run(
+    settings: ServerSettings,
+    sockets: Vec<UdpSocket>,
+    firewall: Box<dyn Firewall>,
+    counters: Arc<Counters>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let backend = firewall.name();
+    let (changes, worker) = FirewallWorker::start(firewall, counters.clone())
+        .await
+        .map_err(ServerError::Setup)?;
+    let engine = Arc::new(Engine::new(&settings, changes, counters.clone()));
+    worker.on_failed_grant({
+        let engine = Arc::downgrade(&engine);
+        move |ip, port| {
+            if let Some(engine) = engine.upgrade() {
+                engine.forget_grant(ip, port);
+            }
+        }
+    });
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    for socket in sockets {
+        let engine = engine.clone();
+        let stop = stop_rx.clone();
+        let counters = counters.clone();
+        tasks.spawn(receive_knocks(socket, engine, counters, stop));
+    }
+    tasks.spawn({
+        let engine = engine.clone();
+        async move { engine.run_expiry(stop_rx).await }
+    });
+    info!(
+        sequence = %settings.rules.sequence,
+        protected_port = settings.protected_port,
+        firewall = backend,
+        window_secs = settings.rules.window.as_secs_f64(),
+        access_secs = settings.rules.access.as_secs_f64(),
+        lockout_secs = settings.rules.lockout.as_secs_f64(),
+        "knock server ready"
+    );
+
+    shutdown.await;
+    info!("shutting down: removing firewall rules");
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    drop(engine);
+    worker.finish().await;
+    info!(summary = %counters.snapshot(), "knock server stopped");
+    Ok(())
+}
+
+async fn receive_knocks(
+    socket: UdpSocket,
+    engine: Arc<Engine>,
+    counters: Arc<Counters>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let port = match socket.local_addr() {
+        Ok(addr) => addr.port(),
+        Err(err) => {
+            warn!(error = %err, "knock socket has no local address; not listening on it");
+            return;
+        }
+    };
+    let mut buf = vec![0u8; RECV_BUFFER];
+    loop {
+        tokio::select! {
+            received = socket.recv_from(&mut buf) => match received {
+                Ok((_, source)) => {
+                    counters.record_packet();
+                    engine.handle_knock(source.ip(), port).await;
+                }
+                // ICMP errors and the like surface here; they are not knocks.
+                Err(err) => debug!(port, error = %err, "receive error"),
+            },
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,238 @@
+//! The server's actors with a recording backend and a paused clock: grants
+//! reach the firewall, expiry revokes on time, failures roll back, shutdown
+//! tears down. Knocks go straight to the engine (no sockets), so pausing
+//! time is sound.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::*;
+use crate::config::KnockRules;
+use crate::firewall::recording::{Call, CallLog, RecordingFirewall};
+
+const SEC: Duration = Duration::from_secs(1);
+
+fn settings() -> ServerSettings {
+    ServerSettings {
+        rules: KnockRules {
+            access: 30 * SEC,
+            ..KnockRules::default()
+        },
+        protected_port: 2222,
+    }
+}
+
+fn ip(last: u8) -> IpAddr {
+    IpAddr::from([127, 0, 0, last])
+}
+
+struct Harness {
+    engine: Arc<Engine>,
+    calls: CallLog,
+    stop: watch::Sender<bool>,
+    worker: FirewallWorker,
+    expiry: tokio::task::JoinHandle<()>,
+}
+
+async fn start(firewall: impl FnOnce(CallLog) -> RecordingFirewall) -> Harness {
+    let calls: CallLog = Arc::new(Mutex::new(Vec::new()));
+    let counters = Arc::new(Counters::new());
+    let (changes, worker) =
+        FirewallWorker::start(Box::new(firewall(calls.clone())), counters.clone())
+            .await
+            .unwrap();
+    let engine = Arc::new(Engine::new(&settings(), changes, counters));
+    let weak = Arc::downgrade(&engine);
+    worker.on_failed_grant(move |ip, port| {
+        if let Some(engine) = weak.upgrade() {
+            engine.forget_grant(ip, port);
+        }
+    });
+    let (stop, stop_rx) = watch::channel(false);
+    let expiry = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.run_expiry(stop_rx).await }
+    });
+    Harness {
+        engine,
+        calls,
+        stop,
+        worker,
+        expiry,
+    }
+}
+
+impl Harness {
+    async fn knock_sequence(&self, source: IpAddr) -> Verdict {
+        let mut last = None;
+        for port in [1234, 5678, 9012] {
+            last = Some(self.engine.handle_knock(source, port).await);
+        }
+        last.unwrap()
+    }
+
+    /// Lets the worker thread catch up (real time: it is a thread).
+    async fn calls_settled(&self, expected: usize) -> Vec<Call> {
+        for _ in 0..200 {
+            let calls = self.calls.lock().unwrap().clone();
+            if calls.len() >= expected {
+                return calls;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+            tokio::task::yield_now().await;
+        }
+        self.calls.lock().unwrap().clone()
+    }
+
+    async fn stop(self) -> Vec<Call> {
+        self.stop.send(true).unwrap();
+        self.expiry.await.unwrap();
+        drop(self.engine);
+        self.worker.finish().await;
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_grant_reaches_the_firewall_and_expires_on_time() {
+    let h = start(RecordingFirewall::new).await;
+    assert!(matches!(
+        h.knock_sequence(ip(2)).await,
+        Verdict::Grant { .. }
+    ));
+    let calls = h.calls_settled(2).await;
+    assert_eq!(calls, vec![Call::Setup, Call::Grant(ip(2), 2222, 30 * SEC)]);
+    assert_eq!(h.engine.open_grants(), 1);
+
+    tokio::time::sleep(29 * SEC).await;
+    assert_eq!(h.calls_settled(3).await.len(), 2, "revoked early");
+    tokio::time::sleep(2 * SEC).await;
+    let calls = h.calls_settled(3).await;
+    assert_eq!(calls.last(), Some(&Call::Revoke(ip(2), 2222)));
+    assert_eq!(h.engine.open_grants(), 0);
+    let calls = h.stop().await;
+    assert_eq!(calls.last(), Some(&Call::Teardown));
+}
+
+#[tokio::test(start_paused = true)]
+async fn renewal_extends_the_grant_and_revokes_once() {
+    let h = start(RecordingFirewall::new).await;
+    h.knock_sequence(ip(2)).await;
+    tokio::time::sleep(20 * SEC).await;
+    h.knock_sequence(ip(2)).await;
+    tokio::time::sleep(15 * SEC).await;
+    // 35 s after the first grant, 15 s after the renewal: still open.
+    assert!(
+        !h.calls_settled(4)
+            .await
+            .contains(&Call::Revoke(ip(2), 2222))
+    );
+    tokio::time::sleep(16 * SEC).await;
+    let calls = h.calls_settled(4).await;
+    let revokes = calls
+        .iter()
+        .filter(|c| matches!(c, Call::Revoke(..)))
+        .count();
+    assert_eq!(revokes, 1);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_grant_is_forgotten_so_state_matches_the_firewall() {
+    let h = start(|calls| RecordingFirewall::new(calls).failing_grants()).await;
+    h.knock_sequence(ip(3)).await;
+    h.calls_settled(2).await;
+    for _ in 0..200 {
+        if h.engine.open_grants() == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(h.engine.open_grants(), 0);
+    tokio::time::sleep(40 * SEC).await;
+    let calls = h.stop().await;
+    assert!(
+        !calls.iter().any(|c| matches!(c, Call::Revoke(..))),
+        "{calls:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn independent_sources_get_independent_grants() {
+    let h = start(RecordingFirewall::new).await;
+    h.knock_sequence(ip(2)).await;
+    assert!(matches!(
+        h.engine.handle_knock(ip(3), 5678).await,
+        Verdict::LockedOut { .. }
+    ));
+    tokio::time::sleep(10 * SEC).await;
+    h.knock_sequence(ip(4)).await;
+    let calls = h.stop().await;
+    assert_eq!(
+        calls,
+        vec![
+            Call::Setup,
+            Call::Grant(ip(2), 2222, 30 * SEC),
+            Call::Grant(ip(4), 2222, 30 * SEC),
+            Call::Teardown
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_failed_setup_starts_nothing() {
+    let calls: CallLog = Arc::default();
+    let fw = RecordingFirewall::new(calls.clone()).failing_setup();
+    let err = FirewallWorker::start(Box::new(fw), Arc::new(Counters::new()))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("refused by the test"));
+    assert!(calls.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn run_listens_on_real_sockets_and_tears_down_on_shutdown() {
+    let sockets = bind_udp(&[IpAddr::from([127, 0, 0, 1])], &[0]).unwrap();
+    let port = sockets[0].local_addr().unwrap().port();
+    let rules = KnockRules {
+        sequence: crate::config::Sequence::new(vec![port]).unwrap(),
+        ..KnockRules::default()
+    };
+    let settings = ServerSettings {
+        rules,
+        protected_port: 2222,
+    };
+    let calls: CallLog = Arc::default();
+    let counters = Arc::new(Counters::new());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(run(
+        settings,
+        sockets,
+        Box::new(RecordingFirewall::new(calls.clone())),
+        counters.clone(),
+        async {
+            let _ = rx.await;
+        },
+    ));
+    let client = UdpSocket::bind("127.0.0.7:0").await.unwrap();
+    for _ in 0..100 {
+        client.send_to(b"knock", ("127.0.0.1", port)).await.unwrap();
+        if counters.snapshot().grants > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tx.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(calls.first(), Some(&Call::Setup));
+    assert!(
+        calls.contains(&Call::Grant(ip(7), 2222, 30 * SEC)),
+        "{calls:?}"
+    );
+    assert_eq!(calls.last(), Some(&Call::Teardown));
+    assert!(counters.snapshot().packets >= 1);
+}
