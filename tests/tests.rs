@@ -6,4 +6,5 @@ mod util;
 mod cli;
 mod cli_client;
 mod e2e;
+mod firewall;
 mod scripts;

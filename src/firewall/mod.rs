@@ -4,9 +4,20 @@
 //! one backend, which applies them. Backends:
 //! - [`userspace::UserspaceFirewall`]: no privileges; the gate (`gate.rs`)
 //!   owns the protected port and consults the access list this backend keeps.
-//! - iptables and nftables: kernel rules (their own issue).
+//! - [`iptables::IptablesFirewall`]: a chain of our own jumped to from INPUT,
+//!   an ACCEPT rule per grant, DROP for the protected ports (IPv4 and IPv6).
+//! - [`nftables::NftablesFirewall`]: a table of our own whose sets carry
+//!   kernel timeouts, so access ends on time even if the server dies.
+//!
+//! [`select::open`] picks one for `--firewall`, checking privileges and tools
+//! first so a missing capability is one clear line at start-up.
 
+pub mod iptables;
+mod nft_session;
+pub mod nftables;
 pub mod recording;
+pub mod select;
+pub mod system;
 pub mod userspace;
 
 use std::fmt;
@@ -14,6 +25,35 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use thiserror::Error;
+
+/// What a kernel backend protects and how (`--port`, `--no-keep-established`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirewallOptions {
+    /// TCP ports dropped for everyone without a grant (one today; SPA may
+    /// protect several). Duplicates are ignored; an empty list protects nothing.
+    pub ports: Vec<u16>,
+    /// Let connections that are already established (or related to one)
+    /// survive the end of their grant, as knockd users expect for SSH.
+    pub keep_established: bool,
+}
+
+impl FirewallOptions {
+    /// Protects `ports`, keeping established connections.
+    pub fn new(ports: impl Into<Vec<u16>>) -> Self {
+        Self {
+            ports: ports.into(),
+            keep_established: true,
+        }
+    }
+
+    /// The protected ports, sorted, without duplicates.
+    pub fn unique_ports(&self) -> Vec<u16> {
+        let mut ports = self.ports.clone();
+        ports.sort_unstable();
+        ports.dedup();
+        ports
+    }
+}
 
 /// One change to what the firewall lets through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,173 @@
+//! Real traffic through each backend: a server namespace with the firewall
+//! and a listener on the protected port, a client namespace joined by a
+//! veth pair. Dropped connects time out; granted ones connect.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use portknock::firewall::iptables::IptablesFirewall;
+use portknock::firewall::nftables::NftablesFirewall;
+use portknock::firewall::{Firewall, FirewallOptions};
+
+use super::netns::{Topology, privileged};
+
+const PORT: u16 = 2222;
+const TTL: Duration = Duration::from_secs(60);
+/// How long a connect may take before we call it dropped.
+const DROPPED_AFTER: Duration = Duration::from_millis(800);
+
+fn addr(ip: &str) -> SocketAddr {
+    SocketAddr::new(ip.parse::<IpAddr>().unwrap(), PORT)
+}
+
+fn assert_dropped(topo: &Topology, from: &str, to: &str) {
+    let start = Instant::now();
+    match topo.connect(from, addr(to), DROPPED_AFTER) {
+        Ok(_) => panic!("{from} -> {to}:{PORT} connected but should be dropped"),
+        Err(e) => {
+            assert_eq!(
+                e.kind(),
+                std::io::ErrorKind::TimedOut,
+                "{from} -> {to}: {e}"
+            );
+            assert!(start.elapsed() >= DROPPED_AFTER - Duration::from_millis(50));
+        }
+    }
+}
+
+fn assert_open(topo: &Topology, from: &str, to: &str) -> TcpStream {
+    topo.connect(from, addr(to), Duration::from_secs(3))
+        .unwrap_or_else(|e| panic!("{from} -> {to}:{PORT} should connect: {e}"))
+}
+
+/// Accepts the connection already queued on `listener` (bounded wait).
+fn accept(listener: &TcpListener) -> TcpStream {
+    listener.set_nonblocking(true).unwrap();
+    for _ in 0..200 {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false).unwrap();
+                return stream;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
+    panic!("no connection to accept within 2 s");
+}
+
+/// Whether bytes written by the client after the grant ended reach the server.
+fn established_survives(client: &mut TcpStream, server: &mut TcpStream) -> bool {
+    client.write_all(b"ping").unwrap();
+    server
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut buf = [0u8; 4];
+    server.read_exact(&mut buf).is_ok() && &buf == b"ping"
+}
+
+/// The scenario for one backend made by `make` inside the server namespace.
+fn scenario<F: Firewall>(tag: &str, keep_established: bool, make: fn(FirewallOptions) -> F) {
+    let topo = Topology::new(tag);
+    let (v4, v6) = topo.listen(PORT);
+    let options = FirewallOptions {
+        ports: vec![PORT],
+        keep_established,
+    };
+    let mut fw = topo.server.run(|| {
+        let mut fw = make(options);
+        fw.setup().unwrap();
+        fw
+    });
+    // Without a grant: dropped, both families.
+    assert_dropped(&topo, "192.0.2.2", "192.0.2.1");
+    assert_dropped(&topo, "2001:db8::2", "2001:db8::1");
+
+    // Grant 192.0.2.2 and 2001:db8::2 only.
+    topo.server.run(|| {
+        fw.grant("192.0.2.2".parse().unwrap(), PORT, TTL).unwrap();
+        fw.grant("2001:db8::2".parse().unwrap(), PORT, TTL).unwrap();
+    });
+    let mut client4 = assert_open(&topo, "192.0.2.2", "192.0.2.1");
+    let mut server4 = accept(&v4);
+    let _client6 = assert_open(&topo, "2001:db8::2", "2001:db8::1");
+    let _server6 = accept(&v6);
+    assert_dropped(&topo, "192.0.2.3", "192.0.2.1");
+    assert_dropped(&topo, "2001:db8::3", "2001:db8::1");
+
+    // The grant ends: new connections are dropped again; the open one lives
+    // on only while established connections are kept.
+    topo.server.run(|| {
+        fw.revoke("192.0.2.2".parse().unwrap(), PORT).unwrap();
+        fw.revoke("2001:db8::2".parse().unwrap(), PORT).unwrap();
+    });
+    assert_dropped(&topo, "192.0.2.2", "192.0.2.1");
+    assert_dropped(&topo, "2001:db8::2", "2001:db8::1");
+    assert_eq!(
+        established_survives(&mut client4, &mut server4),
+        keep_established,
+        "established connection after revoke (keep_established = {keep_established})"
+    );
+    topo.server.run(|| fw.teardown().unwrap());
+    // Without our rules the port is reachable by anyone.
+    drop(assert_open(&topo, "192.0.2.3", "192.0.2.1"));
+}
+
+fn iptables(options: FirewallOptions) -> IptablesFirewall {
+    IptablesFirewall::new(options).unwrap()
+}
+
+fn nftables(options: FirewallOptions) -> NftablesFirewall {
+    NftablesFirewall::new(options).unwrap()
+}
+
+#[test]
+fn iptables_traffic_is_dropped_until_granted_per_ip_v4_and_v6() {
+    if privileged("iptables_traffic_is_dropped_until_granted_per_ip_v4_and_v6") {
+        scenario("ipt-tr", true, iptables);
+    }
+}
+
+#[test]
+fn iptables_traffic_without_keep_established_cuts_open_connections() {
+    if privileged("iptables_traffic_without_keep_established_cuts_open_connections") {
+        scenario("ipt-tr-noest", false, iptables);
+    }
+}
+
+#[test]
+fn nftables_traffic_is_dropped_until_granted_per_ip_v4_and_v6() {
+    if privileged("nftables_traffic_is_dropped_until_granted_per_ip_v4_and_v6") {
+        scenario("nft-tr", true, nftables);
+    }
+}
+
+#[test]
+fn nftables_traffic_without_keep_established_cuts_open_connections() {
+    if privileged("nftables_traffic_without_keep_established_cuts_open_connections") {
+        scenario("nft-tr-noest", false, nftables);
+    }
+}
+
+/// nftables closes access on time by itself, with nobody revoking.
+#[test]
+fn nftables_traffic_stops_when_the_kernel_timeout_ends() {
+    if !privileged("nftables_traffic_stops_when_the_kernel_timeout_ends") {
+        return;
+    }
+    let topo = Topology::new("nft-tr-exp");
+    let _listeners = topo.listen(PORT);
+    topo.server.run(|| {
+        let mut fw = nftables(FirewallOptions::new([PORT]));
+        fw.setup().unwrap();
+        fw.grant("192.0.2.2".parse().unwrap(), PORT, Duration::from_secs(2))
+            .unwrap();
+        // dropped without teardown, as if the server were SIGKILLed
+    });
+    drop(assert_open(&topo, "192.0.2.2", "192.0.2.1"));
+    std::thread::sleep(Duration::from_millis(2300));
+    assert_dropped(&topo, "192.0.2.2", "192.0.2.1");
+}
