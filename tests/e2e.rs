@@ -51,7 +51,11 @@ fn the_correct_sequence_opens_the_port_and_the_flag_comes_back() {
     let mut check_only = spec.client("127.0.0.2");
     check_only.args(["--check-only", "--timeout", "2"]);
     let after = run(check_only, CLIENT_TIMEOUT).expect_code(0);
-    assert!(!after.stdout.contains("Knocked on port"), "{}", after.describe());
+    assert!(
+        !after.stdout.contains("Knocked on port"),
+        "{}",
+        after.describe()
+    );
 }
 
 #[test]

@@ -13,8 +13,8 @@ use tracing::{info, warn};
 use portknock::cli::{self, EXIT_FAILURE, EXIT_USAGE};
 use portknock::config::{self, KnockRules, Sequence};
 use portknock::counters::Counters;
-use portknock::firewall::userspace::{AccessList, UserspaceFirewall};
-use portknock::firewall::{Firewall, FirewallError, FirewallKind};
+use portknock::firewall::userspace::AccessList;
+use portknock::firewall::{Firewall, FirewallError, FirewallKind, FirewallOptions, select};
 use portknock::gate::{self, GateSettings, GateTarget};
 use portknock::net;
 use portknock::server::{self, ServerSettings};
@@ -55,6 +55,11 @@ struct Args {
     /// the userspace gate (no privileges needed).
     #[arg(long, value_enum, default_value_t = FirewallKind::Auto)]
     firewall: FirewallKind,
+
+    /// Kernel backends: do not keep connections opened during a grant once
+    /// it ends (by default they survive, as with knockd and SSH).
+    #[arg(long)]
+    no_keep_established: bool,
 
     /// Userspace gate only: proxy granted connections to this HOST:PORT
     /// instead of serving the built-in protected service.
@@ -198,37 +203,43 @@ fn choose_firewall(
     args: &Args,
     access: &AccessList,
 ) -> Result<(Box<dyn Firewall>, Option<GateSettings>), Failure> {
-    let kind = match args.firewall {
-        FirewallKind::Auto => {
-            info!("firewall auto: kernel backends are not built yet; using the userspace gate");
-            FirewallKind::Userspace
-        }
-        other => other,
+    let options = FirewallOptions {
+        ports: vec![args.protected_port],
+        keep_established: !args.no_keep_established,
     };
-    match kind {
-        FirewallKind::Userspace | FirewallKind::Auto => {
-            let target = match &args.upstream {
-                Some(upstream) => GateTarget::Upstream(check_upstream(upstream)?),
-                None => GateTarget::Builtin(ServiceSettings {
-                    flag: args.flag.clone(),
-                    close_after: args.close_after,
-                    ..ServiceSettings::default()
-                }),
-            };
-            let gate = GateSettings {
-                port: args.protected_port,
-                target,
-                max_connections: args.max_connections,
-            };
-            Ok((Box::new(UserspaceFirewall::new(access.clone())), Some(gate)))
-        }
-        FirewallKind::Iptables => Err(usage(FirewallError::NotBuilt {
-            backend: "iptables",
-        })),
-        FirewallKind::Nftables => Err(usage(FirewallError::NotBuilt {
-            backend: "nftables",
-        })),
+    let selected = select::open(args.firewall, &options, access.clone()).map_err(usage)?;
+    for reason in &selected.passed_over {
+        info!(reason = %reason, "firewall auto: backend passed over");
     }
+    if selected.kind != FirewallKind::Userspace {
+        if args.upstream.is_some() {
+            warn!(
+                "--upstream applies to the userspace gate only; ignored with the {} backend",
+                selected.kind
+            );
+        }
+        info!(backend = %selected.kind, "kernel firewall: run the protected service on port {}", args.protected_port);
+        return Ok((selected.firewall, None));
+    }
+    if args.firewall == FirewallKind::Auto {
+        warn!(
+            "no kernel firewall usable (needs CAP_NET_ADMIN and nft or iptables): using the userspace gate"
+        );
+    }
+    let target = match &args.upstream {
+        Some(upstream) => GateTarget::Upstream(check_upstream(upstream)?),
+        None => GateTarget::Builtin(ServiceSettings {
+            flag: args.flag.clone(),
+            close_after: args.close_after,
+            ..ServiceSettings::default()
+        }),
+    };
+    let gate = GateSettings {
+        port: args.protected_port,
+        target,
+        max_connections: args.max_connections,
+    };
+    Ok((selected.firewall, Some(gate)))
 }
 
 /// Checks that `--upstream` is `HOST:PORT` with a valid port, and warns if
