@@ -7,8 +7,7 @@
 # --- build: the release binaries, with the locked dependencies -------------
 FROM rust:1-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
-COPY src ./src
+COPY . .
 RUN cargo build --release --locked --bins \
  && mkdir -p /out \
  && cp target/release/knock-server target/release/knock-client target/release/protected-service /out/
@@ -33,7 +32,7 @@ EXPOSE 1234/udp 5678/udp 9012/udp 2222/tcp
 
 # Healthy while both programs run.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
-  CMD pgrep -x knock-server >/dev/null && pgrep -x protected-servi >/dev/null || exit 1
+  CMD pgrep -f /usr/local/bin/knock-server >/dev/null && pgrep -f /usr/local/bin/protected-service >/dev/null || exit 1
 
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/opt/portknock/scripts/start_services.sh"]
