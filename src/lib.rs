@@ -12,8 +12,10 @@
 //! | [`knock`] | the core: a pure state machine judging `(ip, port, now)` |
 //! | [`grants`] | open grants and their expiry, pure |
 //! | [`firewall`] | the backend trait and its implementations |
+//! | [`spa`] | fwknop-compatible Single Packet Authorization: decoder, encoder, key files, replay cache |
 
 pub mod config;
 pub mod firewall;
 pub mod grants;
 pub mod knock;
+pub mod spa;
