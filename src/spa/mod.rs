@@ -15,7 +15,8 @@
 //! | `verifier.rs` | [`Verifier`]: fwknopd's checks, in fwknopd's order |
 //! | `verdict.rs` | [`Verdict`], [`Accepted`], [`RejectReason`] |
 //! | `encoder.rs` | [`encode`]: what our client sends |
-//! | `message.rs` | the plaintext fields, [`SpaMessage`], [`PortSpec`] |
+//! | `message.rs` | the plaintext fields, [`SpaMessage`] |
+//! | `port_spec.rs` | [`PortSpec`]: `tcp/22` |
 //! | `cipher.rs` | salted AES-256-CBC with `EVP_BytesToKey` |
 //! | `digest.rs` | [`DigestType`]: hashes and HMACs |
 //! | `keys.rs` | [`SpaKeys`], secrets redacted from `Debug` |
@@ -35,6 +36,7 @@ mod fwknoprc;
 mod keygen;
 mod keys;
 mod message;
+mod port_spec;
 mod replay;
 mod source;
 mod verdict;
