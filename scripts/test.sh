@@ -14,6 +14,8 @@ declare -A needed=(
   [ip]=iproute2
   [setpriv]=util-linux
   [shellcheck]=shellcheck
+  [fwknop]=fwknop-client
+  [fwknopd]=fwknop-server
 )
 missing=()
 for cmd in "${!needed[@]}"; do

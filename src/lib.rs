@@ -20,6 +20,7 @@
 //! | [`cli`] | glue for the binaries: logging, stop signal, exit codes |
 //! | [`net`] | socket helpers: v6-only wildcards side by side |
 //! | [`service`] | the protected service: greeting, flag, timed close, connection cap |
+//! | [`spa`] | fwknop-compatible Single Packet Authorization: decoder, encoder, key files, replay cache |
 
 pub mod cli;
 pub mod client;
@@ -33,3 +34,4 @@ pub mod knock;
 pub mod net;
 pub mod server;
 pub mod service;
+pub mod spa;

@@ -8,3 +8,6 @@ mod cli_client;
 mod e2e;
 mod firewall;
 mod scripts;
+mod spa_fwknop_client;
+mod spa_fwknopd;
+mod spa_vectors;
