@@ -7,4 +7,5 @@ mod cli;
 mod cli_client;
 mod e2e;
 mod firewall;
+mod netns_e2e;
 mod scripts;
