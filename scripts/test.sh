@@ -14,6 +14,7 @@ declare -A needed=(
   [ip]=iproute2
   [setpriv]=util-linux
   [shellcheck]=shellcheck
+  [docker-compose]=docker-compose
 )
 missing=()
 for cmd in "${!needed[@]}"; do

@@ -5,6 +5,7 @@ mod util;
 
 mod cli;
 mod cli_client;
+mod container;
 mod e2e;
 mod firewall;
 mod netns_e2e;
