@@ -16,6 +16,7 @@ declare -A needed=(
   [shellcheck]=shellcheck
   [fwknop]=fwknop-client
   [fwknopd]=fwknop-server
+  [docker-compose]=docker-compose
 )
 missing=()
 for cmd in "${!needed[@]}"; do

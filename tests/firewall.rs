@@ -1,14 +1,13 @@
 //! Kernel tests of the iptables and nftables backends, each inside network
-//! namespaces the test creates (see `firewall/netns.rs`): the machine's own
+//! namespaces the test creates (see `util/netns.rs`): the machine's own
 //! rules are never touched. They need root; without it they print a loud
 //! SKIPPED line, and fail when `CI` is set.
 
 mod iptables;
-mod netns;
 mod nftables;
 mod traffic;
 
-use netns::{Netns, privileged};
+use crate::util::netns::{self, Netns, privileged};
 use portknock::firewall::{FirewallError, FirewallOptions};
 use portknock::firewall::{iptables::IptablesFirewall, nftables::NftablesFirewall};
 

@@ -5,8 +5,10 @@ mod util;
 
 mod cli;
 mod cli_client;
+mod container;
 mod e2e;
 mod firewall;
+mod netns_e2e;
 mod scripts;
 mod spa_fwknop_client;
 mod spa_fwknopd;

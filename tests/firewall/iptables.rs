@@ -6,7 +6,7 @@ use std::time::Duration;
 use portknock::firewall::iptables::IptablesFirewall;
 use portknock::firewall::{Firewall, FirewallOptions};
 
-use super::netns::{Netns, privileged, sh};
+use crate::util::netns::{Netns, privileged, sh};
 
 const V4: &str = "192.0.2.2";
 const V6: &str = "2001:db8::2";

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use portknock::firewall::nftables::NftablesFirewall;
 use portknock::firewall::{Change, Firewall, FirewallOptions};
 
-use super::netns::{Netns, output, privileged, sh};
+use crate::util::netns::{Netns, output, privileged, sh};
 
 const V4: &str = "192.0.2.2";
 const V6: &str = "2001:db8::2";

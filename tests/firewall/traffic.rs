@@ -10,7 +10,7 @@ use portknock::firewall::iptables::IptablesFirewall;
 use portknock::firewall::nftables::NftablesFirewall;
 use portknock::firewall::{Firewall, FirewallOptions};
 
-use super::netns::{Topology, privileged};
+use crate::util::netns::{Topology, privileged};
 
 const PORT: u16 = 2222;
 const TTL: Duration = Duration::from_secs(60);
