@@ -4,7 +4,7 @@
 //! SKIPPED line, and fail when `CI` is set.
 
 mod iptables;
-mod netns;
+pub mod netns;
 mod nftables;
 mod traffic;
 

@@ -25,7 +25,7 @@ use crate::spa::{
 pub enum SpaClientError {
     /// A `--access` item that is not `proto/port`.
     #[error("invalid --access: {0}")]
-    Access(#[from] BadPortSpec),
+    Access(BadPortSpec),
     /// No `--access` and no `ACCESS` in the rc stanza.
     #[error("no ports to open: give --access tcp/PORT (or ACCESS in the rc stanza)")]
     NoAccess,
@@ -52,7 +52,7 @@ pub enum SpaClientError {
     RcWithoutHmac(String),
     /// The keys were refused.
     #[error("invalid SPA keys: {0}")]
-    Keys(#[from] KeyError),
+    Keys(KeyError),
     /// The rc file was refused.
     #[error("rc file {path}: {cause}")]
     Rc {
@@ -224,7 +224,8 @@ pub fn parse_access(text: &str) -> Result<Vec<PortSpec>, SpaClientError> {
     let ports = text
         .split(',')
         .map(str::parse)
-        .collect::<Result<Vec<PortSpec>, _>>()?;
+        .collect::<Result<Vec<PortSpec>, _>>()
+        .map_err(SpaClientError::Access)?;
     Ok(ports)
 }
 
@@ -248,12 +249,7 @@ pub fn keys_from_flags(
         "--hmac-key-base64",
         hmac_key.ok_or(SpaClientError::NoHmacKey)?,
     )?;
-    Ok(SpaKeys::new(
-        key,
-        Some(hmac),
-        hmac_digest,
-        EncryptionMode::Cbc,
-    )?)
+    SpaKeys::new(key, Some(hmac), hmac_digest, EncryptionMode::Cbc).map_err(SpaClientError::Keys)
 }
 
 /// The stanza `name` of the rc file at `path`.
