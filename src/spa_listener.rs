@@ -21,6 +21,15 @@
 //! material. Rejections of packets that did not authenticate (anyone can
 //! send those) go to info within a budget and to debug beyond it, with a
 //! count of what was demoted, so a flood cannot flood the log.
+//!
+//! For a load generator's SPA mode: read [`SpaListener::counters`]
+//! (received, dropped at the queue, accepted, rejected, grants); each grant
+//! line carries `latency_us` from receipt to the queued firewall change.
+//! Every packet must be freshly encoded ([`crate::spa::encode`] draws new
+//! randomness; a resent packet is a replay) with a current timestamp, and
+//! distinct allow-IPs make distinct grants (the same one renews). Accepted
+//! throughput is bound by the replay cache's fsync per packet: put
+//! `--spa-replay-cache` on tmpfs to measure the rest.
 
 mod log_budget;
 mod setup;
