@@ -11,6 +11,7 @@
 //! SYN) is filtered.
 
 pub mod report;
+pub mod spa;
 
 use std::fmt;
 use std::io;

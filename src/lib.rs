@@ -21,6 +21,7 @@
 //! | [`net`] | socket helpers: v6-only wildcards side by side |
 //! | [`service`] | the protected service: greeting, flag, timed close, connection cap |
 //! | [`spa`] | fwknop-compatible Single Packet Authorization: decoder, encoder, key files, replay cache |
+//! | [`spa_listener`] | the server's SPA listener: UDP -> verifier thread -> grants in the engine |
 
 pub mod cli;
 pub mod client;
@@ -35,3 +36,4 @@ pub mod net;
 pub mod server;
 pub mod service;
 pub mod spa;
+pub mod spa_listener;

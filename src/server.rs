@@ -197,6 +197,29 @@ impl Engine {
         Duration::from_secs(1)
     }
 
+    /// Opens `port` for `ip` for `ttl` outside the knock core (an SPA
+    /// grant): records it in the grant table, so the expiry timer revokes it
+    /// like a sequence grant, and queues the firewall change. A grant for an
+    /// open `(ip, port)` renews it to the new end.
+    pub async fn grant(&self, ip: IpAddr, port: u16, ttl: Duration) -> GrantChange {
+        let change = {
+            let mut state = self.lock();
+            let until = Instant::now().into_std() + ttl;
+            let change = state.grants.grant(ip, port, until);
+            self.wake_expiry.notify_one();
+            change
+        };
+        if self
+            .firewall
+            .send(Change::Grant { ip, port, ttl })
+            .await
+            .is_err()
+        {
+            warn!(%ip, port, "firewall worker has stopped; grant not applied");
+        }
+        change
+    }
+
     /// Forgets a grant the firewall could not apply, so the table matches
     /// what the firewall holds.
     pub fn forget_grant(&self, ip: IpAddr, port: u16) {
@@ -233,6 +256,17 @@ impl Engine {
     }
 }
 
+/// A listener that runs beside the knock sockets and shares the engine
+/// (the SPA listener, `spa_listener.rs`): started with the engine and the
+/// stop signal; the server waits for it to finish before tearing down.
+pub type Listener = Box<
+    dyn FnOnce(
+            Arc<Engine>,
+            watch::Receiver<bool>,
+        ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
+        + Send,
+>;
+
 /// Binds one UDP socket per address and port. IPv6 sockets are v6-only so
 /// `0.0.0.0` and `::` can both be bound.
 pub fn bind_udp(addrs: &[IpAddr], ports: &[u16]) -> Result<Vec<UdpSocket>, ServerError> {
@@ -258,6 +292,19 @@ pub async fn run(
     counters: Arc<Counters>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
+    run_with(settings, sockets, Vec::new(), firewall, counters, shutdown).await
+}
+
+/// [`run`], plus `listeners` started with the engine (SPA). With no knock
+/// `sockets` the sequence is off (`--no-sequence`).
+pub async fn run_with(
+    settings: ServerSettings,
+    sockets: Vec<UdpSocket>,
+    listeners: Vec<Listener>,
+    firewall: Box<dyn Firewall>,
+    counters: Arc<Counters>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
     let backend = firewall.name();
     let (changes, worker) = FirewallWorker::start(firewall, counters.clone())
         .await
@@ -274,6 +321,13 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
+    let sequence = match sockets.is_empty() {
+        true => "off".to_string(),
+        false => settings.rules.sequence.to_string(),
+    };
+    for listener in listeners {
+        tasks.spawn(listener(engine.clone(), stop_rx.clone()));
+    }
     for socket in sockets {
         let engine = engine.clone();
         let stop = stop_rx.clone();
@@ -285,7 +339,7 @@ pub async fn run(
         async move { engine.run_expiry(stop_rx).await }
     });
     info!(
-        sequence = %settings.rules.sequence,
+        sequence = %sequence,
         protected_port = settings.protected_port,
         firewall = backend,
         window_secs = settings.rules.window.as_secs_f64(),

@@ -1,4 +1,5 @@
-//! `knock-client`: knock the sequence, optionally check the protected port.
+//! `knock-client`: knock the sequence (or send one fwknop-compatible SPA
+//! packet with `--spa`), optionally check the protected port.
 //!
 //! Thin: flags -> a validated [`Plan`] -> `portknock::client` calls, with
 //! the printing here. Exit codes: 0 success, 1 the check failed (or the
@@ -6,24 +7,29 @@
 //! `knock-client --target H && nc H 2222` does what it says.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::anyhow;
 use clap::Parser;
+use portknock::client::spa::{self as spa_client, SpaClientError, SpaFlags, SpaPlan};
 use portknock::client::{self, ClientError, PortState, report};
 use portknock::config::{
-    ConfigError, DEFAULT_PROTECTED_PORT, DEFAULT_SEQUENCE, Sequence, check_protected_port,
-    parse_duration, parse_port,
+    DEFAULT_PROTECTED_PORT, DEFAULT_SEQUENCE, Sequence, check_protected_port, parse_duration,
+    parse_port,
 };
+use portknock::spa::{DigestType, EncodeError, GeneratedKeys, PortSpec, SpaRequest};
 
 /// Sends a port-knock sequence (UDP) and optionally checks that the
 /// protected TCP port opened.
 #[derive(Debug, Parser)]
 #[command(name = "knock-client", version)]
 struct Cli {
-    /// Host to knock: a name, an IPv4 or an IPv6 address.
+    /// Host to knock: a name, an IPv4 or an IPv6 address (with --spa, the rc
+    /// stanza's SPA_SERVER when not given).
     #[arg(short, long, value_name = "HOST")]
-    target: String,
+    target: Option<String>,
 
     /// Knock ports in order, comma-separated (1-65535 each).
     #[arg(short, long, default_value = DEFAULT_SEQUENCE)]
@@ -71,6 +77,83 @@ struct Cli {
     #[arg(short, long)]
     quiet: bool,
 
+    /// Send one SPA packet (fwknop-compatible Single Packet Authorization)
+    /// instead of the knock sequence. With --check, the first tcp port of
+    /// --access is checked.
+    #[arg(long, conflicts_with = "test_wrong", help_heading = "SPA")]
+    spa: bool,
+
+    /// Ports to open, comma-separated proto/port (e.g. tcp/2222); default:
+    /// the rc stanza's ACCESS.
+    #[arg(long, value_name = "LIST", requires = "spa", help_heading = "SPA")]
+    access: Option<String>,
+
+    /// Encryption key, base64 (as printed by --keygen).
+    #[arg(
+        long,
+        value_name = "B64",
+        env = "PORTKNOCK_SPA_KEY_BASE64",
+        hide_env_values = true,
+        requires = "spa",
+        help_heading = "SPA"
+    )]
+    key_base64: Option<String>,
+
+    /// HMAC key, base64 (as printed by --keygen).
+    #[arg(
+        long,
+        value_name = "B64",
+        env = "PORTKNOCK_SPA_HMAC_KEY_BASE64",
+        hide_env_values = true,
+        requires = "spa",
+        help_heading = "SPA"
+    )]
+    hmac_key_base64: Option<String>,
+
+    /// HMAC digest for --hmac-key-base64 (md5, sha1, sha256, sha384,
+    /// sha512, sha3_256, sha3_512).
+    #[arg(
+        long,
+        value_name = "DIGEST",
+        default_value = "sha256",
+        requires = "spa",
+        help_heading = "SPA"
+    )]
+    hmac_digest: DigestType,
+
+    /// fwknop rc file with the keys and defaults [default: ~/.fwknoprc when
+    /// --name is given].
+    #[arg(long, value_name = "FILE", requires = "spa", help_heading = "SPA")]
+    rc_file: Option<PathBuf>,
+
+    /// Stanza of the rc file to use [default: default].
+    #[arg(long, value_name = "NAME", requires = "spa", help_heading = "SPA")]
+    name: Option<String>,
+
+    /// IPv4 address the server should open, or `source` to let it use the
+    /// packet's source address [default: the address this host sends from].
+    #[arg(long, value_name = "IP|source", requires = "spa", help_heading = "SPA")]
+    allow_ip: Option<String>,
+
+    /// UDP port of the SPA server [default: the rc stanza's, else 62201].
+    #[arg(long, value_name = "PORT", value_parser = parse_port, requires = "spa",
+          help_heading = "SPA")]
+    server_port: Option<u16>,
+
+    /// Ask for this access time in seconds (the server caps it with
+    /// MAX_FW_TIMEOUT); default: the server's FW_ACCESS_TIMEOUT.
+    #[arg(long, value_name = "SECS", requires = "spa", help_heading = "SPA")]
+    timeout_request: Option<u32>,
+
+    /// Username in the packet (the server may REQUIRE_USERNAME) [default:
+    /// the rc stanza's SPOOF_USER, else $USER].
+    #[arg(long, value_name = "NAME", requires = "spa", help_heading = "SPA")]
+    spa_user: Option<String>,
+
+    /// Print a fresh SPA key pair, for ~/.fwknoprc and for access.conf, and exit.
+    #[arg(long, exclusive = true, help_heading = "SPA")]
+    keygen: bool,
+
     /// More log output on stderr (-v debug, -vv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -78,6 +161,7 @@ struct Cli {
 
 /// What to do, validated: nothing after this sees clap types.
 struct Plan {
+    spa: Option<SpaPlan>,
     host: String,
     sequence: Sequence,
     protected_port: u16,
@@ -92,14 +176,34 @@ struct Plan {
 }
 
 impl TryFrom<Cli> for Plan {
-    type Error = ConfigError;
+    type Error = anyhow::Error;
 
-    fn try_from(cli: Cli) -> Result<Self, ConfigError> {
-        check_protected_port(&cli.sequence, cli.protected_port)?;
+    fn try_from(mut cli: Cli) -> anyhow::Result<Self> {
+        let spa = match cli.spa {
+            true => Some(spa_plan(&cli)?),
+            false => None,
+        };
+        if cli.target.is_none() {
+            cli.target = spa.as_ref().and_then(|s| s.server.clone());
+        }
+        let protected_port = match &spa {
+            Some(spa) => spa.check_port.unwrap_or(cli.protected_port),
+            None => {
+                check_protected_port(&cli.sequence, cli.protected_port)?;
+                cli.protected_port
+            }
+        };
+        let host = cli.target.ok_or_else(|| {
+            anyhow!("no target: give --target HOST (or SPA_SERVER in the rc stanza)")
+        })?;
+        if cli.check && spa.as_ref().is_some_and(|s| s.check_port.is_none()) {
+            return Err(anyhow!("--check needs a tcp port in --access to check"));
+        }
         Ok(Self {
-            host: cli.target,
+            spa,
+            host,
             sequence: cli.sequence,
-            protected_port: cli.protected_port,
+            protected_port,
             delay: cli.delay,
             check: cli.check,
             check_only: cli.check_only,
@@ -115,9 +219,18 @@ impl TryFrom<Cli> for Plan {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     portknock::cli::init_tracing(cli.verbose, "warn");
+    if cli.keygen {
+        return match GeneratedKeys::generate() {
+            Ok(keys) => {
+                print!("{}", keys.render());
+                ExitCode::SUCCESS
+            }
+            Err(err) => fail(&err.into(), 1),
+        };
+    }
     let plan = match Plan::try_from(cli) {
         Ok(plan) => plan,
-        Err(err) => return fail(&err.into(), 2),
+        Err(err) => return fail(&err, 2),
     };
     match run(&plan) {
         Ok(true) => ExitCode::SUCCESS,
@@ -125,7 +238,9 @@ fn main() -> ExitCode {
         Err(err) => {
             let bad_input = err
                 .downcast_ref::<ClientError>()
-                .is_some_and(ClientError::is_bad_input);
+                .is_some_and(ClientError::is_bad_input)
+                || err.is::<SpaClientError>()
+                || err.is::<EncodeError>();
             fail(&err, if bad_input { 2 } else { 1 })
         }
     }
@@ -134,6 +249,22 @@ fn main() -> ExitCode {
 fn fail(err: &anyhow::Error, code: u8) -> ExitCode {
     eprintln!("knock-client: error: {err:#}");
     ExitCode::from(code)
+}
+
+/// The SPA flags, for the library to validate.
+fn spa_plan(cli: &Cli) -> Result<SpaPlan, SpaClientError> {
+    SpaPlan::from_flags(SpaFlags {
+        access: cli.access.clone(),
+        key_base64: cli.key_base64.clone(),
+        hmac_key_base64: cli.hmac_key_base64.clone(),
+        hmac_digest: cli.hmac_digest,
+        rc_file: cli.rc_file.clone(),
+        name: cli.name.clone(),
+        allow_ip: cli.allow_ip.clone(),
+        server_port: cli.server_port,
+        timeout_request: cli.timeout_request,
+        user: cli.spa_user.clone(),
+    })
 }
 
 /// Runs the plan; `Ok(false)` when a check did not come out as expected.
@@ -151,6 +282,10 @@ async fn run(plan: &Plan) -> anyhow::Result<bool> {
     say(report::BANNER);
     let label = report::target_label(&plan.host, ip);
     let protected = SocketAddr::new(ip, plan.protected_port);
+
+    if let (Some(spa), false) = (&plan.spa, plan.check_only) {
+        return send_spa(plan, spa, ip, &label).await;
+    }
 
     if plan.check_only {
         say(&report::check_only_line(&label, plan.protected_port));
@@ -221,4 +356,40 @@ async fn check(plan: &Plan, protected: SocketAddr) -> Result<PortState, ClientEr
     let state = client::check_port(protected, plan.source, plan.timeout).await?;
     tracing::debug!(%protected, %state, "check");
     Ok(state)
+}
+
+/// Sends the SPA packet, then checks like after a sequence.
+async fn send_spa(plan: &Plan, spa: &SpaPlan, ip: IpAddr, label: &str) -> anyhow::Result<bool> {
+    let say = |line: &str| {
+        if !plan.quiet {
+            println!("{line}");
+        }
+    };
+    let target = SocketAddr::new(ip, spa.server_port);
+    say(&report::spa_sending_line(label, spa.server_port));
+    let allow = spa_client::allow_address(spa.allow, target, plan.source)?;
+    let access: Vec<String> = spa.access.iter().map(PortSpec::to_string).collect();
+    say(&report::spa_access_line(
+        &access.join(","),
+        allow,
+        spa.client_timeout,
+    ));
+    let timestamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let request = SpaRequest {
+        client_timeout: spa.client_timeout,
+        ..SpaRequest::new(&spa.username, allow, spa.access.clone(), timestamp)
+    };
+    let packet = portknock::spa::encode(&request, &spa.keys)?;
+    let sent = spa_client::send_packet(target, packet.as_bytes(), plan.source).await?;
+    say(&report::spa_sent_line(sent));
+    if !plan.check {
+        say(&report::hint_line(&plan.host, plan.protected_port));
+        return Ok(true);
+    }
+    let protected = SocketAddr::new(ip, plan.protected_port);
+    let state = check(plan, protected).await?;
+    let line = report::check_line(plan.protected_port, state, plan.timeout);
+    Ok(verdict(plan, &line, state == PortState::Open))
 }

@@ -1,7 +1,9 @@
-//! knock-server: listens for knock sequences and opens the protected port
-//! for the source that knocked right. See `knock-server --help`.
+//! knock-server: listens for knock sequences (and, with `--spa`, for
+//! fwknop-compatible SPA packets) and opens the protected port for the
+//! source that knocked right. See `knock-server --help`.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +21,8 @@ use portknock::gate::{self, GateSettings, GateTarget};
 use portknock::net;
 use portknock::server::{self, ServerSettings};
 use portknock::service::ServiceSettings;
+use portknock::spa::DEFAULT_SPA_PORT;
+use portknock::spa_listener::{self, SpaListener, SpaOptions, SpaSetup};
 
 /// Port-knocking server: keeps a TCP port closed until a client knocks the
 /// secret sequence of UDP ports, then opens it for that client's IP only.
@@ -83,6 +87,46 @@ struct Args {
     #[arg(long, default_value_t = gate::DEFAULT_MAX_CONNECTIONS, value_parser = portknock::service::parse_max_connections)]
     max_connections: usize,
 
+    /// Turn on the SPA listener: fwknop-compatible Single Packet
+    /// Authorization packets (encrypted, HMAC'd, timestamped) open access.
+    #[arg(long, requires = "spa_access", help_heading = "SPA")]
+    spa: bool,
+
+    /// Do not listen for the knock sequence (SPA only).
+    #[arg(long, requires = "spa", help_heading = "SPA")]
+    no_sequence: bool,
+
+    /// UDP port of the SPA listener.
+    #[arg(long, default_value_t = DEFAULT_SPA_PORT, value_parser = config::parse_port,
+          requires = "spa", help_heading = "SPA")]
+    spa_port: u16,
+
+    /// fwknop access.conf with the SPA keys and policy (SOURCE, KEY_BASE64,
+    /// HMAC_KEY_BASE64, OPEN_PORTS, FW_ACCESS_TIMEOUT, MAX_FW_TIMEOUT...).
+    #[arg(long, value_name = "FILE", requires = "spa", help_heading = "SPA")]
+    spa_access: Option<PathBuf>,
+
+    /// Accept access.conf stanzas without an HMAC key (fwknop's legacy,
+    /// unauthenticated mode; such packets can be tampered with).
+    #[arg(long, requires = "spa", help_heading = "SPA")]
+    spa_allow_no_hmac: bool,
+
+    /// Refuse SPA packets whose timestamp is further than this from now
+    /// (whole seconds).
+    #[arg(long, value_name = "SECS", default_value = "120",
+          value_parser = spa_listener::parse_max_age, requires = "spa", help_heading = "SPA")]
+    spa_max_age: u64,
+
+    /// Only open access for the packet's own source address (fwknop opens
+    /// the address named inside the packet).
+    #[arg(long, requires = "spa", help_heading = "SPA")]
+    spa_require_source_match: bool,
+
+    /// Replay cache file (digests of accepted packets; survives restarts).
+    #[arg(long, value_name = "PATH", default_value = spa_listener::DEFAULT_REPLAY_CACHE,
+          requires = "spa", help_heading = "SPA")]
+    spa_replay_cache: PathBuf,
+
     /// More logs: -v for every knock, -vv for everything (RUST_LOG wins).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -141,13 +185,39 @@ async fn run(args: Args) -> Result<(), Failure> {
         lockout: args.lockout,
         max_tracked: args.max_tracked,
     };
+    let spa = match &args.spa_access {
+        Some(path) if args.spa => Some(load_spa(&args, path)?),
+        _ => None,
+    };
+    let mut protected_ports = vec![args.protected_port];
+    if let Some(spa) = &spa {
+        protected_ports.extend(spa_listener::open_tcp_ports(spa.verifier.stanzas()));
+    }
     let access = AccessList::new();
-    let (firewall, gate) = choose_firewall(&args, &access)?;
+    let (firewall, gate) = choose_firewall(&args, &access, protected_ports.clone())?;
+    if gate.is_some() {
+        let unguarded: Vec<u16> = protected_ports
+            .iter()
+            .copied()
+            .filter(|&p| p != args.protected_port)
+            .collect();
+        if !unguarded.is_empty() {
+            warn!(
+                ports = ?unguarded,
+                "userspace gate guards tcp/{} only: SPA grants for these OPEN_PORTS are recorded but nothing enforces or serves them (use a kernel backend)",
+                args.protected_port
+            );
+        }
+    }
 
     // Bind everything before touching the firewall: a busy port fails the
     // start with nothing applied.
     let mut sockets = Vec::new();
-    for port in args.sequence.distinct_ports() {
+    let sequence_ports = match args.no_sequence {
+        true => Vec::new(),
+        false => args.sequence.distinct_ports(),
+    };
+    for port in sequence_ports {
         let bound = net::bind_each(&binds, port, net::udp_socket).map_err(|(addr, err)| {
             anyhow!(err).context(format!("cannot listen for knocks on udp {addr}"))
         })?;
@@ -161,6 +231,15 @@ async fn run(args: Args) -> Result<(), Failure> {
         )?,
         None => Vec::new(),
     };
+
+    let mut listeners = Vec::new();
+    if let Some(spa) = spa {
+        let bound =
+            net::bind_each(&binds, args.spa_port, net::udp_socket).map_err(|(addr, err)| {
+                anyhow!(err).context(format!("cannot listen for SPA packets on udp {addr}"))
+            })?;
+        listeners.push(SpaListener::new(bound, spa.verifier, spa.replay).into_listener());
+    }
 
     let settings = ServerSettings {
         rules,
@@ -183,7 +262,7 @@ async fn run(args: Args) -> Result<(), Failure> {
         cli::shutdown_signal().await;
         let _ = stop_tx.send(true);
     };
-    let result = server::run(settings, sockets, firewall, counters, shutdown).await;
+    let result = server::run_with(settings, sockets, listeners, firewall, counters, shutdown).await;
     if let Some(task) = gate_task {
         // The server returns early only on a setup failure: stop the gate too.
         drop(stop_rx);
@@ -198,13 +277,52 @@ async fn run(args: Args) -> Result<(), Failure> {
     })
 }
 
+/// Loads the access file and the replay cache, and checks the SPA port
+/// against the knock ports; reports what the access file ignores.
+fn load_spa(args: &Args, path: &std::path::Path) -> Result<SpaSetup, Failure> {
+    if !args.no_sequence && args.sequence.ports().contains(&args.spa_port) {
+        return Err(usage(anyhow!(
+            "--spa-port {} is also in the knock sequence: the SPA port and the knock ports must differ",
+            args.spa_port
+        )));
+    }
+    let opts = SpaOptions {
+        access: path.to_path_buf(),
+        allow_no_hmac: args.spa_allow_no_hmac,
+        max_age_secs: args.spa_max_age,
+        require_source_match: args.spa_require_source_match,
+        replay_cache: args.spa_replay_cache.clone(),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let setup = SpaSetup::load(&opts, now).map_err(usage)?;
+    for warning in &setup.warnings {
+        warn!(file = %path.display(), "access file: {warning}");
+    }
+    for line in spa_listener::stanzas_without_open_ports(setup.verifier.stanzas()) {
+        warn!(file = %path.display(), line, "access stanza has no OPEN_PORTS: any port may be requested (as with fwknopd)");
+    }
+    info!(
+        file = %path.display(),
+        stanzas = setup.verifier.stanzas().len(),
+        replay_cache = %opts.replay_cache.display(),
+        replay_entries = setup.replay.len(),
+        max_age_secs = opts.max_age_secs,
+        require_source_match = opts.require_source_match,
+        "spa configured"
+    );
+    Ok(setup)
+}
+
 /// Picks the firewall backend and, for userspace, the gate's settings.
 fn choose_firewall(
     args: &Args,
     access: &AccessList,
+    ports: Vec<u16>,
 ) -> Result<(Box<dyn Firewall>, Option<GateSettings>), Failure> {
     let options = FirewallOptions {
-        ports: vec![args.protected_port],
+        ports,
         keep_established: !args.no_keep_established,
     };
     let selected = select::open(args.firewall, &options, access.clone()).map_err(usage)?;

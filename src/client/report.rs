@@ -59,6 +59,29 @@ pub fn completed_line() -> &'static str {
     "[+] Knock sequence completed"
 }
 
+/// `[*] Sending SPA packet to HOST (udp/62201)`.
+pub fn spa_sending_line(target: &str, port: u16) -> String {
+    format!("[*] Sending SPA packet to {target} (udp/{port})")
+}
+
+/// `[*] Access: tcp/2222 for 127.0.0.2 (timeout: server default)`.
+pub fn spa_access_line(access: &str, allow: std::net::Ipv4Addr, client_timeout: u32) -> String {
+    let whom = match allow.is_unspecified() {
+        true => "the packet's source address".to_string(),
+        false => allow.to_string(),
+    };
+    let timeout = match client_timeout {
+        0 => "server default".to_string(),
+        secs => format!("{secs}s requested"),
+    };
+    format!("[*] Access: {access} for {whom} (timeout: {timeout})")
+}
+
+/// `[+] SPA packet sent (226 bytes)`.
+pub fn spa_sent_line(bytes: usize) -> String {
+    format!("[+] SPA packet sent ({bytes} bytes)")
+}
+
 /// `[*] Waiting 1s, then checking port 2222...`.
 pub fn waiting_line(wait: Duration, port: u16) -> String {
     format!(
@@ -171,6 +194,24 @@ mod tests {
             format!("[-] Port 2222 is {}", PortState::Filtered)
         );
         assert!(BANNER.contains("Port Knocking Client"));
+    }
+
+    #[test]
+    fn spa_lines() {
+        use std::net::Ipv4Addr;
+        assert_eq!(
+            spa_sending_line("127.0.0.1", 62201),
+            "[*] Sending SPA packet to 127.0.0.1 (udp/62201)"
+        );
+        assert_eq!(
+            spa_access_line("tcp/2222", Ipv4Addr::new(127, 0, 0, 2), 0),
+            "[*] Access: tcp/2222 for 127.0.0.2 (timeout: server default)"
+        );
+        assert_eq!(
+            spa_access_line("tcp/22", Ipv4Addr::UNSPECIFIED, 60),
+            "[*] Access: tcp/22 for the packet's source address (timeout: 60s requested)"
+        );
+        assert_eq!(spa_sent_line(226), "[+] SPA packet sent (226 bytes)");
     }
 
     #[test]

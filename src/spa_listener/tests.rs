@@ -1,0 +1,159 @@
+//! The listener in process, with a recording backend and real loopback
+//! sockets (real time: the clock is not paused while tasks wait on sockets).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::*;
+use crate::config::KnockRules;
+use crate::counters::Counters;
+use crate::firewall::recording::{Call, CallLog, RecordingFirewall};
+use crate::server::{ServerSettings, bind_udp, run_with};
+use crate::spa::{
+    AccessConfOptions, DigestType, EncryptionMode, MessageType, ServerPolicy, SpaKeys, SpaMessage,
+    SpaRequest, encode, parse_access_conf,
+};
+
+const KEY: &str = "kB+G5+KiLS8N2x64DYM+VuPU+Gj7A7uITpF9Y4Ozqms=";
+const HMAC: &str =
+    "vxdRyChqWMLurmUWJPUNWLPlMI57H9zvx/Gzdt7sS0FtjArdSOTNzBiw9D3HSVKV64jQv4fCM0BHc9VV3SCrjg==";
+
+fn accepted(ports: &[&str], timeout_secs: u32) -> Accepted {
+    let ports: Vec<PortSpec> = ports.iter().map(|p| p.parse().unwrap()).collect();
+    Accepted {
+        allow_ip: Ipv4Addr::new(127, 0, 0, 9),
+        ports: ports.clone(),
+        timeout_secs,
+        stanza: 0,
+        replay_digest: String::new(),
+        message: SpaMessage {
+            rand_val: "1234567890123456".into(),
+            username: "u".into(),
+            timestamp: 0,
+            version: "3.0.0".into(),
+            msg_type: MessageType::Access,
+            message: String::new(),
+            allow_ip: Ipv4Addr::new(127, 0, 0, 9),
+            ports,
+            nat_access: None,
+            server_auth: None,
+            client_timeout: 0,
+            digest_type: DigestType::Sha256,
+        },
+    }
+}
+
+#[test]
+fn plans_open_each_tcp_port_once_and_skip_the_rest() {
+    let plan = GrantPlan::for_accepted(&accepted(&["tcp/22", "udp/53", "tcp/22", "tcp/80"], 45));
+    assert_eq!(plan.ip, IpAddr::from([127, 0, 0, 9]));
+    assert_eq!(plan.tcp_ports, vec![22, 80]);
+    assert_eq!(plan.skipped, vec!["udp/53".parse().unwrap()]);
+    assert_eq!(plan.ttl, Duration::from_secs(45));
+    let zero = GrantPlan::for_accepted(&accepted(&["icmp/1"], 0));
+    assert!(zero.tcp_ports.is_empty());
+    assert_eq!(
+        zero.ttl,
+        Duration::from_secs(1),
+        "a grant lasts at least 1 s"
+    );
+}
+
+fn keys() -> SpaKeys {
+    use base64::Engine as _;
+    let b = |t: &str| base64::engine::general_purpose::STANDARD.decode(t).unwrap();
+    SpaKeys::new(
+        b(KEY),
+        Some(b(HMAC)),
+        DigestType::Sha256,
+        EncryptionMode::Cbc,
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_accepted_packet_grants_its_tcp_port_once_and_a_replay_is_refused() {
+    let conf = format!(
+        "SOURCE ANY\nKEY_BASE64 {KEY}\nHMAC_KEY_BASE64 {HMAC}\nOPEN_PORTS tcp/2222,tcp/8022\nFW_ACCESS_TIMEOUT 40\n"
+    );
+    let stanzas = parse_access_conf(&conf, AccessConfOptions::default())
+        .unwrap()
+        .stanzas;
+    let verifier = Verifier::new(stanzas, ServerPolicy::default());
+    let sockets = bind_udp(&[IpAddr::from([127, 0, 0, 1])], &[0]).unwrap();
+    let port = sockets[0].local_addr().unwrap().port();
+    let listener = SpaListener::new(sockets, verifier, ReplayCache::in_memory(120));
+    let spa = listener.counters();
+
+    let calls: CallLog = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let settings = ServerSettings {
+        rules: KnockRules::default(),
+        protected_port: 2222,
+    };
+    let server = tokio::spawn(run_with(
+        settings,
+        Vec::new(),
+        vec![listener.into_listener()],
+        Box::new(RecordingFirewall::new(calls.clone())),
+        Arc::new(Counters::new()),
+        async {
+            let _ = rx.await;
+        },
+    ));
+
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let request = SpaRequest::new(
+        "tester",
+        Ipv4Addr::new(127, 0, 0, 5),
+        vec!["tcp/8022".parse().unwrap()],
+        now,
+    );
+    let packet = encode(&request, &keys()).unwrap();
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let wait = |what: fn(&SpaCounters) -> bool| {
+        let spa = spa.clone();
+        async move {
+            for _ in 0..200 {
+                if what(&spa) {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            false
+        }
+    };
+    client
+        .send_to(packet.as_bytes(), ("127.0.0.1", port))
+        .await
+        .unwrap();
+    assert!(wait(|c| c.grants.load(Relaxed) == 1).await);
+    client
+        .send_to(packet.as_bytes(), ("127.0.0.1", port))
+        .await
+        .unwrap();
+    client.send_to(b"junk", ("127.0.0.1", port)).await.unwrap();
+    assert!(wait(|c| c.rejected.load(Relaxed) == 2).await);
+
+    tx.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    let calls = calls.lock().unwrap().clone();
+    let grants: Vec<&Call> = calls
+        .iter()
+        .filter(|c| matches!(c, Call::Grant(..)))
+        .collect();
+    assert_eq!(
+        grants,
+        vec![&Call::Grant(
+            IpAddr::from([127, 0, 0, 5]),
+            8022,
+            Duration::from_secs(40)
+        )]
+    );
+    assert_eq!(calls.last(), Some(&Call::Teardown));
+    assert_eq!(spa.accepted.load(Relaxed), 1);
+}
