@@ -282,6 +282,21 @@ pub async fn send_knocks(
     Ok(())
 }
 
+/// The local address the kernel would send from to reach `target`
+/// (bound to `source` when given). Connects a UDP socket; sends nothing.
+pub fn sending_address(target: SocketAddr, source: Option<IpAddr>) -> Result<IpAddr, ClientError> {
+    let local = local_addr(target.ip(), source);
+    let socket = std::net::UdpSocket::bind(local).map_err(|source| ClientError::Bind {
+        addr: local,
+        source,
+    })?;
+    socket
+        .connect(target)
+        .and_then(|()| socket.local_addr())
+        .map(|addr| addr.ip())
+        .map_err(|source| ClientError::Send { target, source })
+}
+
 /// Tries the protected port: [`PortState::Open`], `Closed` or `Filtered`
 /// (no answer within `timeout`). Binds to `source` when given.
 pub async fn check_port(

@@ -309,7 +309,9 @@ async fn run(plan: &Plan) -> anyhow::Result<bool> {
         say(&report::sequence_line(plan.sequence.ports()));
         knock(plan, ip, plan.sequence.ports()).await?;
         let state = check(plan, protected).await?;
-        let line = report::lockout_line(plan.protected_port, ip, state);
+        // Name this client's address, as the server sees it, not the target's.
+        let me = client::sending_address(protected, plan.source).unwrap_or(ip);
+        let line = report::lockout_line(plan.protected_port, me, state);
         return Ok(verdict(plan, &line, state != PortState::Open));
     }
 

@@ -283,21 +283,6 @@ pub fn rc_allow(allow: AllowIp) -> Result<AllowChoice, SpaClientError> {
     }
 }
 
-/// The local address the kernel would send from to reach `target`
-/// (bound to `source` when given). Connects a UDP socket; sends nothing.
-pub fn sending_address(target: SocketAddr, source: Option<IpAddr>) -> Result<IpAddr, ClientError> {
-    let local = local_addr(target.ip(), source);
-    let socket = std::net::UdpSocket::bind(local).map_err(|source| ClientError::Bind {
-        addr: local,
-        source,
-    })?;
-    socket
-        .connect(target)
-        .and_then(|()| socket.local_addr())
-        .map(|addr| addr.ip())
-        .map_err(|source| ClientError::Send { target, source })
-}
-
 /// The IPv4 address the packet names for `choice`.
 pub fn allow_address(
     choice: AllowChoice,
@@ -307,7 +292,7 @@ pub fn allow_address(
     Ok(match choice {
         AllowChoice::Ip(ip) => ip,
         AllowChoice::Source => Ipv4Addr::UNSPECIFIED,
-        AllowChoice::Local => match sending_address(target, source)?.to_canonical() {
+        AllowChoice::Local => match super::sending_address(target, source)?.to_canonical() {
             IpAddr::V4(ip) => ip,
             other => return Err(SpaClientError::NotIpv4(other).into()),
         },
