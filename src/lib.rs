@@ -20,6 +20,8 @@
 //! | [`cli`] | glue for the binaries: logging, stop signal, exit codes |
 //! | [`net`] | socket helpers: v6-only wildcards side by side |
 //! | [`service`] | the protected service: greeting, flag, timed close, connection cap |
+//! | [`stats`] | the loopback stats endpoint: counters as one JSON line per connection |
+//! | [`bench`] | the load generator behind `knock-bench`: traffic, probes, reports |
 
 pub mod cli;
 pub mod client;
@@ -33,3 +35,4 @@ pub mod knock;
 pub mod net;
 pub mod server;
 pub mod service;
+pub mod stats;

@@ -78,6 +78,11 @@ struct Args {
     #[arg(long, default_value_t = gate::DEFAULT_MAX_CONNECTIONS, value_parser = portknock::service::parse_max_connections)]
     max_connections: usize,
 
+    /// Serve the counters as one JSON line per TCP connection on this
+    /// loopback IP:PORT (e.g. 127.0.0.1:9920); off by default.
+    #[arg(long, value_name = "IP:PORT", value_parser = portknock::stats::parse_stats_addr)]
+    stats_listen: Option<std::net::SocketAddr>,
+
     /// More logs: -v for every knock, -vv for everything (RUST_LOG wins).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -157,6 +162,13 @@ async fn run(args: Args) -> Result<(), Failure> {
         None => Vec::new(),
     };
 
+    let stats_listener = match args.stats_listen {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|err| {
+            anyhow!(err).context(format!("cannot listen for stats on tcp {addr}"))
+        })?),
+        None => None,
+    };
+
     let settings = ServerSettings {
         rules,
         protected_port: args.protected_port,
@@ -174,6 +186,16 @@ async fn run(args: Args) -> Result<(), Failure> {
             },
         ))
     });
+    let stats_task = stats_listener.map(|listener| {
+        let mut stop = stop_rx.clone();
+        tokio::spawn(portknock::stats::serve(
+            listener,
+            counters.clone(),
+            async move {
+                let _ = stop.changed().await;
+            },
+        ))
+    });
     let shutdown = async move {
         cli::shutdown_signal().await;
         let _ = stop_tx.send(true);
@@ -182,6 +204,10 @@ async fn run(args: Args) -> Result<(), Failure> {
     if let Some(task) = gate_task {
         // The server returns early only on a setup failure: stop the gate too.
         drop(stop_rx);
+        task.abort();
+        let _ = task.await;
+    }
+    if let Some(task) = stats_task {
         task.abort();
         let _ = task.await;
     }
