@@ -23,6 +23,7 @@
 //! | [`stats`] | the loopback stats endpoint: counters as one JSON line per connection |
 //! | [`bench`] | the load generator behind `knock-bench`: traffic, probes, reports |
 
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;
