@@ -88,7 +88,8 @@ fn a_first_knock_flood_past_the_bound_stays_bounded_and_lets_the_client_in() {
             "127.0.0.77",
             "--gap",
             "1ms",
-        ]);
+        ])
+        .args(["--legit-after", "100ms"]);
     let out = run(cmd, Duration::from_secs(30)).expect_code(0);
     let json = &out.stdout;
     // 600 flood knocks plus the client's three: each one decided.

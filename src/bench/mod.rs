@@ -96,6 +96,8 @@ pub struct BenchConfig {
     pub source_base: Ipv4Addr,
     /// Floods: a legitimate client from this address knocks mid-flood.
     pub legit: Option<Ipv4Addr>,
+    /// Floods: how long after the flood starts the legitimate client knocks.
+    pub legit_after: Duration,
     /// The server's stats endpoint, to count its decisions.
     pub stats: Option<SocketAddr>,
     /// The server's pid, to read its peak memory.

@@ -45,6 +45,9 @@ struct Args {
     /// Floods: a legitimate client knocks from this address mid-flood.
     #[arg(long)]
     legit: Option<Ipv4Addr>,
+    /// Floods: how long after the flood starts the legitimate client knocks.
+    #[arg(long, default_value = "1s", value_parser = parse_settle)]
+    legit_after: Duration,
     /// The server's stats endpoint (knock-server --stats-listen).
     #[arg(long, value_name = "IP:PORT")]
     stats: Option<SocketAddr>,
@@ -97,6 +100,7 @@ fn main() -> ExitCode {
         gap: args.gap,
         source_base: args.source_base,
         legit: args.legit,
+        legit_after: args.legit_after,
         stats: args.stats,
         server_pid: args.server_pid,
         time_limit: args.time_limit,
