@@ -21,7 +21,7 @@
 //! | [`net`] | socket helpers: v6-only wildcards side by side |
 //! | [`service`] | the protected service: greeting, flag, timed close, connection cap |
 //! | [`stats`] | the loopback stats endpoint: counters as one JSON line per connection |
-//! | [`bench`] | the load generator behind `knock-bench`: traffic, probes, reports |
+//! | [`bench`](mod@bench) | the load generator behind `knock-bench`: traffic, probes, reports |
 
 pub mod bench;
 pub mod cli;
