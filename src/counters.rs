@@ -20,6 +20,8 @@ pub struct Counters {
     tracked: AtomicU64,
     firewall_ops: AtomicU64,
     firewall_failures: AtomicU64,
+    batches: AtomicU64,
+    table_bytes: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -45,6 +47,10 @@ pub struct CountersSnapshot {
     pub firewall_ops: u64,
     /// Firewall changes that failed.
     pub firewall_failures: u64,
+    /// Receive batches (one `recvmmsg` each) that held knocks.
+    pub batches: u64,
+    /// Heap bytes held by the tracking table.
+    pub table_bytes: u64,
 }
 
 impl Counters {
@@ -55,7 +61,13 @@ impl Counters {
 
     /// Counts a received knock datagram.
     pub fn record_packet(&self) {
-        self.packets.fetch_add(1, Relaxed);
+        self.record_packets(1);
+    }
+
+    /// Counts a batch of `n` received knock datagrams.
+    pub fn record_packets(&self, n: u64) {
+        self.packets.fetch_add(n, Relaxed);
+        self.batches.fetch_add(1, Relaxed);
     }
 
     /// Counts a decision of the core.
@@ -74,10 +86,12 @@ impl Counters {
         self.expiries.fetch_add(1, Relaxed);
     }
 
-    /// Records the size of the tracking table and its evictions so far.
-    pub fn set_tracked(&self, tracked: usize, evictions: u64) {
+    /// Records the size of the tracking table, its evictions so far, and
+    /// the bytes it holds.
+    pub fn set_table(&self, tracked: usize, evictions: u64, bytes: usize) {
         self.tracked.store(tracked as u64, Relaxed);
         self.evictions.store(evictions, Relaxed);
+        self.table_bytes.store(bytes as u64, Relaxed);
     }
 
     /// Counts a firewall change and whether it failed.
@@ -101,25 +115,107 @@ impl Counters {
             tracked: self.tracked.load(Relaxed),
             firewall_ops: self.firewall_ops.load(Relaxed),
             firewall_failures: self.firewall_failures.load(Relaxed),
+            batches: self.batches.load(Relaxed),
+            table_bytes: self.table_bytes.load(Relaxed),
         }
+    }
+}
+
+impl CountersSnapshot {
+    /// The field names and values, in a fixed order.
+    pub fn fields(&self) -> [(&'static str, u64); 12] {
+        [
+            ("packets", self.packets),
+            ("progress", self.progress),
+            ("grants", self.grants),
+            ("lockouts", self.lockouts),
+            ("ignored", self.ignored),
+            ("expiries", self.expiries),
+            ("evictions", self.evictions),
+            ("tracked", self.tracked),
+            ("firewall_ops", self.firewall_ops),
+            ("firewall_failures", self.firewall_failures),
+            ("batches", self.batches),
+            ("table_bytes", self.table_bytes),
+        ]
+    }
+
+    /// The counters as one line of JSON: `{"packets":1,...}`.
+    pub fn to_json(&self) -> String {
+        let body: Vec<String> = self
+            .fields()
+            .iter()
+            .map(|(name, value)| format!("\"{name}\":{value}"))
+            .collect();
+        format!("{{{}}}", body.join(","))
+    }
+
+    /// Parses what [`CountersSnapshot::to_json`] wrote; unknown fields are
+    /// skipped, missing ones stay zero. None if it is not such a line.
+    pub fn from_json(text: &str) -> Option<Self> {
+        let body = text.trim().strip_prefix('{')?.strip_suffix('}')?;
+        let mut snapshot = Self::default();
+        for pair in body.split(',').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once(':')?;
+            let value: u64 = value.trim().parse().ok()?;
+            let field = match name.trim().trim_matches('"') {
+                "packets" => &mut snapshot.packets,
+                "progress" => &mut snapshot.progress,
+                "grants" => &mut snapshot.grants,
+                "lockouts" => &mut snapshot.lockouts,
+                "ignored" => &mut snapshot.ignored,
+                "expiries" => &mut snapshot.expiries,
+                "evictions" => &mut snapshot.evictions,
+                "tracked" => &mut snapshot.tracked,
+                "firewall_ops" => &mut snapshot.firewall_ops,
+                "firewall_failures" => &mut snapshot.firewall_failures,
+                "batches" => &mut snapshot.batches,
+                "table_bytes" => &mut snapshot.table_bytes,
+                _ => continue,
+            };
+            *field = value;
+        }
+        Some(snapshot)
+    }
+
+    /// Decisions made: every received knock gets exactly one.
+    pub fn decisions(&self) -> u64 {
+        self.progress + self.grants + self.lockouts + self.ignored
     }
 }
 
 impl fmt::Display for CountersSnapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "packets={} progress={} grants={} lockouts={} ignored={} expiries={} evictions={} tracked={} firewall_ops={} firewall_failures={}",
-            self.packets,
-            self.progress,
-            self.grants,
-            self.lockouts,
-            self.ignored,
-            self.expiries,
-            self.evictions,
-            self.tracked,
-            self.firewall_ops,
-            self.firewall_failures
-        )
+        for (i, (name, value)) in self.fields().iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            write!(f, "{name}={value}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_round_trips_and_skips_unknown_fields() {
+        let counters = Counters::new();
+        counters.record_packets(5);
+        counters.set_table(3, 2, 4096);
+        counters.record_firewall(true);
+        let snapshot = counters.snapshot();
+        let json = snapshot.to_json();
+        assert!(json.starts_with("{\"packets\":5,"), "{json}");
+        assert_eq!(CountersSnapshot::from_json(&json), Some(snapshot));
+        let extra = json.replace('}', ",\"future\":9}");
+        assert_eq!(CountersSnapshot::from_json(&extra), Some(snapshot));
+        assert_eq!(CountersSnapshot::from_json("nonsense"), None);
+        assert_eq!(
+            snapshot.to_string(),
+            "packets=5 progress=0 grants=0 lockouts=0 ignored=0 expiries=0 evictions=2 tracked=3 firewall_ops=1 firewall_failures=1 batches=1 table_bytes=4096"
+        );
     }
 }

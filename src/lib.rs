@@ -22,7 +22,10 @@
 //! | [`service`] | the protected service: greeting, flag, timed close, connection cap |
 //! | [`spa`] | fwknop-compatible Single Packet Authorization: decoder, encoder, key files, replay cache |
 //! | [`spa_listener`] | the server's SPA listener: UDP -> verifier thread -> grants in the engine |
+//! | [`stats`] | the loopback stats endpoint: counters as one JSON line per connection |
+//! | [`bench`](mod@bench) | the load generator behind `knock-bench`: traffic, probes, reports |
 
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -37,3 +40,4 @@ pub mod server;
 pub mod service;
 pub mod spa;
 pub mod spa_listener;
+pub mod stats;

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -28,9 +29,6 @@ use crate::firewall::{Change, Firewall, FirewallError};
 use crate::firewall_worker::FirewallWorker;
 use crate::grants::{GrantChange, GrantTable};
 use crate::knock::{KnockTracker, Verdict};
-
-/// Largest knock datagram read; any payload counts, its bytes are ignored.
-const RECV_BUFFER: usize = 2048;
 
 /// A server failure that stops it.
 #[derive(Debug, Error)]
@@ -56,6 +54,12 @@ pub struct ServerSettings {
     pub rules: KnockRules,
     /// The protected TCP port opened by a grant.
     pub protected_port: u16,
+}
+
+/// Scratch space of one receiver: the verdicts of the batch being handled.
+#[derive(Debug, Default)]
+pub struct GrantBatch {
+    verdicts: Vec<(Verdict, Option<GrantChange>)>,
 }
 
 /// The core and the open grants, behind one lock, plus the firewall queue.
@@ -97,37 +101,60 @@ impl Engine {
 
     /// Judges one knock and carries out the verdict.
     pub async fn handle_knock(&self, source: IpAddr, port: u16) -> Verdict {
-        let (verdict, change) = {
+        let mut batch = GrantBatch::default();
+        self.handle_batch(&[source], port, &mut batch).await;
+        batch.verdicts[0].0
+    }
+
+    /// Judges knocks from `sources` on `port`, all received now, under one
+    /// lock, then logs them and queues their grants for the firewall.
+    /// `batch` is scratch space reused from call to call.
+    pub async fn handle_batch(&self, sources: &[IpAddr], port: u16, batch: &mut GrantBatch) {
+        batch.verdicts.clear();
+        {
             let mut state = self.lock();
             let now = Instant::now().into_std();
             let was_idle = state.tracker.tracked() == 0;
-            let verdict = state.tracker.knock(source, port, now);
-            self.counters.record_verdict(&verdict);
-            self.counters
-                .set_tracked(state.tracker.tracked(), state.tracker.stats().evictions);
-            let change = match verdict {
-                Verdict::Grant { ip, until } => {
-                    Some(state.grants.grant(ip, self.protected_port, until))
-                }
-                _ => None,
-            };
-            if change.is_some() || (was_idle && state.tracker.tracked() > 0) {
+            let mut granted = false;
+            for &source in sources {
+                let verdict = state.tracker.knock(source, port, now);
+                self.counters.record_verdict(&verdict);
+                let change = match verdict {
+                    Verdict::Grant { ip, until } => {
+                        granted = true;
+                        Some(state.grants.grant(ip, self.protected_port, until))
+                    }
+                    _ => None,
+                };
+                batch.verdicts.push((verdict, change));
+            }
+            self.counters.set_table(
+                state.tracker.tracked(),
+                state.tracker.stats().evictions,
+                state.tracker.heap_bytes(),
+            );
+            if granted || (was_idle && state.tracker.tracked() > 0) {
                 self.wake_expiry.notify_one();
             }
-            (verdict, change)
-        };
-        self.log(&verdict, port, change);
-        if let (Verdict::Grant { ip, .. }, Some(_)) = (verdict, change) {
-            let grant = Change::Grant {
-                ip,
-                port: self.protected_port,
-                ttl: self.access,
-            };
-            if self.firewall.send(grant).await.is_err() {
-                warn!(%ip, "firewall worker has stopped; grant not applied");
+        }
+        for &(verdict, change) in &batch.verdicts {
+            self.log(&verdict, port, change);
+            if let (Verdict::Grant { ip, .. }, Some(_)) = (verdict, change) {
+                let grant = Change::Grant {
+                    ip,
+                    port: self.protected_port,
+                    ttl: self.access,
+                };
+                // Queue without waiting; wait only when the queue is full.
+                let sent = match self.firewall.try_send(grant) {
+                    Err(TrySendError::Full(grant)) => self.firewall.send(grant).await.is_ok(),
+                    other => other.is_ok(),
+                };
+                if !sent {
+                    warn!(%ip, "firewall worker has stopped; grant not applied");
+                }
             }
         }
-        verdict
     }
 
     fn log(&self, verdict: &Verdict, port: u16, change: Option<GrantChange>) {
@@ -167,8 +194,11 @@ impl Engine {
             let mut state = self.lock();
             let expired = state.grants.expire(now.into_std());
             state.tracker.prune(now.into_std());
-            self.counters
-                .set_tracked(state.tracker.tracked(), state.tracker.stats().evictions);
+            self.counters.set_table(
+                state.tracker.tracked(),
+                state.tracker.stats().evictions,
+                state.tracker.heap_bytes(),
+            );
             let next_grant = state.grants.next_expiry().map(Instant::from_std);
             // While anyone is tracked, prune once per window at most.
             let next_prune = (state.tracker.tracked() > 0).then(|| now + self.prune_interval());
@@ -332,7 +362,7 @@ pub async fn run_with(
         let engine = engine.clone();
         let stop = stop_rx.clone();
         let counters = counters.clone();
-        tasks.spawn(receive_knocks(socket, engine, counters, stop));
+        tasks.spawn(receiver::receive_knocks(socket, engine, counters, stop));
     }
     tasks.spawn({
         let engine = engine.clone();
@@ -358,34 +388,6 @@ pub async fn run_with(
     Ok(())
 }
 
-async fn receive_knocks(
-    socket: UdpSocket,
-    engine: Arc<Engine>,
-    counters: Arc<Counters>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let port = match socket.local_addr() {
-        Ok(addr) => addr.port(),
-        Err(err) => {
-            warn!(error = %err, "knock socket has no local address; not listening on it");
-            return;
-        }
-    };
-    let mut buf = vec![0u8; RECV_BUFFER];
-    loop {
-        tokio::select! {
-            received = socket.recv_from(&mut buf) => match received {
-                Ok((_, source)) => {
-                    counters.record_packet();
-                    engine.handle_knock(source.ip(), port).await;
-                }
-                // ICMP errors and the like surface here; they are not knocks.
-                Err(err) => debug!(port, error = %err, "receive error"),
-            },
-            _ = stop.changed() => return,
-        }
-    }
-}
-
+pub mod receiver;
 #[cfg(test)]
 mod tests;

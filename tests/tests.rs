@@ -3,6 +3,7 @@
 
 mod util;
 
+mod bench;
 mod cli;
 mod cli_client;
 mod container;

@@ -126,6 +126,10 @@ struct Args {
     #[arg(long, value_name = "PATH", default_value = spa_listener::DEFAULT_REPLAY_CACHE,
           requires = "spa", help_heading = "SPA")]
     spa_replay_cache: PathBuf,
+    /// Serve the counters as one JSON line per TCP connection on this
+    /// loopback IP:PORT (e.g. 127.0.0.1:9920); off by default.
+    #[arg(long, value_name = "IP:PORT", value_parser = portknock::stats::parse_stats_addr)]
+    stats_listen: Option<std::net::SocketAddr>,
 
     /// More logs: -v for every knock, -vv for everything (RUST_LOG wins).
     #[arg(short, long, action = clap::ArgAction::Count)]
@@ -240,6 +244,12 @@ async fn run(args: Args) -> Result<(), Failure> {
             })?;
         listeners.push(SpaListener::new(bound, spa.verifier, spa.replay).into_listener());
     }
+    let stats_listener = match args.stats_listen {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|err| {
+            anyhow!(err).context(format!("cannot listen for stats on tcp {addr}"))
+        })?),
+        None => None,
+    };
 
     let settings = ServerSettings {
         rules,
@@ -258,6 +268,16 @@ async fn run(args: Args) -> Result<(), Failure> {
             },
         ))
     });
+    let stats_task = stats_listener.map(|listener| {
+        let mut stop = stop_rx.clone();
+        tokio::spawn(portknock::stats::serve(
+            listener,
+            counters.clone(),
+            async move {
+                let _ = stop.changed().await;
+            },
+        ))
+    });
     let shutdown = async move {
         cli::shutdown_signal().await;
         let _ = stop_tx.send(true);
@@ -266,6 +286,10 @@ async fn run(args: Args) -> Result<(), Failure> {
     if let Some(task) = gate_task {
         // The server returns early only on a setup failure: stop the gate too.
         drop(stop_rx);
+        task.abort();
+        let _ = task.await;
+    }
+    if let Some(task) = stats_task {
         task.abort();
         let _ = task.await;
     }

@@ -306,3 +306,34 @@ fn order_queues_stay_proportional_to_the_table() {
     assert!(t.progress_order.len() <= 2 * t.entries.len() + 65);
     assert!(t.lockout_order.len() <= 2 * t.entries.len() + 65);
 }
+
+#[test]
+fn a_flood_of_new_sources_holds_the_table_at_its_bound_and_spares_the_newest() {
+    let bound = 1_000;
+    let mut t = KnockTracker::new(&rules("1234,5678,9012", bound));
+    let t0 = Instant::now();
+    let flood = |n: u32| IpAddr::from(std::net::Ipv4Addr::from(0x7f10_0000 + n));
+    let client = ip(1);
+    let mut n = 0;
+    for round in 0..3u32 {
+        let now = t0 + Duration::from_millis(u64::from(round));
+        // Eviction goes by first knock: the client stays as long as
+        // at most `bound - 1` new sources arrive between its first knock
+        // and its last (here two gaps of just under half the bound).
+        let verdict = t.knock(client, [1234, 5678, 9012][round as usize], now);
+        assert!(!matches!(verdict, Verdict::LockedOut { .. }), "{verdict:?}");
+        if round == 2 {
+            assert!(matches!(verdict, Verdict::Grant { .. }));
+        }
+        for _ in 0..(bound - 1) / 2 {
+            t.knock(flood(n), 1234, now);
+            n += 1;
+            assert!(t.tracked() <= bound);
+        }
+    }
+    assert_eq!(t.tracked(), bound);
+    assert_eq!(t.oldest_in_progress(), Some(flood(n - bound as u32)));
+    // Every source but the granted client went in; the bound pushed the rest out.
+    assert_eq!(t.stats().evictions, u64::from(n) - bound as u64);
+    assert!(t.heap_bytes() <= 128 * bound);
+}

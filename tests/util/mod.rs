@@ -19,6 +19,7 @@ pub fn bin(name: &str) -> PathBuf {
     match name {
         "knock-server" => PathBuf::from(env!("CARGO_BIN_EXE_knock-server")),
         "knock-client" => PathBuf::from(env!("CARGO_BIN_EXE_knock-client")),
+        "knock-bench" => PathBuf::from(env!("CARGO_BIN_EXE_knock-bench")),
         "protected-service" => PathBuf::from(env!("CARGO_BIN_EXE_protected-service")),
         other => panic!("no binary {other}"),
     }

@@ -1,0 +1,129 @@
+//! knock-bench: offers a knock server a known load from many 127.x sources
+//! and reports what it decided and how fast access opened. See
+//! `knock-bench --help` and BENCHMARKS.md.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+use portknock::bench::{self, BenchConfig, Mode};
+use portknock::cli::{self, EXIT_FAILURE, EXIT_USAGE};
+use portknock::config::{self, Sequence};
+
+/// Load generator for a port-knocking server (ours or knockd).
+#[derive(Debug, Parser)]
+#[command(name = "knock-bench", version, about, long_about = None)]
+struct Args {
+    /// The load to offer.
+    #[arg(long, value_enum, default_value_t = Mode::Sequences)]
+    mode: Mode,
+    /// The server's IPv4 knock address.
+    #[arg(long, default_value = "127.0.0.1")]
+    target: Ipv4Addr,
+    /// The knock sequence.
+    #[arg(long, default_value = config::DEFAULT_SEQUENCE, value_parser = parse_sequence)]
+    sequence: Sequence,
+    /// The protected TCP port, probed for access.
+    #[arg(long, default_value_t = config::DEFAULT_PROTECTED_PORT, value_parser = config::parse_port)]
+    protected_port: u16,
+    /// Sequences (or flood packets) to offer.
+    #[arg(long, default_value_t = 1000)]
+    count: u32,
+    /// Sequences (or flood packets) a second; 0: as fast as possible.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Time between the knocks of one sequence (5ms, 0.5, 1s). Knocks on
+    /// different ports travel through different server sockets: a gap well
+    /// above scheduling hiccups keeps them in order (see BENCHMARKS.md).
+    #[arg(long, default_value = "20ms", value_parser = config::parse_duration)]
+    gap: Duration,
+    /// First source address; each sequence or flood packet gets the next.
+    #[arg(long, default_value = "127.16.0.0")]
+    source_base: Ipv4Addr,
+    /// Floods: a legitimate client knocks from this address mid-flood.
+    #[arg(long)]
+    legit: Option<Ipv4Addr>,
+    /// Floods: how long after the flood starts the legitimate client knocks.
+    #[arg(long, default_value = "1s", value_parser = parse_settle)]
+    legit_after: Duration,
+    /// The server's stats endpoint (knock-server --stats-listen).
+    #[arg(long, value_name = "IP:PORT")]
+    stats: Option<SocketAddr>,
+    /// The server's pid, to report its peak memory.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Hard bound on the whole run.
+    #[arg(long, default_value = "60s", value_parser = config::parse_duration)]
+    time_limit: Duration,
+    /// Wait after sending before the counters are read.
+    #[arg(long, default_value = "1s", value_parser = parse_settle)]
+    settle: Duration,
+    /// Write the report as JSON instead of Markdown.
+    #[arg(long)]
+    json: bool,
+    /// Write the report to this file instead of stdout.
+    #[arg(long, value_name = "PATH")]
+    output: Option<std::path::PathBuf>,
+}
+
+fn parse_sequence(text: &str) -> Result<Sequence, config::ConfigError> {
+    text.parse()
+}
+
+/// Like the other durations, but 0 is allowed (no settling).
+fn parse_settle(text: &str) -> Result<Duration, config::ConfigError> {
+    match text.trim() {
+        "0" | "0s" | "0ms" => Ok(Duration::ZERO),
+        other => config::parse_duration(other),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    cli::init_tracing(0, "warn");
+    if !args.rate.is_finite() || args.rate < 0.0 {
+        let err = anyhow::anyhow!(
+            "invalid --rate '{}': expected 0 or a positive number",
+            args.rate
+        );
+        return cli::fail("knock-bench", &err, EXIT_USAGE);
+    }
+    let config = BenchConfig {
+        mode: args.mode,
+        target: args.target,
+        sequence: args.sequence.ports().to_vec(),
+        protected_port: args.protected_port,
+        count: args.count,
+        rate: args.rate,
+        gap: args.gap,
+        source_base: args.source_base,
+        legit: args.legit,
+        legit_after: args.legit_after,
+        stats: args.stats,
+        server_pid: args.server_pid,
+        time_limit: args.time_limit,
+        settle: args.settle,
+    };
+    let report = match bench::run(&config) {
+        Ok(report) => report,
+        Err(err) => return cli::fail("knock-bench", &err.into(), EXIT_FAILURE),
+    };
+    let text = if args.json {
+        report.to_json()
+    } else {
+        report.to_markdown()
+    };
+    match &args.output {
+        Some(path) => {
+            if let Err(err) = std::fs::write(path, text) {
+                let err =
+                    anyhow::Error::new(err).context(format!("cannot write {}", path.display()));
+                return cli::fail("knock-bench", &err, EXIT_FAILURE);
+            }
+        }
+        None => print!("{text}"),
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,112 @@
+//! The stats endpoint: the server's counters for benchmarks and, later,
+//! metrics.
+//!
+//! A TCP listener on a loopback address: every connection gets one line of
+//! JSON ([`CountersSnapshot::to_json`](crate::counters::CountersSnapshot::to_json))
+//! and is closed. Why this shape: any tool reads it (`nc 127.0.0.1 PORT`),
+//! it costs nothing while nobody asks (no timer, no file rewritten), and
+//! loopback only keeps the figures off the network.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use thiserror::Error;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tracing::{debug, info};
+
+use crate::counters::Counters;
+
+/// A stats address that was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum StatsAddrError {
+    /// Not `IP:PORT`.
+    #[error("invalid stats address '{0}': expected IP:PORT on loopback, e.g. 127.0.0.1:9920")]
+    Syntax(String),
+    /// Not a loopback address.
+    #[error("invalid stats address '{0}': only loopback (127.0.0.0/8 or ::1) is allowed")]
+    NotLoopback(String),
+}
+
+/// Parses `--stats-listen`: an `IP:PORT` on loopback.
+pub fn parse_stats_addr(text: &str) -> Result<SocketAddr, StatsAddrError> {
+    let addr: SocketAddr = text
+        .trim()
+        .parse()
+        .map_err(|_| StatsAddrError::Syntax(text.to_string()))?;
+    if !addr.ip().to_canonical().is_loopback() {
+        return Err(StatsAddrError::NotLoopback(text.to_string()));
+    }
+    Ok(addr)
+}
+
+/// Answers every connection on `listener` with the counters until
+/// `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    counters: Arc<Counters>,
+    shutdown: impl Future<Output = ()>,
+) {
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, "stats endpoint listening");
+    }
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = &mut shutdown => return,
+        };
+        match accepted {
+            Ok((mut stream, _)) => {
+                let mut line = counters.snapshot().to_json();
+                line.push('\n');
+                // A slow reader must not hold up the next one: write from a task.
+                tokio::spawn(async move {
+                    let _ = stream.write_all(line.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+            Err(err) => debug!(error = %err, "stats accept failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::counters::CountersSnapshot;
+    use tokio::io::AsyncReadExt;
+
+    #[test]
+    fn only_loopback_addresses_are_accepted() {
+        assert!(parse_stats_addr("127.0.0.1:9920").is_ok());
+        assert!(parse_stats_addr("[::1]:9920").is_ok());
+        assert!(matches!(
+            parse_stats_addr("0.0.0.0:9920"),
+            Err(StatsAddrError::NotLoopback(_))
+        ));
+        assert!(matches!(
+            parse_stats_addr("localhost"),
+            Err(StatsAddrError::Syntax(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_connection_reads_one_json_line_of_counters() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let counters = Arc::new(Counters::new());
+        counters.record_packets(7);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, counters, async move {
+            let _ = stopped.await;
+        }));
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).await.unwrap();
+        assert_eq!(CountersSnapshot::from_json(&text).unwrap().packets, 7);
+        let _ = stop.send(());
+        server.await.unwrap();
+    }
+}
