@@ -12,10 +12,16 @@
 //!    [`Verdict::Grant`] and resets the progress.
 //! 4. Anything else is a wrong knock: [`Verdict::LockedOut`], progress reset.
 //!
-//! The table is bounded by `max_tracked`: expired entries go first, then the
-//! stalest in-progress entry is evicted; only when every entry is a lockout
-//! does the lockout nearest its end make room. Grants are not tracked here
-//! (see `grants.rs`), so they are never evicted.
+//! The table is bounded by `max_tracked`. Expired entries go first. Then a
+//! newcomer evicts the stalest entry of its own kind: a new knock in progress
+//! evicts the stalest in-progress entry (DESIGN.md), a new lockout the
+//! lockout nearest its end; only when there is none of its kind does it
+//! evict the other kind. So a flood of spoofed wrong knocks churns lockouts
+//! among themselves and never pushes out a client that is halfway through
+//! its sequence, and a flood of first knocks is first-in-first-out, so a
+//! client gets in if it finishes before `max_tracked` newer sources arrive.
+//! Losing a lockout costs little: it only lets that source knock again.
+//! Grants are not tracked here (see `grants.rs`), so they are never evicted.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -241,7 +247,7 @@ impl KnockTracker {
             }
             None => {
                 if self.entries.len() >= self.max_tracked {
-                    self.evict_one();
+                    self.evict_one(state == LOCKED);
                 }
                 self.entries.add(key, state, at)
             }
@@ -254,13 +260,16 @@ impl KnockTracker {
         order.push_back(&mut self.entries, slot);
     }
 
-    /// Removes the stalest in-progress entry or, if none, the lockout that
-    /// ends soonest.
-    fn evict_one(&mut self) {
-        let victim = self
-            .progress_order
-            .front()
-            .or_else(|| self.lockout_order.front());
+    /// Makes room for a newcomer: removes the stalest entry of its kind
+    /// (the lockout ending soonest for a new lockout, the oldest knock in
+    /// progress otherwise), or of the other kind if there is none.
+    fn evict_one(&mut self, for_lockout: bool) {
+        let (own, other) = if for_lockout {
+            (&self.lockout_order, &self.progress_order)
+        } else {
+            (&self.progress_order, &self.lockout_order)
+        };
+        let victim = own.front().or_else(|| other.front());
         if let Some(at) = victim {
             self.drop_entry(at);
             self.stats.evictions += 1;

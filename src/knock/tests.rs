@@ -255,15 +255,38 @@ fn a_full_table_evicts_the_stalest_in_progress_entry() {
         t.knock(ip(1), 5678, t0 + 2 * SEC),
         Verdict::LockedOut { .. }
     ));
-    // ip 2 was evicted to make room for ip 1's lockout; ip 3 stays locked out.
+    // ip 1's new lockout made room by evicting the other lockout (ip 3),
+    // not a knock in progress: ip 2 and ip 4 carry on.
     assert!(matches!(
         t.knock(ip(3), 1234, t0 + 2 * SEC),
-        Verdict::Ignored { .. }
+        Verdict::Progress { matched: 1, .. }
     ));
+    assert_eq!(t.stats().evictions, 3, "ip 3's fresh start evicted ip 2");
     assert!(matches!(
         t.knock(ip(4), 5678, t0 + 2 * SEC),
         Verdict::Progress { matched: 2, .. }
     ));
+}
+
+#[test]
+fn a_wrong_knock_flood_never_evicts_a_client_in_progress() {
+    let mut t = KnockTracker::new(&rules("1234,5678,9012", 100));
+    let t0 = Instant::now();
+    for i in 0..99u32 {
+        t.knock(IpAddr::from([10, 0, (i >> 8) as u8, i as u8]), 1, t0);
+    }
+    let client = IpAddr::from([192, 0, 2, 7]);
+    t.knock(client, 1234, t0);
+    // Ten thousand more spoofed sources knock wrong while the client knocks.
+    for i in 0..10_000u32 {
+        t.knock(IpAddr::from([10, 1, (i >> 8) as u8, i as u8]), 1, t0);
+        assert!(t.tracked() <= 100);
+    }
+    assert!(matches!(
+        t.knock(client, 5678, t0),
+        Verdict::Progress { matched: 2, .. }
+    ));
+    assert!(matches!(t.knock(client, 9012, t0), Verdict::Grant { .. }));
 }
 
 #[test]
