@@ -36,8 +36,7 @@ echo "==> shellcheck"
 shellcheck -x scripts/*.sh .ci/run
 
 echo "==> cargo test"
-# Two jobs at most: the machine has two cores, and the end-to-end tests
-# start real servers.
-# (RUST_TEST_THREADS rather than --test-threads: the criterion benchmark,
+# Four test threads: most tests wait on real servers and namespaces rather
+# than compute, and two cores keep up with that. (RUST_TEST_THREADS rather than --test-threads: the criterion benchmark,
 # run once as a smoke test here, takes no libtest flags.)
 RUST_TEST_THREADS="${TEST_THREADS:-4}" cargo test --locked --all-targets
