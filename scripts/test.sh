@@ -36,7 +36,8 @@ echo "==> shellcheck"
 shellcheck -x scripts/*.sh .ci/run
 
 echo "==> cargo test"
+# The criterion benchmarks, once each as a smoke test (no timing).
+cargo test --locked --benches
 # Four test threads: most tests wait on real servers and namespaces rather
-# than compute, and two cores keep up with that. (RUST_TEST_THREADS rather than --test-threads: the criterion benchmark,
-# run once as a smoke test here, takes no libtest flags.)
-RUST_TEST_THREADS="${TEST_THREADS:-4}" cargo test --locked --all-targets
+# than compute, and two cores keep up with that.
+cargo test --locked --lib --bins --tests -- --test-threads "${TEST_THREADS:-4}"
