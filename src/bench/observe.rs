@@ -15,11 +15,19 @@ pub fn read_counters(addr: SocketAddr) -> Result<CountersSnapshot, BenchError> {
     CountersSnapshot::from_json(&text).ok_or(BenchError::BadStats { addr, text })
 }
 
-/// Reads the SPA listener's counters from a `--stats-listen` endpoint
-/// (an error if the server runs without SPA).
-pub fn read_spa_counters(addr: SocketAddr) -> Result<SpaCountersSnapshot, BenchError> {
+/// Reads the counters and the SPA listener's counters from a
+/// `--stats-listen` endpoint (an error if the server runs without SPA).
+pub fn read_spa_counters(
+    addr: SocketAddr,
+) -> Result<(CountersSnapshot, SpaCountersSnapshot), BenchError> {
     let text = read_stats(addr)?;
-    SpaCountersSnapshot::from_json(&text).ok_or(BenchError::BadStats { addr, text })
+    match (
+        CountersSnapshot::from_json(&text),
+        SpaCountersSnapshot::from_json(&text),
+    ) {
+        (Some(counters), Some(spa)) => Ok((counters, spa)),
+        _ => Err(BenchError::BadStats { addr, text }),
+    }
 }
 
 fn read_stats(addr: SocketAddr) -> Result<String, BenchError> {

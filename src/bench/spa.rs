@@ -23,8 +23,9 @@
 //!   from* that address too, so it is accepted with or without
 //!   `--spa-require-source-match` (fwknopd: `REQUIRE_SOURCE_ADDRESS`), and
 //!   every packet makes a new grant instead of renewing one.
-//! - "Opened" comes from our server's counters (`spa_grants` on the stats
-//!   endpoint) or, for a server without counters (fwknopd), from lines of
+//! - "Opened" comes from our server's counters (firewall changes applied,
+//!   which for a kernel backend is later than `spa_grants`, the grants
+//!   queued for the firewall) or, for a server without counters (fwknopd), from lines of
 //!   its log that match a pattern (`Added access rule`).
 
 use std::io::{Read, Seek, SeekFrom};
@@ -49,7 +50,9 @@ const POLL: Duration = Duration::from_millis(10);
 /// Where the count of openings comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OpenedBy {
-    /// Our server's stats endpoint (`spa_grants`).
+    /// Our server's stats endpoint: firewall changes applied without
+    /// failure (grants, as no access expires within a run: give the stanza
+    /// a FW_ACCESS_TIMEOUT longer than the run).
     Stats(SocketAddr),
     /// Lines of a server's log containing `pattern` (fwknopd: `Added access rule`).
     Log {
@@ -205,8 +208,11 @@ impl Watcher {
     fn read(&mut self) -> Result<(u64, Option<SpaCountersSnapshot>), BenchError> {
         match (&self.by, &mut self.log) {
             (OpenedBy::Stats(addr), _) => {
-                let spa = observe::read_spa_counters(*addr)?;
-                Ok((spa.grants, Some(spa)))
+                let (counters, spa) = observe::read_spa_counters(*addr)?;
+                Ok((
+                    counters.firewall_ops - counters.firewall_failures,
+                    Some(spa),
+                ))
             }
             (OpenedBy::Log { .. }, Some((file, counter))) => {
                 let mut chunk = Vec::new();
