@@ -7,6 +7,78 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::knock::Verdict;
 
+/// A copy of the SPA listener's counters
+/// ([`SpaCounters`](crate::spa_listener::SpaCounters)), served by the stats
+/// endpoint after the knock counters under `spa_` names when SPA is on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpaCountersSnapshot {
+    /// SPA datagrams received.
+    pub received: u64,
+    /// Datagrams dropped because the verifier queue was full.
+    pub dropped: u64,
+    /// Packets accepted.
+    pub accepted: u64,
+    /// Packets rejected.
+    pub rejected: u64,
+    /// `(ip, tcp port)` grants handed to the engine.
+    pub grants: u64,
+}
+
+impl SpaCountersSnapshot {
+    /// The field names (with their `spa_` prefix) and values.
+    pub fn fields(&self) -> [(&'static str, u64); 5] {
+        [
+            ("spa_received", self.received),
+            ("spa_dropped", self.dropped),
+            ("spa_accepted", self.accepted),
+            ("spa_rejected", self.rejected),
+            ("spa_grants", self.grants),
+        ]
+    }
+
+    /// The `spa_` fields of a stats line; None if it is not a stats line or
+    /// has none of them (the server runs without SPA).
+    pub fn from_json(text: &str) -> Option<Self> {
+        let mut snapshot = Self::default();
+        let mut seen = false;
+        for (name, value) in json_fields(text)? {
+            let field = match name {
+                "spa_received" => &mut snapshot.received,
+                "spa_dropped" => &mut snapshot.dropped,
+                "spa_accepted" => &mut snapshot.accepted,
+                "spa_rejected" => &mut snapshot.rejected,
+                "spa_grants" => &mut snapshot.grants,
+                _ => continue,
+            };
+            *field = value;
+            seen = true;
+        }
+        seen.then_some(snapshot)
+    }
+}
+
+/// A flat JSON object of counters: `{"a":1,"b":2}`.
+pub fn json_object(fields: &[(&str, u64)]) -> String {
+    let body: Vec<String> = fields
+        .iter()
+        .map(|(name, value)| format!("\"{name}\":{value}"))
+        .collect();
+    format!("{{{}}}", body.join(","))
+}
+
+/// The name/value pairs of a flat JSON object of counters; None if it is
+/// not one.
+fn json_fields(text: &str) -> Option<Vec<(&str, u64)>> {
+    let body = text.trim().strip_prefix('{')?.strip_suffix('}')?;
+    body.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once(':')?;
+            Some((name.trim().trim_matches('"'), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
 /// Live counters, shared between the server's tasks.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -142,23 +214,15 @@ impl CountersSnapshot {
 
     /// The counters as one line of JSON: `{"packets":1,...}`.
     pub fn to_json(&self) -> String {
-        let body: Vec<String> = self
-            .fields()
-            .iter()
-            .map(|(name, value)| format!("\"{name}\":{value}"))
-            .collect();
-        format!("{{{}}}", body.join(","))
+        json_object(&self.fields())
     }
 
     /// Parses what [`CountersSnapshot::to_json`] wrote; unknown fields are
     /// skipped, missing ones stay zero. None if it is not such a line.
     pub fn from_json(text: &str) -> Option<Self> {
-        let body = text.trim().strip_prefix('{')?.strip_suffix('}')?;
         let mut snapshot = Self::default();
-        for pair in body.split(',').filter(|p| !p.is_empty()) {
-            let (name, value) = pair.split_once(':')?;
-            let value: u64 = value.trim().parse().ok()?;
-            let field = match name.trim().trim_matches('"') {
+        for (name, value) in json_fields(text)? {
+            let field = match name {
                 "packets" => &mut snapshot.packets,
                 "progress" => &mut snapshot.progress,
                 "grants" => &mut snapshot.grants,
@@ -213,6 +277,19 @@ mod tests {
         let extra = json.replace('}', ",\"future\":9}");
         assert_eq!(CountersSnapshot::from_json(&extra), Some(snapshot));
         assert_eq!(CountersSnapshot::from_json("nonsense"), None);
+        assert_eq!(SpaCountersSnapshot::from_json(&json), None);
+        let spa = SpaCountersSnapshot {
+            received: 9,
+            accepted: 7,
+            rejected: 2,
+            grants: 7,
+            ..Default::default()
+        };
+        let mut fields = snapshot.fields().to_vec();
+        fields.extend(spa.fields());
+        let both = json_object(&fields);
+        assert_eq!(CountersSnapshot::from_json(&both), Some(snapshot));
+        assert_eq!(SpaCountersSnapshot::from_json(&both), Some(spa));
         assert_eq!(
             snapshot.to_string(),
             "packets=5 progress=0 grants=0 lockouts=0 ignored=0 expiries=0 evictions=2 tracked=3 firewall_ops=1 firewall_failures=1 batches=1 table_bytes=4096"

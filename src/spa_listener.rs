@@ -23,7 +23,9 @@
 //! count of what was demoted, so a flood cannot flood the log.
 //!
 //! For a load generator's SPA mode: read [`SpaListener::counters`]
-//! (received, dropped at the queue, accepted, rejected, grants); each grant
+//! (received, dropped at the queue, accepted, rejected, grants; served by
+//! `--stats-listen` as the `spa_` fields, which `knock-bench --mode spa`
+//! reads); each grant
 //! line carries `latency_us` from receipt to the queued firewall change.
 //! Every packet must be freshly encoded ([`crate::spa::encode`] draws new
 //! randomness; a resent packet is a replay) with a current timestamp, and
@@ -74,6 +76,17 @@ pub struct SpaCounters {
 }
 
 impl SpaCounters {
+    /// The counters now (served by `--stats-listen`).
+    pub fn snapshot(&self) -> crate::counters::SpaCountersSnapshot {
+        crate::counters::SpaCountersSnapshot {
+            received: self.received.load(Relaxed),
+            dropped: self.dropped.load(Relaxed),
+            accepted: self.accepted.load(Relaxed),
+            rejected: self.rejected.load(Relaxed),
+            grants: self.grants.load(Relaxed),
+        }
+    }
+
     /// One line for the shutdown log.
     pub fn summary(&self) -> String {
         format!(

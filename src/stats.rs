@@ -16,7 +16,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tracing::{debug, info};
 
-use crate::counters::Counters;
+use crate::counters::{Counters, json_object};
+use crate::spa_listener::SpaCounters;
 
 /// A stats address that was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -41,11 +42,24 @@ pub fn parse_stats_addr(text: &str) -> Result<SocketAddr, StatsAddrError> {
     Ok(addr)
 }
 
-/// Answers every connection on `listener` with the counters until
-/// `shutdown` completes.
+/// The stats line: the knock counters, then the SPA listener's (`spa_`
+/// fields) when SPA is on.
+pub fn stats_line(counters: &Counters, spa: Option<&SpaCounters>) -> String {
+    let mut fields = counters.snapshot().fields().to_vec();
+    if let Some(spa) = spa {
+        fields.extend(spa.snapshot().fields());
+    }
+    let mut line = json_object(&fields);
+    line.push('\n');
+    line
+}
+
+/// Answers every connection on `listener` with the counters (and the SPA
+/// listener's, if given) until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
     counters: Arc<Counters>,
+    spa: Option<Arc<SpaCounters>>,
     shutdown: impl Future<Output = ()>,
 ) {
     if let Ok(addr) = listener.local_addr() {
@@ -59,8 +73,7 @@ pub async fn serve(
         };
         match accepted {
             Ok((mut stream, _)) => {
-                let mut line = counters.snapshot().to_json();
-                line.push('\n');
+                let line = stats_line(&counters, spa.as_deref());
                 // A slow reader must not hold up the next one: write from a task.
                 tokio::spawn(async move {
                     let _ = stream.write_all(line.as_bytes()).await;
@@ -75,7 +88,8 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::counters::CountersSnapshot;
+    use crate::counters::{CountersSnapshot, SpaCountersSnapshot};
+    use std::sync::atomic::Ordering::Relaxed;
     use tokio::io::AsyncReadExt;
 
     #[test]
@@ -99,13 +113,18 @@ mod tests {
         let counters = Arc::new(Counters::new());
         counters.record_packets(7);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, counters, async move {
+        let spa = Arc::new(SpaCounters::default());
+        spa.accepted.fetch_add(3, Relaxed);
+        let server = tokio::spawn(serve(listener, counters, Some(spa), async move {
             let _ = stopped.await;
         }));
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         let mut text = String::new();
         stream.read_to_string(&mut text).await.unwrap();
         assert_eq!(CountersSnapshot::from_json(&text).unwrap().packets, 7);
+        assert_eq!(SpaCountersSnapshot::from_json(&text).unwrap().accepted, 3);
+        let without = stats_line(&Counters::new(), None);
+        assert_eq!(SpaCountersSnapshot::from_json(&without), None);
         let _ = stop.send(());
         server.await.unwrap();
     }

@@ -17,6 +17,7 @@ pub mod pacing;
 pub mod probe;
 pub mod report;
 pub mod sender;
+pub mod spa;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -49,6 +50,12 @@ pub enum BenchError {
         #[source]
         source: io::Error,
     },
+    /// SPA mode without keys.
+    #[error("SPA mode needs the server's keys (--spa-key-base64, --spa-hmac-key-base64)")]
+    NoSpaKeys,
+    /// An SPA packet could not be encoded.
+    #[error("cannot encode an SPA packet: {0}")]
+    Encode(#[from] crate::spa::EncodeError),
     /// The stats endpoint answered something else than counters.
     #[error("the stats endpoint {addr} answered {text:?}, not counters")]
     BadStats {
@@ -73,6 +80,10 @@ pub enum Mode {
     FirstFlood,
     /// `count` wrong knocks from distinct sources, at `rate` (0: full rate).
     WrongFlood,
+    /// SPA packets (fwknop format): a few one at a time, probed, then
+    /// `count` at `rate` (0: full rate), each from and for its own address
+    /// (see [`spa`]).
+    Spa,
 }
 
 /// A validated benchmark run.
@@ -104,20 +115,29 @@ pub struct BenchConfig {
     pub server_pid: Option<u32>,
     /// Hard bound on the whole run.
     pub time_limit: Duration,
-    /// Wait after sending before reading the counters.
+    /// Wait after sending before reading the counters (SPA: how long the
+    /// opened count may stall before the run ends).
     pub settle: Duration,
+    /// SPA mode: keys, port, where openings are counted.
+    pub spa: Option<spa::SpaLoad>,
 }
 
 /// Runs the load and measures it.
 pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
     let started = Instant::now();
     let deadline = started + config.time_limit;
-    let before = config.stats.map(observe::read_counters).transpose()?;
-    let drops_before = observe::udp_rcvbuf_errors();
     let sender = Sender::new().map_err(|source| BenchError::Io {
         context: "cannot open the sending socket",
         source,
     })?;
+    if config.mode == Mode::Spa {
+        let Some(load) = &config.spa else {
+            return Err(BenchError::NoSpaKeys);
+        };
+        return spa::run(config, load, &sender);
+    }
+    let before = config.stats.map(observe::read_counters).transpose()?;
+    let drops_before = observe::udp_rcvbuf_errors();
     let mut report = Report {
         mode: format!("{:?}", config.mode),
         offered: u64::from(config.count),
@@ -146,6 +166,7 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
         }
         Mode::Latency => measure_latency(config, &sender, deadline, &mut report)?,
         Mode::FirstFlood | Mode::WrongFlood => flood(config, &sender, deadline, &mut report)?,
+        Mode::Spa => unreachable!("handled above"),
     }
     let settle_until = (Instant::now() + config.settle).min(deadline);
     std::thread::sleep(settle_until.saturating_duration_since(Instant::now()));

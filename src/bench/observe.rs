@@ -7,10 +7,30 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use super::BenchError;
-use crate::counters::CountersSnapshot;
+use crate::counters::{CountersSnapshot, SpaCountersSnapshot};
 
 /// Reads the counters from a `--stats-listen` endpoint.
 pub fn read_counters(addr: SocketAddr) -> Result<CountersSnapshot, BenchError> {
+    let text = read_stats(addr)?;
+    CountersSnapshot::from_json(&text).ok_or(BenchError::BadStats { addr, text })
+}
+
+/// Reads the counters and the SPA listener's counters from a
+/// `--stats-listen` endpoint (an error if the server runs without SPA).
+pub fn read_spa_counters(
+    addr: SocketAddr,
+) -> Result<(CountersSnapshot, SpaCountersSnapshot), BenchError> {
+    let text = read_stats(addr)?;
+    match (
+        CountersSnapshot::from_json(&text),
+        SpaCountersSnapshot::from_json(&text),
+    ) {
+        (Some(counters), Some(spa)) => Ok((counters, spa)),
+        _ => Err(BenchError::BadStats { addr, text }),
+    }
+}
+
+fn read_stats(addr: SocketAddr) -> Result<String, BenchError> {
     let fail = |source| BenchError::Stats { addr, source };
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(fail)?;
     stream
@@ -18,7 +38,7 @@ pub fn read_counters(addr: SocketAddr) -> Result<CountersSnapshot, BenchError> {
         .map_err(fail)?;
     let mut text = String::new();
     stream.read_to_string(&mut text).map_err(fail)?;
-    CountersSnapshot::from_json(&text).ok_or(BenchError::BadStats { addr, text })
+    Ok(text)
 }
 
 /// The peak resident memory of process `pid` in kB (`VmHWM`).

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::counters::CountersSnapshot;
+use crate::counters::{CountersSnapshot, SpaCountersSnapshot};
 
 /// Median and tail of a set of latencies.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -41,6 +41,39 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// What an SPA run measured beyond latency.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SpaFigures {
+    /// Encoding time per packet (before the timed phases).
+    pub encode_per_packet: Duration,
+    /// Openings seen during the throughput phase (None: nothing to count
+    /// them with).
+    pub opened: Option<u64>,
+    /// From the first packet of the throughput phase to the last opening.
+    pub open_time: Duration,
+    /// Our server's SPA counters before and after the throughput phase.
+    pub counters: Option<(SpaCountersSnapshot, SpaCountersSnapshot)>,
+}
+
+impl SpaFigures {
+    /// Openings a second over the throughput phase.
+    pub fn opened_per_sec(&self) -> Option<f64> {
+        self.opened.map(|n| rate(n, self.open_time))
+    }
+
+    /// The change of the SPA counters over the throughput phase.
+    pub fn delta(&self) -> Option<SpaCountersSnapshot> {
+        let (a, b) = self.counters?;
+        Some(SpaCountersSnapshot {
+            received: b.received - a.received,
+            dropped: b.dropped - a.dropped,
+            accepted: b.accepted - a.accepted,
+            rejected: b.rejected - a.rejected,
+            grants: b.grants - a.grants,
+        })
+    }
+}
+
 /// Everything a run measured.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
@@ -66,6 +99,8 @@ pub struct Report {
     pub kernel_drops: Option<u64>,
     /// Peak resident memory of the server (kB, VmHWM), when its pid was given.
     pub server_peak_rss_kb: Option<u64>,
+    /// SPA mode: openings and the SPA counters.
+    pub spa: Option<SpaFigures>,
 }
 
 impl Report {
@@ -123,6 +158,29 @@ impl Report {
             rows.push(("table_bytes", d.table_bytes.to_string()));
             if let Some(per_ip) = d.table_bytes.checked_div(d.tracked) {
                 rows.push(("bytes_per_tracked_ip", per_ip.to_string()));
+            }
+        }
+        if let Some(spa) = &self.spa {
+            rows.push((
+                "encode_us_per_packet",
+                format!("{:.1}", spa.encode_per_packet.as_secs_f64() * 1e6),
+            ));
+            if let (Some(opened), Some(per_sec)) = (spa.opened, spa.opened_per_sec()) {
+                rows.push(("opened", opened.to_string()));
+                rows.push(("lost", self.offered.saturating_sub(opened).to_string()));
+                rows.push(("open_secs", format!("{:.3}", spa.open_time.as_secs_f64())));
+                rows.push(("opened_per_sec", format!("{per_sec:.1}")));
+            }
+            if let Some(d) = spa.delta() {
+                rows.push(("spa_received", d.received.to_string()));
+                rows.push(("spa_dropped", d.dropped.to_string()));
+                rows.push(("spa_accepted", d.accepted.to_string()));
+                rows.push(("spa_rejected", d.rejected.to_string()));
+                rows.push(("spa_grants", d.grants.to_string()));
+                rows.push((
+                    "accepted_per_sec",
+                    format!("{:.1}", rate(d.accepted, spa.open_time)),
+                ));
             }
         }
         if let Some(l) = self.latency {
@@ -239,5 +297,48 @@ mod tests {
             "{json}"
         );
         assert!(json.contains("\"server_decisions\":290"), "{json}");
+        assert!(!json.contains("opened"), "{json}");
+    }
+
+    #[test]
+    fn spa_rows_give_openings_a_second_and_the_counter_changes() {
+        let before = SpaCountersSnapshot {
+            received: 20,
+            accepted: 20,
+            grants: 20,
+            ..Default::default()
+        };
+        let after = SpaCountersSnapshot {
+            received: 520,
+            accepted: 490,
+            rejected: 10,
+            grants: 490,
+            ..Default::default()
+        };
+        let report = Report {
+            mode: "Spa".into(),
+            offered: 500,
+            spa: Some(SpaFigures {
+                encode_per_packet: Duration::from_micros(25),
+                opened: Some(470),
+                open_time: Duration::from_secs(2),
+                counters: Some((before, after)),
+            }),
+            ..Default::default()
+        };
+        let md = report.to_markdown();
+        for row in [
+            "| encode_us_per_packet | 25.0 |",
+            "| opened | 470 |",
+            "| lost | 30 |",
+            "| opened_per_sec | 235.0 |",
+            "| spa_accepted | 470 |",
+            "| spa_rejected | 10 |",
+            "| accepted_per_sec | 235.0 |",
+        ] {
+            assert!(md.contains(row), "{row} in {md}");
+        }
+        let none = SpaFigures::default();
+        assert_eq!((none.opened_per_sec(), none.delta()), (None, None));
     }
 }

@@ -44,9 +44,25 @@ impl Sender {
         Ok(Self { socket })
     }
 
-    /// Sends `packets` (at most [`BATCH`]); returns how many the kernel took.
-    /// A full send buffer is waited out, not counted as a loss.
+    /// Sends `packets` (at most [`BATCH`]) with the knock payload; returns
+    /// how many the kernel took. A full send buffer is waited out, not
+    /// counted as a loss.
     pub fn send(&self, packets: &[Packet]) -> io::Result<usize> {
+        self.send_with(packets, |_| PAYLOAD)
+    }
+
+    /// Sends `packets` (at most [`BATCH`]), packet `i` carrying
+    /// `payloads[i]` (SPA packets); like [`Sender::send`] otherwise.
+    pub fn send_payloads(&self, packets: &[Packet], payloads: &[&[u8]]) -> io::Result<usize> {
+        let n = packets.len().min(payloads.len());
+        self.send_with(&packets[..n], |i| payloads[i])
+    }
+
+    fn send_with<'a>(
+        &self,
+        packets: &[Packet],
+        payload: impl Fn(usize) -> &'a [u8],
+    ) -> io::Result<usize> {
         let n = packets.len().min(BATCH);
         // SAFETY: these C structs are plain old data; all zeroes is valid.
         let mut names: [libc::sockaddr_in; BATCH] = unsafe { mem::zeroed() };
@@ -58,8 +74,9 @@ impl Sender {
             names[i].sin_family = libc::AF_INET as libc::sa_family_t;
             names[i].sin_port = packet.target.port().to_be();
             names[i].sin_addr.s_addr = u32::from(*packet.target.ip()).to_be();
-            iovs[i].iov_base = PAYLOAD.as_ptr() as *mut libc::c_void;
-            iovs[i].iov_len = PAYLOAD.len();
+            let bytes = payload(i);
+            iovs[i].iov_base = bytes.as_ptr() as *mut libc::c_void;
+            iovs[i].iov_len = bytes.len();
             let hdr = &mut hdrs[i].msg_hdr;
             hdr.msg_name = (&raw mut names[i]).cast();
             hdr.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
@@ -158,6 +175,13 @@ mod tests {
         for packet in &packets {
             let (len, from) = server.recv_from(&mut buf).unwrap();
             assert_eq!(&buf[..len], PAYLOAD);
+            assert_eq!(from.ip(), std::net::IpAddr::V4(packet.source));
+        }
+        let payloads: [&[u8]; 2] = [b"first", b"second"];
+        assert_eq!(sender.send_payloads(&packets, &payloads).unwrap(), 2);
+        for (packet, payload) in packets.iter().zip(payloads) {
+            let (len, from) = server.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..len], payload);
             assert_eq!(from.ip(), std::net::IpAddr::V4(packet.source));
         }
     }

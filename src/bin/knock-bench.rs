@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use portknock::bench::spa::{MAX_RUN, OpenedBy, SpaLoad};
 use portknock::bench::{self, BenchConfig, Mode};
 use portknock::cli::{self, EXIT_FAILURE, EXIT_USAGE};
 use portknock::config::{self, Sequence};
+use portknock::spa::{DEFAULT_SPA_PORT, DigestType};
 
 /// Load generator for a port-knocking server (ours or knockd).
 #[derive(Debug, Parser)]
@@ -66,6 +68,33 @@ struct Args {
     /// Write the report to this file instead of stdout.
     #[arg(long, value_name = "PATH")]
     output: Option<std::path::PathBuf>,
+    /// SPA: the server stanza's encryption key (base64), as KEY_BASE64.
+    #[arg(long, help_heading = "SPA")]
+    spa_key_base64: Option<String>,
+    /// SPA: the server stanza's HMAC key (base64), as HMAC_KEY_BASE64.
+    #[arg(long, help_heading = "SPA")]
+    spa_hmac_key_base64: Option<String>,
+    /// SPA: the HMAC digest (HMAC_DIGEST_TYPE).
+    #[arg(long, default_value = "sha256", help_heading = "SPA")]
+    spa_hmac_digest: DigestType,
+    /// SPA: the server's UDP port.
+    #[arg(long, default_value_t = DEFAULT_SPA_PORT, value_parser = config::parse_port, help_heading = "SPA")]
+    spa_port: u16,
+    /// SPA: packets sent one at a time and probed before the load.
+    #[arg(long, default_value_t = 20, help_heading = "SPA")]
+    spa_latency_count: u32,
+    /// SPA: count openings from lines of this log that contain
+    /// --spa-opened-pattern (for servers without --stats, e.g. fwknopd).
+    #[arg(
+        long,
+        value_name = "PATH",
+        conflicts_with = "stats",
+        help_heading = "SPA"
+    )]
+    spa_opened_log: Option<std::path::PathBuf>,
+    /// SPA: what an opening line of --spa-opened-log contains.
+    #[arg(long, default_value = "Added access rule", help_heading = "SPA")]
+    spa_opened_pattern: String,
 }
 
 fn parse_sequence(text: &str) -> Result<Sequence, config::ConfigError> {
@@ -80,6 +109,45 @@ fn parse_settle(text: &str) -> Result<Duration, config::ConfigError> {
     }
 }
 
+/// The SPA load of `--mode spa`, checked; None in the other modes.
+fn spa_load(args: &Args) -> anyhow::Result<Option<SpaLoad>> {
+    if args.mode != Mode::Spa {
+        return Ok(None);
+    }
+    if args.time_limit > MAX_RUN {
+        anyhow::bail!(
+            "invalid --time-limit {:?} for --mode spa: at most {}s (packets are stamped before the run and servers refuse them after 120 s)",
+            args.time_limit,
+            MAX_RUN.as_secs()
+        );
+    }
+    let key = args.spa_key_base64.as_deref().ok_or_else(|| {
+        anyhow::anyhow!("--mode spa needs --spa-key-base64 and --spa-hmac-key-base64")
+    })?;
+    let keys = portknock::client::spa::keys_from_flags(
+        key,
+        args.spa_hmac_key_base64.as_deref(),
+        args.spa_hmac_digest,
+    )
+    .map_err(|err| {
+        anyhow::anyhow!("invalid SPA keys (--spa-key-base64, --spa-hmac-key-base64): {err}")
+    })?;
+    let opened_by = match (&args.spa_opened_log, args.stats) {
+        (Some(path), _) => Some(OpenedBy::Log {
+            path: path.clone(),
+            pattern: args.spa_opened_pattern.clone(),
+        }),
+        (None, Some(addr)) => Some(OpenedBy::Stats(addr)),
+        (None, None) => None,
+    };
+    Ok(Some(SpaLoad {
+        keys,
+        port: args.spa_port,
+        latency_count: args.spa_latency_count,
+        opened_by,
+    }))
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     cli::init_tracing(0, "warn");
@@ -90,6 +158,10 @@ fn main() -> ExitCode {
         );
         return cli::fail("knock-bench", &err, EXIT_USAGE);
     }
+    let spa = match spa_load(&args) {
+        Ok(spa) => spa,
+        Err(err) => return cli::fail("knock-bench", &err, EXIT_USAGE),
+    };
     let config = BenchConfig {
         mode: args.mode,
         target: args.target,
@@ -105,6 +177,7 @@ fn main() -> ExitCode {
         server_pid: args.server_pid,
         time_limit: args.time_limit,
         settle: args.settle,
+        spa,
     };
     let report = match bench::run(&config) {
         Ok(report) => report,

@@ -237,12 +237,15 @@ async fn run(args: Args) -> Result<(), Failure> {
     };
 
     let mut listeners = Vec::new();
+    let mut spa_counters = None;
     if let Some(spa) = spa {
         let bound =
             net::bind_each(&binds, args.spa_port, net::udp_socket).map_err(|(addr, err)| {
                 anyhow!(err).context(format!("cannot listen for SPA packets on udp {addr}"))
             })?;
-        listeners.push(SpaListener::new(bound, spa.verifier, spa.replay).into_listener());
+        let listener = SpaListener::new(bound, spa.verifier, spa.replay);
+        spa_counters = Some(listener.counters());
+        listeners.push(listener.into_listener());
     }
     let stats_listener = match args.stats_listen {
         Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|err| {
@@ -273,6 +276,7 @@ async fn run(args: Args) -> Result<(), Failure> {
         tokio::spawn(portknock::stats::serve(
             listener,
             counters.clone(),
+            spa_counters,
             async move {
                 let _ = stop.changed().await;
             },
