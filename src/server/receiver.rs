@@ -7,7 +7,7 @@
 //! reads the clock, asks the epoll set which sockets are ready, takes one
 //! `recvmmsg` batch of up to [`BATCH`] datagrams from each, each datagram
 //! stamped by the kernel (`SO_TIMESTAMPNS`), merges them by stamp in
-//! [`KnockOrder`](super::order::KnockOrder) and judges what it releases
+//! [`KnockOrder`] and judges what it releases
 //! under one lock of the engine. `order.rs` states the ordering guarantee.
 //! Taking one batch per ready socket per pass is also what keeps a flooded
 //! port from delaying the others: every socket gets its turn each pass.
