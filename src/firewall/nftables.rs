@@ -18,7 +18,7 @@
 //! with every element of a set in one statement ([`batch_commands`]): nft
 //! parses and commits 1024 grants as three statements in about 10 ms, but
 //! as 3072 statements in about 60 ms, which capped the grant rate near
-//! 17 000/s.
+//! 17 000/s. Batches go through `nft -f` (see `apply`).
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -229,12 +229,16 @@ impl Firewall for NftablesFirewall {
         self.transaction(&teardown_script())
     }
 
-    /// The whole batch as one line (one transaction); if it fails, nothing
+    /// The whole batch as one `nft -f` transaction; if it fails, nothing
     /// of it was applied and each change is retried alone for its result.
+    /// A batch goes through `nft -f`, not the session: `nft -i` takes
+    /// about 0.7 s to read a 1024-element line that `nft -f` applies in
+    /// 40 ms (measured with nft 1.0.6), while one change is cheaper in the
+    /// session (no process).
     fn apply(&mut self, changes: &[Change]) -> Vec<Result<(), FirewallError>> {
         if changes.len() > 1 {
-            let line = batch_commands(changes);
-            if self.session.run(&line).is_ok() {
+            let script = batch_commands(changes) + "\n";
+            if self.transaction(&script).is_ok() {
                 return changes.iter().map(|_| Ok(())).collect();
             }
         }
