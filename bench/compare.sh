@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Runs our knock-server and Debian's knockd under the same loads, inside a
-# network namespace this script creates (so knockd's iptables commands and
-# all traffic stay in it), and writes a comparison table in Markdown.
+# Runs our knock-server (with each firewall backend) and Debian's knockd
+# under the same loads, inside a network namespace this script creates (so
+# the kernel backends' rules, knockd's iptables commands and all traffic
+# stay in it), and writes a comparison table in Markdown.
 #
 # Usage: sudo bench/compare.sh [OUTPUT.md]     (default: bench/results.md)
+#        SYSTEMS="nftables iptables" sudo bench/compare.sh out.md   (a subset)
 # Needs root (ip netns, iptables in the namespace). Installs knockd with
 # apt-get if it is missing. Every load is bounded in count and time.
 set -euo pipefail
@@ -13,8 +15,10 @@ OUT=${1:-bench/results.md}
 SEQ=7001,7002,7003
 PORT=7100
 # knockd opens the firewall to a protected-service on its own port (our
-# userspace gate owns PORT).
+# userspace gate owns PORT), and our kernel backends to another one.
 KPORT=7101
+FPORT=7102
+SYSTEMS=${SYSTEMS:-userspace nftables iptables knockd}
 STATS=127.0.0.1:7199
 NS=pkbench$$
 WORK=$(mktemp -d /tmp/pkbench.XXXXXX)
@@ -47,21 +51,26 @@ wait_for() {
   echo "compare.sh: timed out waiting for '$2' in $1" >&2; return 1
 }
 
-# The loads: name, then knock-bench arguments. Sources never repeat within
-# a run; each run gets a fresh server.
+# The loads: name, the systems it is offered to (u: ours with the
+# userspace gate, n: nftables, i: iptables, k: knockd), then knock-bench
+# arguments. Sources never repeat within a run; each run gets a fresh server.
+# knockd forks an iptables per open: the 50k/s loads would only measure the
+# backlog, so they are not offered to knockd.
 SCENARIOS=(
-  "latency|--mode latency --count 200 --gap 1ms"
-  "seq-200/s|--mode sequences --count 1000 --rate 200"
-  "seq-1000/s|--mode sequences --count 3000 --rate 1000"
-  "seq-50000/s|--mode sequences --count 150000 --rate 50000"
-  "interleaved-10000|--mode interleaved --count 10000 --gap 300ms"
-  "flood-100k@10k/s|--mode first-flood --count 100000 --rate 10000 --legit 127.0.0.77"
-  "flood-1M@full|--mode first-flood --count 1000000 --legit 127.0.0.77"
-  "wrong-flood-1M@full|--mode wrong-flood --count 1000000 --legit 127.0.0.78"
+  "latency|unik|--mode latency --count 200 --gap 1ms"
+  "seq-200/s|uk|--mode sequences --count 1000 --rate 200"
+  "seq-1000/s|uk|--mode sequences --count 3000 --rate 1000"
+  "seq-2000/s|uni|--mode sequences --count 6000 --rate 2000"
+  "seq-50000/s|un|--mode sequences --count 150000 --rate 50000"
+  "seq-50000/s-gap5ms|u|--mode sequences --count 150000 --rate 50000 --gap 5ms"
+  "seq-50000/s-gap1ms|u|--mode sequences --count 150000 --rate 50000 --gap 1ms"
+  "interleaved-10000|uk|--mode interleaved --count 10000 --gap 300ms"
+  "flood-100k@10k/s|uk|--mode first-flood --count 100000 --rate 10000 --legit 127.0.0.77"
+  "flood-1M@full|uk|--mode first-flood --count 1000000 --legit 127.0.0.77"
+  "wrong-flood-1M@full|uk|--mode wrong-flood --count 1000000 --legit 127.0.0.78"
 )
-# knockd forks an iptables per open: the 50k/s load would only measure the
-# backlog, so it is not offered to knockd.
-KNOCKD_SKIP="seq-50000/s"
+# Letter of a system in SCENARIOS.
+letter() { case $1 in userspace) echo u;; nftables) echo n;; iptables) echo i;; knockd) echo k;; esac; }
 
 bench() { # protected-port, server-pid, json-out, extra args...
   local port=$1 pid=$2 out=$3; shift 3
@@ -69,21 +78,22 @@ bench() { # protected-port, server-pid, json-out, extra args...
     --time-limit 60s --settle 3s --json --output "$out" "$@"
 }
 
-run_ours() { # name, args
-  local name=$1 args=$2 log="$WORK/ours.log" pid c0 c1 t0 t1
-  RUST_LOG=warn ip netns exec "$NS" "$REL/knock-server" --bind 127.0.0.1 --sequence "$SEQ" --protected-port "$PORT" \
-    --firewall userspace --stats-listen "$STATS" 2>"$log" &
+run_ours() { # name, args, tag, backend
+  local name=$1 args=$2 tag=$3 backend=$4 log="$WORK/$4.log" pid c0 c1 t0 t1 port=$PORT
+  [ "$backend" = userspace ] || port=$FPORT
+  RUST_LOG=warn ip netns exec "$NS" "$REL/knock-server" --bind 127.0.0.1 --sequence "$SEQ" --protected-port "$port" \
+    --firewall "$backend" --stats-listen "$STATS" 2>"$log" &
   pid=$!; PIDS+=("$pid")
   for _ in $(seq 100); do in_ns bash -c "exec 3<>/dev/tcp/${STATS%:*}/${STATS#*:}" 2>/dev/null && break; sleep 0.1; done
   c0=$(cpu_ticks "$pid"); t0=$(date +%s.%N)
   # shellcheck disable=SC2086
-  bench "$PORT" "$pid" "$WORK/ours-$3.json" --stats "$STATS" $args
+  bench "$port" "$pid" "$WORK/$backend-$tag.json" --stats "$STATS" $args
   c1=$(cpu_ticks "$pid"); t1=$(date +%s.%N)
-  echo "$(( c1 - c0 )) $t0 $t1" > "$WORK/ours-$3.cpu"
+  echo "$(( c1 - c0 )) $t0 $t1" > "$WORK/$backend-$tag.cpu"
   if [ "$name" = latency ]; then
     # Idle: five seconds with nothing to do must cost (almost) no CPU.
     c0=$(cpu_ticks "$pid"); sleep 5; c1=$(cpu_ticks "$pid")
-    echo "$(( c1 - c0 ))" > "$WORK/ours-idle.ticks"
+    echo "$(( c1 - c0 ))" > "$WORK/$backend-idle.ticks"
   fi
   kill "$pid"; wait "$pid" || true
 }
@@ -108,6 +118,7 @@ CONF
   c0=$(cpu_ticks "$pid"); t0=$(date +%s.%N)
   # shellcheck disable=SC2086
   bench "$KPORT" "$pid" "$WORK/knockd-$tag.json" $args
+  in_ns iptables -F INPUT
   c1=$(cpu_ticks "$pid"); t1=$(date +%s.%N)
   echo "$(( c1 - c0 )) $t0 $t1" > "$WORK/knockd-$tag.cpu"
   grep -c "OPEN SESAME" "$WORK/knockd-$tag.log" > "$WORK/knockd-$tag.grants" || true
@@ -117,18 +128,25 @@ CONF
   : "$name"
 }
 
-# The protected service knockd opens the firewall to.
-ip netns exec "$NS" "$REL/protected-service" --port "$KPORT" --bind 127.0.0.1 --close-after 1 >/dev/null 2>&1 &
-PIDS+=("$!")
+# The protected services knockd and our kernel backends open the firewall to.
+for p in "$KPORT" "$FPORT"; do
+  ip netns exec "$NS" "$REL/protected-service" --port "$p" --bind 127.0.0.1 --close-after 1 >/dev/null 2>&1 &
+  PIDS+=("$!")
+done
+
+# name, systems, args of a SCENARIOS entry.
+parse() { IFS='|' read -r name offered_to args <<< "$1"; tag=${name//[^a-zA-Z0-9]/_}; }
 
 for entry in "${SCENARIOS[@]}"; do
-  name=${entry%%|*}; args=${entry#*|}; tag=${name//[^a-zA-Z0-9]/_}
-  echo "==> $name: ours" >&2
-  run_ours "$name" "$args" "$tag"
-  if [ "$name" != "$KNOCKD_SKIP" ]; then
-    echo "==> $name: knockd" >&2
-    run_knockd "$name" "$args" "$tag"
-  fi
+  parse "$entry"
+  for system in $SYSTEMS; do
+    [[ $offered_to == *$(letter "$system")* ]] || continue
+    echo "==> $name: $system" >&2
+    case $system in
+      knockd) run_knockd "$name" "$args" "$tag" ;;
+      *) run_ours "$name" "$args" "$tag" "$system" ;;
+    esac
+  done
 done
 
 cpu_pct() { # file
@@ -137,33 +155,65 @@ cpu_pct() { # file
   awk -v k="$ticks" -v a="$t0" -v b="$t1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.0f%%", 100 * k / hz / (b - a) }'
 }
 
+# A field of system $1's report for the current load, or "-".
+f() { local r="$WORK/$1-$tag.json"; if [ -f "$r" ]; then field "$r" "$2"; else echo "-"; fi; }
+# One table row: load, measure, then a command printing a system's cell.
+row() { # measure, cell-function
+  local line="| $name | $1 |" s
+  for s in $SYSTEMS; do line+=" $($2 "$s") |"; done
+  echo "$line"
+}
+c_latency() { echo "$(f "$1" latency_median_ms) / $(f "$1" latency_p99_ms)"; }
+c_failed() { f "$1" probes_failed; }
+c_idle() { if [ -f "$WORK/$1-idle.ticks" ]; then cat "$WORK/$1-idle.ticks"; else echo "-"; fi; }
+c_opened() {
+  local offered; offered=$(f "$1" offered)
+  if [ "$1" = knockd ]; then
+    if [ -f "$WORK/knockd-$tag.grants" ]; then
+      local g; g=$(cat "$WORK/knockd-$tag.grants"); echo "$g / $offered ($(( offered - g )))"
+    else echo "-"; fi
+  else echo "$(f "$1" grants) / $offered ($(f "$1" lost))"; fi
+}
+c_rate() { echo "$(f "$1" send_rate_pps), $(cpu_pct "$WORK/$1-$tag.cpu")"; }
+c_decided() {
+  if [ "$1" = knockd ]; then
+    local ks="-"; [ -f "$WORK/knockd-$tag.stage1" ] && ks=$(cat "$WORK/knockd-$tag.stage1")
+    echo "$(f knockd packets_sent) / $ks"
+  else echo "$(f "$1" packets_sent) / $(f "$1" server_decisions)"; fi
+}
+c_drops() { f "$1" kernel_rcvbuf_drops; }
+c_tracked() { [ "$1" = knockd ] && { echo "-"; return; }; echo "$(f "$1" tracked_at_end), $(f "$1" bytes_per_tracked_ip)"; }
+c_rss() { echo "$(f "$1" server_peak_rss_kb), $(cpu_pct "$WORK/$1-$tag.cpu")"; }
+c_legit() { echo "$(f "$1" legit_got_in) ($(f "$1" legit_attempts))"; }
+
 {
-  echo "| load | measure | knock-server (userspace) | knockd |"
-  echo "|---|---|---|---|"
+  header="| load | measure |"; rule="|---|---|"
+  for s in $SYSTEMS; do
+    case $s in knockd) header+=" knockd |";; *) header+=" knock-server ($s) |";; esac
+    rule+="---|"
+  done
+  echo "$header"; echo "$rule"
   for entry in "${SCENARIOS[@]}"; do
-    name=${entry%%|*}; tag=${name//[^a-zA-Z0-9]/_}
-    o="$WORK/ours-$tag.json"; k="$WORK/knockd-$tag.json"
-    kg="-"; [ -f "$WORK/knockd-$tag.grants" ] && kg=$(cat "$WORK/knockd-$tag.grants")
-    kf() { if [ -f "$k" ]; then field "$k" "$1"; else echo "-"; fi; }
-    offered=$(field "$o" offered)
-    klost="-"; [ "$kg" != "-" ] && klost=$(( offered - kg ))
+    parse "$entry"
+    any=""
+    for s in $SYSTEMS; do [[ $offered_to == *$(letter "$s")* ]] && any=1; done
+    [ -n "$any" ] || continue
     case "$name" in
       latency)
-        echo "| $name | knock-to-open median / p99 (ms) | $(field "$o" latency_median_ms) / $(field "$o" latency_p99_ms) | $(kf latency_median_ms) / $(kf latency_p99_ms) |"
-        echo "| $name | probes that never opened | $(field "$o" probes_failed) | $(kf probes_failed) |"
-        echo "| idle | CPU ticks in 5 s with no traffic | $(cat "$WORK/ours-idle.ticks") | - |"
+        row "knock-to-open median / p99 (ms)" c_latency
+        row "probes that never opened" c_failed
+        name=idle; row "CPU ticks in 5 s with no traffic" c_idle
         ;;
       seq-*|interleaved-*)
-        echo "| $name | opened / offered (lost) | $(field "$o" grants) / $offered ($(field "$o" lost)) | $kg / $offered ($klost) |"
-        echo "| $name | send rate (pkt/s), server CPU | $(field "$o" send_rate_pps), $(cpu_pct "$WORK/ours-$tag.cpu") | $(kf send_rate_pps), $(cpu_pct "$WORK/knockd-$tag.cpu") |"
+        row "opened / offered (lost)" c_opened
+        row "send rate (pkt/s), server CPU" c_rate
         ;;
       *flood*)
-        ks="-"; [ -f "$WORK/knockd-$tag.stage1" ] && ks=$(cat "$WORK/knockd-$tag.stage1")
-        echo "| $name | packets sent / decided by the server (knockd: first knocks logged) | $(field "$o" packets_sent) / $(field "$o" server_decisions) | $(kf packets_sent) / $ks |"
-        echo "| $name | kernel receive-buffer drops | $(field "$o" kernel_rcvbuf_drops) | $(kf kernel_rcvbuf_drops) |"
-        echo "| $name | tracked at end, bytes per tracked IP | $(field "$o" tracked_at_end), $(field "$o" bytes_per_tracked_ip) | - |"
-        echo "| $name | server peak RSS (kB), CPU | $(field "$o" server_peak_rss_kb), $(cpu_pct "$WORK/ours-$tag.cpu") | $(kf server_peak_rss_kb), $(cpu_pct "$WORK/knockd-$tag.cpu") |"
-        echo "| $name | legitimate client got in (attempts) | $(field "$o" legit_got_in) ($(field "$o" legit_attempts)) | $(kf legit_got_in) ($(kf legit_attempts)) |"
+        row "packets sent / decided by the server (knockd: first knocks logged)" c_decided
+        row "kernel receive-buffer drops" c_drops
+        row "tracked at end, bytes per tracked IP" c_tracked
+        row "server peak RSS (kB), CPU" c_rss
+        row "legitimate client got in (attempts)" c_legit
         ;;
     esac
   done

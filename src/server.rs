@@ -1,7 +1,9 @@
 //! The I/O shell of the knock server: UDP sockets -> core -> firewall.
 //!
 //! Three kinds of task, all stopped by one shutdown future:
-//! - a receiver per knock socket, which feeds `(source, port, now)` to the
+//! - one receiver for all knock sockets (`server/receiver.rs`), which
+//!   merges what every socket received by kernel arrival time
+//!   (`server/order.rs`) and feeds `(source, port, arrival)` to the
 //!   [`Engine`] (the core plus the grant table, behind one short lock);
 //! - the expiry task, which sleeps until the next grant ends (a timer, not
 //!   polling) and revokes it, and prunes the core while it tracks anyone;
@@ -29,6 +31,7 @@ use crate::firewall::{Change, Firewall, FirewallError};
 use crate::firewall_worker::FirewallWorker;
 use crate::grants::{GrantChange, GrantTable};
 use crate::knock::{KnockTracker, Verdict};
+use order::{Knock, PassClock};
 
 /// A server failure that stops it.
 #[derive(Debug, Error)]
@@ -59,7 +62,7 @@ pub struct ServerSettings {
 /// Scratch space of one receiver: the verdicts of the batch being handled.
 #[derive(Debug, Default)]
 pub struct GrantBatch {
-    verdicts: Vec<(Verdict, Option<GrantChange>)>,
+    verdicts: Vec<(Verdict, Option<GrantChange>, u16)>,
 }
 
 /// The core and the open grants, behind one lock, plus the firewall queue.
@@ -77,6 +80,18 @@ pub struct Engine {
 struct State {
     tracker: KnockTracker,
     grants: GrantTable,
+    /// The latest `now` given to the tracker, which needs them
+    /// non-decreasing (arrival times of different passes may not be).
+    last_now: Option<std::time::Instant>,
+}
+
+impl State {
+    /// `at`, or the latest time the tracker has seen if that is later.
+    fn advance(&mut self, at: std::time::Instant) -> std::time::Instant {
+        let now = self.last_now.map_or(at, |last| last.max(at));
+        self.last_now = Some(now);
+        now
+    }
 }
 
 impl Engine {
@@ -90,6 +105,7 @@ impl Engine {
             state: Mutex::new(State {
                 tracker: KnockTracker::new(&settings.rules),
                 grants: GrantTable::new(),
+                last_now: None,
             }),
             protected_port: settings.protected_port,
             access: settings.rules.access,
@@ -99,25 +115,28 @@ impl Engine {
         }
     }
 
-    /// Judges one knock and carries out the verdict.
+    /// Judges one knock, received now, and carries out the verdict.
     pub async fn handle_knock(&self, source: IpAddr, port: u16) -> Verdict {
+        let clock = PassClock::now(Instant::now().into_std());
+        let knock = [Knock::new(source, port, clock.real)];
         let mut batch = GrantBatch::default();
-        self.handle_batch(&[source], port, &mut batch).await;
+        self.handle_knocks(&knock, clock, &mut batch).await;
         batch.verdicts[0].0
     }
 
-    /// Judges knocks from `sources` on `port`, all received now, under one
-    /// lock, then logs them and queues their grants for the firewall.
-    /// `batch` is scratch space reused from call to call.
-    pub async fn handle_batch(&self, sources: &[IpAddr], port: u16, batch: &mut GrantBatch) {
+    /// Judges `knocks`, in the order given, under one lock, each at its
+    /// arrival time (by `clock`, kept non-decreasing for the core), then
+    /// logs them and queues their grants for the firewall. `batch` is
+    /// scratch space reused from call to call.
+    pub async fn handle_knocks(&self, knocks: &[Knock], clock: PassClock, batch: &mut GrantBatch) {
         batch.verdicts.clear();
         {
             let mut state = self.lock();
-            let now = Instant::now().into_std();
             let was_idle = state.tracker.tracked() == 0;
             let mut granted = false;
-            for &source in sources {
-                let verdict = state.tracker.knock(source, port, now);
+            for knock in knocks {
+                let now = state.advance(clock.instant_of(knock.stamp));
+                let verdict = state.tracker.knock(knock.source, knock.port, now);
                 self.counters.record_verdict(&verdict);
                 let change = match verdict {
                     Verdict::Grant { ip, until } => {
@@ -126,7 +145,7 @@ impl Engine {
                     }
                     _ => None,
                 };
-                batch.verdicts.push((verdict, change));
+                batch.verdicts.push((verdict, change, knock.port));
             }
             self.counters.set_table(
                 state.tracker.tracked(),
@@ -137,7 +156,7 @@ impl Engine {
                 self.wake_expiry.notify_one();
             }
         }
-        for &(verdict, change) in &batch.verdicts {
+        for &(verdict, change, port) in &batch.verdicts {
             self.log(&verdict, port, change);
             if let (Verdict::Grant { ip, .. }, Some(_)) = (verdict, change) {
                 let grant = Change::Grant {
@@ -193,7 +212,8 @@ impl Engine {
         let (expired, next) = {
             let mut state = self.lock();
             let expired = state.grants.expire(now.into_std());
-            state.tracker.prune(now.into_std());
+            let prune_at = state.advance(now.into_std());
+            state.tracker.prune(prune_at);
             self.counters.set_table(
                 state.tracker.tracked(),
                 state.tracker.stats().evictions,
@@ -298,7 +318,9 @@ pub type Listener = Box<
 >;
 
 /// Binds one UDP socket per address and port. IPv6 sockets are v6-only so
-/// `0.0.0.0` and `::` can both be bound.
+/// `0.0.0.0` and `::` can both be bound. Each gets a large receive buffer
+/// and kernel receive stamps from the start, so knocks that queue before
+/// the receiver runs are kept and ordered too.
 pub fn bind_udp(addrs: &[IpAddr], ports: &[u16]) -> Result<Vec<UdpSocket>, ServerError> {
     let mut sockets = Vec::new();
     for &ip in addrs {
@@ -306,6 +328,8 @@ pub fn bind_udp(addrs: &[IpAddr], ports: &[u16]) -> Result<Vec<UdpSocket>, Serve
             let addr = SocketAddr::new(ip, port);
             let socket = crate::net::udp_socket(addr)
                 .map_err(|source| ServerError::Bind { addr, source })?;
+            receiver::enlarge_buffer(&socket);
+            receiver::stamp_arrivals(&socket);
             sockets.push(socket);
         }
     }
@@ -358,11 +382,11 @@ pub async fn run_with(
     for listener in listeners {
         tasks.spawn(listener(engine.clone(), stop_rx.clone()));
     }
-    for socket in sockets {
+    if !sockets.is_empty() {
         let engine = engine.clone();
         let stop = stop_rx.clone();
         let counters = counters.clone();
-        tasks.spawn(receiver::receive_knocks(socket, engine, counters, stop));
+        tasks.spawn(receiver::receive_knocks(sockets, engine, counters, stop));
     }
     tasks.spawn({
         let engine = engine.clone();
@@ -388,6 +412,7 @@ pub async fn run_with(
     Ok(())
 }
 
+pub mod order;
 pub mod receiver;
 #[cfg(test)]
 mod tests;

@@ -36,9 +36,9 @@ struct Args {
     /// Sequences (or flood packets) a second; 0: as fast as possible.
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
-    /// Time between the knocks of one sequence (5ms, 0.5, 1s). Knocks on
-    /// different ports travel through different server sockets: a gap well
-    /// above scheduling hiccups keeps them in order (see BENCHMARKS.md).
+    /// Time between the knocks of one sequence (5ms, 0.5, 1s). Our server
+    /// orders knocks across its sockets by kernel arrival time, so even
+    /// 1ms is judged in order (see BENCHMARKS.md).
     #[arg(long, default_value = "20ms", value_parser = config::parse_duration)]
     gap: Duration,
     /// First source address; each sequence or flood packet gets the next.

@@ -14,7 +14,11 @@
 //! `add; delete; add ... timeout` refreshes the timeout of an open grant on
 //! every kernel (a plain `add` of an existing element keeps its old timeout
 //! on older kernels), and `add; delete` revokes without failing when the
-//! element is already gone.
+//! element is already gone. A batch of changes is the same three steps
+//! with every element of a set in one statement ([`batch_commands`]): nft
+//! parses and commits 1024 grants as three statements in about 10 ms, but
+//! as 3072 statements in about 60 ms, which capped the grant rate near
+//! 17 000/s. Batches go through `nft -f` (see `apply`).
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -98,6 +102,58 @@ pub fn change_commands(change: &Change) -> String {
     }
 }
 
+/// The commands (one transaction) for a batch of changes: per set, one
+/// `add` of every element touched, one `delete` of them, one `add` of the
+/// granted ones with their timeouts. When a batch changes one element
+/// twice, the last change wins (as if applied in order).
+pub fn batch_commands(changes: &[Change]) -> String {
+    // Final state of each element, in order of first appearance.
+    let mut last: Vec<(&'static str, String, u128)> = Vec::with_capacity(changes.len());
+    let mut index = std::collections::HashMap::with_capacity(changes.len());
+    for change in changes {
+        let (ip, port, ms) = match *change {
+            Change::Grant { ip, port, ttl } => {
+                (ip, port, ttl.as_millis().max(u128::from(!ttl.is_zero())))
+            }
+            Change::Revoke { ip, port } => (ip, port, 0),
+        };
+        let (set, elem) = element(ip, port);
+        match index.get(&(set, elem.clone())) {
+            Some(&i) => last[i] = (set, elem, ms),
+            None => {
+                index.insert((set, elem.clone()), last.len());
+                last.push((set, elem, ms));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for set in [SET_V4, SET_V6] {
+        let touched: Vec<&str> = last
+            .iter()
+            .filter(|(s, ..)| *s == set)
+            .map(|(_, e, _)| e.as_str())
+            .collect();
+        if touched.is_empty() {
+            continue;
+        }
+        let all = touched.join(", ");
+        out.push(format!("add element {TABLE} {set} {{ {all} }}"));
+        out.push(format!("delete element {TABLE} {set} {{ {all} }}"));
+        let granted: Vec<String> = last
+            .iter()
+            .filter(|(s, _, ms)| *s == set && *ms > 0)
+            .map(|(_, e, ms)| format!("{e} timeout {ms}ms"))
+            .collect();
+        if !granted.is_empty() {
+            out.push(format!(
+                "add element {TABLE} {set} {{ {} }}",
+                granted.join(", ")
+            ));
+        }
+    }
+    out.join("; ")
+}
+
 /// The nftables backend.
 #[derive(Debug)]
 pub struct NftablesFirewall {
@@ -173,16 +229,16 @@ impl Firewall for NftablesFirewall {
         self.transaction(&teardown_script())
     }
 
-    /// The whole batch as one line (one transaction); if it fails, nothing
+    /// The whole batch as one `nft -f` transaction; if it fails, nothing
     /// of it was applied and each change is retried alone for its result.
+    /// A batch goes through `nft -f`, not the session: `nft -i` takes
+    /// about 0.7 s to read a 1024-element line that `nft -f` applies in
+    /// 40 ms (measured with nft 1.0.6), while one change is cheaper in the
+    /// session (no process).
     fn apply(&mut self, changes: &[Change]) -> Vec<Result<(), FirewallError>> {
         if changes.len() > 1 {
-            let line = changes
-                .iter()
-                .map(change_commands)
-                .collect::<Vec<_>>()
-                .join("; ");
-            if self.session.run(&line).is_ok() {
+            let script = batch_commands(changes) + "\n";
+            if self.transaction(&script).is_ok() {
                 return changes.iter().map(|_| Ok(())).collect();
             }
         }
@@ -227,6 +283,44 @@ mod tests {
         let none = FirewallOptions::new([]);
         let text = ruleset(&none);
         assert!(!text.contains("dport {"), "{text}");
+    }
+
+    #[test]
+    fn batch_commands_golden() {
+        let a: IpAddr = "192.0.2.2".parse().unwrap();
+        let b: IpAddr = "192.0.2.3".parse().unwrap();
+        let c: IpAddr = "2001:db8::2".parse().unwrap();
+        let ttl = Duration::from_secs(30);
+        let changes = [
+            Change::Grant {
+                ip: a,
+                port: 22,
+                ttl,
+            },
+            Change::Revoke { ip: c, port: 22 },
+            Change::Grant {
+                ip: b,
+                port: 22,
+                ttl,
+            },
+            Change::Grant {
+                ip: c,
+                port: 22,
+                ttl: 2 * ttl,
+            },
+            Change::Revoke { ip: b, port: 22 },
+        ];
+        assert_eq!(
+            batch_commands(&changes),
+            "add element inet portknock allowed_v4 { 192.0.2.2 . 22, 192.0.2.3 . 22 }; \
+             delete element inet portknock allowed_v4 { 192.0.2.2 . 22, 192.0.2.3 . 22 }; \
+             add element inet portknock allowed_v4 { 192.0.2.2 . 22 timeout 30000ms }; \
+             add element inet portknock allowed_v6 { 2001:db8::2 . 22 }; \
+             delete element inet portknock allowed_v6 { 2001:db8::2 . 22 }; \
+             add element inet portknock allowed_v6 { 2001:db8::2 . 22 timeout 60000ms }"
+        );
+        let one = [Change::Revoke { ip: a, port: 22 }];
+        assert_eq!(batch_commands(&one), change_commands(&one[0]));
     }
 
     #[test]

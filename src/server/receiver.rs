@@ -1,40 +1,59 @@
-//! The knock receiver: drains a UDP socket in batches with `recvmmsg`.
+//! The knock receiver: one task for every knock socket, judging each
+//! source's knocks in the order they arrived.
 //!
-//! Why batches: one system call and one lock of the engine per batch of up
-//! to [`BATCH`] datagrams instead of per datagram, which is what lets one
-//! core keep up with a flood (a loopback sender pushes a few hundred
-//! thousand packets a second). Only the source address of a knock matters,
-//! so payloads land in a small scratch buffer and are truncated. Every
-//! buffer is allocated once per socket: no allocation per packet.
+//! The sockets (one per knock port and address family) sit in an epoll set
+//! of their own, which the task awaits through tokio: it sleeps until some
+//! socket has a datagram (idle costs nothing; no timer). Each pass then
+//! reads the clock, asks the epoll set which sockets are ready, takes one
+//! `recvmmsg` batch of up to [`BATCH`] datagrams from each, each datagram
+//! stamped by the kernel (`SO_TIMESTAMPNS`), merges them by stamp in
+//! [`KnockOrder`] and judges what it releases
+//! under one lock of the engine. `order.rs` states the ordering guarantee.
+//! Taking one batch per ready socket per pass is also what keeps a flooded
+//! port from delaying the others: every socket gets its turn each pass.
+//!
+//! Why batches: one system call per socket and one lock of the engine per
+//! pass instead of per datagram, which is what lets one core keep up with
+//! a flood. Only the source address and the stamp of a knock matter, so
+//! payloads land in a small scratch buffer and are truncated. Every buffer
+//! is allocated once: no allocation per packet.
 
 use std::io;
 use std::mem;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
 use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::Engine;
+use super::order::{KnockOrder, PassClock, timespec_ns};
 use crate::counters::Counters;
 
-/// Most datagrams taken in one `recvmmsg` call.
+/// Most datagrams taken from one socket in one pass (one `recvmmsg`).
 pub const BATCH: usize = 64;
 /// Bytes of each payload kept (the rest is truncated; it is not read).
 const PAYLOAD: usize = 16;
+/// Room for one `SCM_TIMESTAMPNS` control message (`CMSG_SPACE` of a
+/// 16-byte timespec is 32), in `u64`s for alignment.
+const CONTROL: usize = 8;
 /// Receive buffer asked of the kernel for each knock socket, so a burst
 /// waits in the kernel rather than being dropped (capped by
 /// `net.core.rmem_max`).
 pub const SOCKET_BUFFER: usize = 8 << 20;
 
-/// The reusable storage of one socket's receiver.
+/// The reusable storage of one `recvmmsg` call.
 struct Scratch {
     addrs: Vec<libc::sockaddr_storage>,
     payloads: Vec<[u8; PAYLOAD]>,
-    sources: Vec<IpAddr>,
+    controls: Vec<[u64; CONTROL]>,
+    /// Sender and kernel stamp (0: none) of each datagram of the last call.
+    received: Vec<(IpAddr, u64)>,
 }
 
 impl Scratch {
@@ -44,17 +63,19 @@ impl Scratch {
         Self {
             addrs: vec![empty; BATCH],
             payloads: vec![[0; PAYLOAD]; BATCH],
-            sources: Vec::with_capacity(BATCH),
+            controls: vec![[0; CONTROL]; BATCH],
+            received: Vec::with_capacity(BATCH),
         }
     }
 
-    /// One `recvmmsg` without waiting: fills `sources` with the senders of
-    /// up to [`BATCH`] datagrams.
-    fn receive(&mut self, fd: RawFd) -> io::Result<usize> {
+    /// One `recvmmsg` without waiting: fills `received` with the senders
+    /// and receive stamps of up to `max` (at most [`BATCH`]) datagrams.
+    fn receive(&mut self, fd: RawFd, max: usize) -> io::Result<usize> {
+        let max = max.min(BATCH);
         // SAFETY: iovec and mmsghdr are plain old data; all zeroes is valid.
         let mut iovs: [libc::iovec; BATCH] = unsafe { mem::zeroed() };
         let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { mem::zeroed() };
-        for i in 0..BATCH {
+        for i in 0..max {
             iovs[i].iov_base = self.payloads[i].as_mut_ptr().cast();
             iovs[i].iov_len = PAYLOAD;
             let hdr = &mut hdrs[i].msg_hdr;
@@ -62,6 +83,8 @@ impl Scratch {
             hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             hdr.msg_iov = &raw mut iovs[i];
             hdr.msg_iovlen = 1;
+            hdr.msg_control = self.controls[i].as_mut_ptr().cast();
+            hdr.msg_controllen = mem::size_of::<[u64; CONTROL]>() as _;
         }
         // SAFETY: every header points at live buffers of the stated sizes,
         // owned by `self` or this frame, for the duration of the call.
@@ -69,7 +92,7 @@ impl Scratch {
             libc::recvmmsg(
                 fd,
                 hdrs.as_mut_ptr(),
-                BATCH as libc::c_uint,
+                max as libc::c_uint,
                 libc::MSG_DONTWAIT,
                 std::ptr::null_mut(),
             )
@@ -78,14 +101,34 @@ impl Scratch {
             return Err(io::Error::last_os_error());
         }
         let n = n as usize;
-        self.sources.clear();
+        self.received.clear();
         for (addr, hdr) in self.addrs.iter().zip(&hdrs).take(n) {
             if let Some(ip) = source_ip(addr, hdr.msg_hdr.msg_namelen) {
-                self.sources.push(ip);
+                self.received.push((ip, receive_stamp(&hdr.msg_hdr)));
             }
         }
         Ok(n)
     }
+}
+
+/// The kernel's receive stamp in a received message's control data, in
+/// nanoseconds of `CLOCK_REALTIME`; 0 if there is none.
+fn receive_stamp(hdr: &libc::msghdr) -> u64 {
+    // SAFETY: the kernel filled `msg_control` up to `msg_controllen`; the
+    // CMSG_* walkers stay within it, and a SCM_TIMESTAMPNS message carries
+    // one timespec (read unaligned to be safe).
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS
+            {
+                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                return timespec_ns(&ts);
+            }
+            cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
+        }
+    }
+    0
 }
 
 /// The address in a `sockaddr_storage` filled by the kernel.
@@ -115,45 +158,213 @@ pub fn enlarge_buffer(socket: &UdpSocket) {
     }
 }
 
-/// Receives knocks on `socket` until `stop` changes, feeding each batch to
-/// the engine.
+/// Asks the kernel to stamp every datagram the socket receives with its
+/// arrival time (`SO_TIMESTAMPNS`). Done when the socket is bound, so
+/// knocks queued before the receiver starts are stamped too. A refusal
+/// costs ordering across sockets (knocks are then dated by the pass that
+/// reads them), so it is logged, not fatal.
+pub fn stamp_arrivals(socket: &impl AsRawFd) {
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket and an int option of the stated size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&raw const on).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        let err = io::Error::last_os_error();
+        warn!(error = %err, "cannot turn on receive timestamps; knocks on different ports may be judged out of order");
+    }
+}
+
+/// The knock sockets in an epoll set of their own, awaited through tokio.
+struct ReadySet {
+    epoll: AsyncFd<OwnedFd>,
+    len: usize,
+}
+
+impl ReadySet {
+    /// A level-triggered set of `fds`; an event's data is the index.
+    fn new(fds: &[RawFd]) -> io::Result<Self> {
+        // SAFETY: plain system call; the result is checked.
+        let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a new descriptor that nothing else owns.
+        let epoll = unsafe { OwnedFd::from_raw_fd(raw) };
+        for (i, &fd) in fds.iter().enumerate() {
+            let mut event = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: i as u64,
+            };
+            // SAFETY: valid descriptors and a valid event.
+            if unsafe { libc::epoll_ctl(raw, libc::EPOLL_CTL_ADD, fd, &mut event) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        // SAFETY: the OwnedFd keeps the descriptor open, unchanged, for
+        // as long as the AsyncFd that owns it.
+        let epoll = unsafe { AsyncFd::register_with_interest(epoll, Interest::READABLE)? };
+        Ok(Self {
+            epoll,
+            len: fds.len(),
+        })
+    }
+
+    /// Room for one event per socket.
+    fn events(&self) -> Vec<libc::epoll_event> {
+        vec![libc::epoll_event { events: 0, u64: 0 }; self.len.max(1)]
+    }
+
+    /// The sockets with datagrams waiting now (indices), without waiting.
+    fn ready<'e>(
+        &self,
+        events: &'e mut [libc::epoll_event],
+    ) -> io::Result<impl Iterator<Item = usize> + 'e> {
+        // SAFETY: `events` has room for the stated number of events.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.epoll.as_raw_fd(),
+                events.as_mut_ptr(),
+                events.len() as libc::c_int,
+                0,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(events[..n as usize].iter().map(|e| e.u64 as usize))
+    }
+}
+
+/// One knock socket, out of tokio's hands (the ready set watches it).
+struct KnockSocket {
+    socket: std::net::UdpSocket,
+    port: u16,
+}
+
+/// Receives knocks on all `sockets` until `stop` changes, judging them in
+/// the order they arrived (see the module doc).
 pub async fn receive_knocks(
-    socket: UdpSocket,
+    sockets: Vec<UdpSocket>,
     engine: Arc<Engine>,
     counters: Arc<Counters>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let port = match socket.local_addr() {
-        Ok(addr) => addr.port(),
+    let mut knock_sockets = Vec::with_capacity(sockets.len());
+    for socket in sockets {
+        enlarge_buffer(&socket);
+        stamp_arrivals(&socket);
+        let port = match socket.local_addr() {
+            Ok(addr) => addr.port(),
+            Err(err) => {
+                warn!(error = %err, "knock socket has no local address; not listening on it");
+                continue;
+            }
+        };
+        match socket.into_std() {
+            Ok(socket) => knock_sockets.push(KnockSocket { socket, port }),
+            Err(err) => warn!(port, error = %err, "knock socket unusable; not listening on it"),
+        }
+    }
+    let fds: Vec<RawFd> = knock_sockets.iter().map(|s| s.socket.as_raw_fd()).collect();
+    let set = match ReadySet::new(&fds) {
+        Ok(set) => set,
         Err(err) => {
-            warn!(error = %err, "knock socket has no local address; not listening on it");
+            warn!(error = %err, "cannot watch the knock sockets; not listening");
             return;
         }
     };
-    enlarge_buffer(&socket);
-    let fd = socket.as_raw_fd();
+    let mut events = set.events();
     let mut scratch = Scratch::new();
+    let mut order = KnockOrder::new(knock_sockets.len() * BATCH);
     let mut batch = super::GrantBatch::default();
     loop {
-        tokio::select! {
-            ready = socket.readable() => if let Err(err) = ready {
-                warn!(port, error = %err, "knock socket failed; not listening on it");
-                return;
+        let mut guard = tokio::select! {
+            ready = set.epoll.readable() => match ready {
+                Ok(guard) => guard,
+                Err(err) => {
+                    warn!(error = %err, "knock sockets failed; not listening");
+                    return;
+                }
             },
             _ = stop.changed() => return,
-        }
-        match socket.try_io(Interest::READABLE, || scratch.receive(fd)) {
-            Ok(n) => {
-                counters.record_packets(n as u64);
-                engine
-                    .handle_batch(&scratch.sources, port, &mut batch)
-                    .await;
+        };
+        let clock = PassClock::now(Instant::now().into_std());
+        order.begin(clock.real);
+        let mut any_ready = false;
+        let ready = match set.ready(&mut events) {
+            Ok(ready) => ready,
+            Err(err) => {
+                debug!(error = %err, "epoll_wait failed");
+                continue;
             }
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-            // ICMP errors and the like surface here; they are not knocks.
-            Err(err) => debug!(port, error = %err, "receive error"),
+        };
+        for i in ready {
+            any_ready = true;
+            let KnockSocket { socket, port } = &knock_sockets[i];
+            let max = order.room().min(BATCH);
+            match scratch.receive(socket.as_raw_fd(), max) {
+                Ok(n) => {
+                    counters.record_packets(n as u64);
+                    for &(ip, stamp) in &scratch.received {
+                        // No stamp: date it by this pass (held to the next).
+                        order.push(ip, *port, if stamp == 0 { clock.real } else { stamp });
+                    }
+                    if n == max {
+                        let last = scratch.received.last().map_or(0, |&(_, s)| s);
+                        order.more_after(last);
+                    }
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                // ICMP errors and the like surface here; they are not knocks.
+                Err(err) => debug!(port, error = %err, "receive error"),
+            }
+        }
+        let n = order.release();
+        if n > 0 {
+            engine
+                .handle_knocks(&order.pending()[..n], clock, &mut batch)
+                .await;
+            order.consume(n);
+        }
+        if !any_ready && order.held() == 0 {
+            // Every socket was empty: sleep until one is not.
+            guard.clear_ready();
         }
     }
+}
+
+/// Waits (bounded) until the kernel stamps datagrams on arrival. The
+/// first socket to ask for stamps switches them on through deferred kernel
+/// work; until it runs, datagrams are stamped when they are read, in the
+/// order they are read. Tests that queue knocks before the receiver runs
+/// wait for this first.
+#[cfg(test)]
+pub(crate) async fn wait_until_arrivals_are_stamped() {
+    let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    probe.set_nonblocking(true).unwrap();
+    stamp_arrivals(&probe);
+    let to = probe.local_addr().unwrap();
+    let mut scratch = Scratch::new();
+    for _ in 0..200 {
+        let sent = super::order::realtime_ns();
+        probe.send_to(b"probe", to).unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let read = super::order::realtime_ns();
+        if let Ok(1) = scratch.receive(probe.as_raw_fd(), 1) {
+            let stamp = scratch.received[0].1;
+            if stamp >= sent && stamp < read {
+                return;
+            }
+        }
+    }
+    panic!("the kernel never stamped a datagram on arrival");
 }
 
 #[cfg(test)]
@@ -161,8 +372,9 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_batch_yields_each_sender_once_and_truncates_payloads() {
+    async fn a_batch_yields_each_sender_once_with_a_stamp_and_truncates_payloads() {
         let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        stamp_arrivals(&server);
         let to = server.local_addr().unwrap();
         let mut sent = Vec::new();
         for last in 2..6u8 {
@@ -174,12 +386,16 @@ mod tests {
         let mut got = Vec::new();
         while got.len() < sent.len() {
             server.readable().await.unwrap();
-            if let Ok(n) = server.try_io(Interest::READABLE, || scratch.receive(server.as_raw_fd()))
-            {
-                assert_eq!(n, scratch.sources.len());
-                got.extend_from_slice(&scratch.sources);
+            if let Ok(n) = server.try_io(Interest::READABLE, || {
+                scratch.receive(server.as_raw_fd(), BATCH)
+            }) {
+                assert_eq!(n, scratch.received.len());
+                got.extend_from_slice(&scratch.received);
             }
         }
-        assert_eq!(got, sent);
+        assert_eq!(got.iter().map(|&(ip, _)| ip).collect::<Vec<_>>(), sent);
+        let stamps: Vec<u64> = got.iter().map(|&(_, s)| s).collect();
+        assert!(stamps.iter().all(|&s| s > 0), "{stamps:?}");
+        assert!(stamps.windows(2).all(|w| w[0] <= w[1]), "{stamps:?}");
     }
 }

@@ -236,3 +236,68 @@ async fn run_listens_on_real_sockets_and_tears_down_on_shutdown() {
     assert_eq!(calls.last(), Some(&Call::Teardown));
     assert!(counters.snapshot().packets >= 1);
 }
+
+/// Knocks that queued in the kernel on three sockets before the receiver
+/// ran (as when neighbour resolution holds them, or the receiver is busy)
+/// are judged in the order they arrived, whatever order the sockets are
+/// read in: every source gets its grant. Judged socket by socket (the old
+/// receivers, one per socket), the third port's knocks came first and
+/// every source was locked out.
+#[tokio::test]
+async fn knocks_queued_on_several_sockets_are_judged_in_arrival_order() {
+    const SOURCES: u8 = 200;
+    let mut sockets = bind_udp(&[IpAddr::from([127, 0, 0, 1])], &[0, 0, 0]).unwrap();
+    let ports: Vec<u16> = sockets
+        .iter()
+        .map(|s| s.local_addr().unwrap().port())
+        .collect();
+    let rules = KnockRules {
+        sequence: crate::config::Sequence::new(ports.clone()).unwrap(),
+        ..KnockRules::default()
+    };
+    let settings = ServerSettings {
+        rules,
+        protected_port: 2222,
+    };
+    receiver::wait_until_arrivals_are_stamped().await;
+    for last in 1..=SOURCES {
+        let from =
+            std::net::UdpSocket::bind((std::net::Ipv4Addr::new(127, 0, 3, last), 0)).unwrap();
+        for &port in &ports {
+            from.send_to(b"knock", ("127.0.0.1", port)).unwrap();
+        }
+    }
+    // The last port's socket first: read socket by socket, the sequence
+    // would be judged backwards.
+    sockets.reverse();
+    let calls: CallLog = Arc::default();
+    let counters = Arc::new(Counters::new());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(run(
+        settings,
+        sockets,
+        Box::new(RecordingFirewall::new(calls.clone())),
+        counters.clone(),
+        async {
+            let _ = rx.await;
+        },
+    ));
+    let expected = 3 * u64::from(SOURCES);
+    for _ in 0..500 {
+        if counters.snapshot().decisions() >= expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tx.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    let snapshot = counters.snapshot();
+    assert_eq!(snapshot.packets, expected, "{snapshot}");
+    assert_eq!(snapshot.lockouts, 0, "{snapshot}");
+    assert_eq!(snapshot.grants, u64::from(SOURCES), "{snapshot}");
+    let calls = calls.lock().unwrap().clone();
+    for last in 1..=SOURCES {
+        let ip = IpAddr::from([127, 0, 3, last]);
+        assert!(calls.contains(&Call::Grant(ip, 2222, 30 * SEC)), "{ip}");
+    }
+}
