@@ -154,6 +154,11 @@ impl SpaListener {
     /// A listener on `sockets` judging packets with `verifier`, recording
     /// accepted ones in `replay`.
     pub fn new(sockets: Vec<UdpSocket>, verifier: Verifier, replay: ReplayCache) -> Self {
+        // Bursts wait in the kernel rather than being dropped before the
+        // verifier sees them, as for the knock sockets.
+        for socket in &sockets {
+            crate::server::receiver::enlarge_buffer(socket);
+        }
         SpaListener {
             sockets,
             verifier,

@@ -149,12 +149,12 @@ fn source_ip(addr: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<IpAd
     }
 }
 
-/// Enlarges the kernel's receive buffer of a knock socket; a refusal only
-/// costs burst tolerance, so it is logged, not fatal.
+/// Enlarges the kernel's receive buffer of a knock (or SPA) socket; a
+/// refusal only costs burst tolerance, so it is logged, not fatal.
 pub fn enlarge_buffer(socket: &UdpSocket) {
     let sock = socket2::SockRef::from(socket);
     if let Err(err) = sock.set_recv_buffer_size(SOCKET_BUFFER) {
-        debug!(error = %err, "cannot enlarge the knock socket's receive buffer");
+        debug!(error = %err, "cannot enlarge a UDP socket's receive buffer");
     }
 }
 
