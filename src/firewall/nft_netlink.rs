@@ -15,8 +15,10 @@
 //! closed grant never fails), `NFT_MSG_NEWSETELEM` of the granted ones with
 //! `NFTA_SET_ELEM_TIMEOUT` (be64 milliseconds); then `NFNL_MSG_BATCH_END`.
 //! The kernel commits the whole transaction or none of it. Add, delete, add
-//! is what refreshes the timeout of an open grant: a plain add of an
-//! existing element keeps its old timeout.
+//! is what refreshes the timeout of an open grant on every kernel: a plain
+//! add of an existing element keeps its old timeout on older kernels
+//! (6.18, where this was written, does refresh it; the extra delete and
+//! add cost one transaction either way).
 //!
 //! Keys are the set's concatenation `addr . inet_service`, each field
 //! padded to 4 bytes (nft's concatenation registers): 4 + 4 bytes for
