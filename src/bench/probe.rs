@@ -5,6 +5,14 @@
 //! the userspace gate completes the handshake and then resets strangers,
 //! a kernel firewall drops their SYN (the short connect timeout ends the
 //! attempt), and an open port serves the greeting.
+//!
+//! The connect timeout is the probe's resolution against a kernel
+//! firewall: when the first SYN is dropped because the grant is not in yet,
+//! the next attempt starts only after it. It is waited with `ppoll` (not
+//! `connect_timeout`, whose `poll` rounds up to whole milliseconds and made
+//! every lost race cost 1-2 ms). A loopback handshake takes tens of
+//! microseconds; one slower than the timeout only costs a retry, so the
+//! probe can overstate the latency by up to one timeout, never understate it.
 
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -13,7 +21,7 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// How long one attempt waits for the handshake (a dropped SYN).
-pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(2);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_micros(200);
 /// How long one connected attempt waits for the first byte.
 pub const READ_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -29,12 +37,10 @@ pub fn is_open(source: IpAddr, target: SocketAddr) -> bool {
     if socket.bind(&SocketAddr::new(source, 0).into()).is_err() {
         return false;
     }
-    if socket
-        .connect_timeout(&target.into(), CONNECT_TIMEOUT)
-        .is_err()
-    {
+    if !connect_within(&socket, target, CONNECT_TIMEOUT) {
         return false;
     }
+    let _ = socket.set_nonblocking(false);
     let mut stream: TcpStream = socket.into();
     let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
     let mut byte = [0u8; 1];
@@ -42,6 +48,31 @@ pub fn is_open(source: IpAddr, target: SocketAddr) -> bool {
     // Leave without lingering in TIME_WAIT on the probe's side.
     let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
     open
+}
+
+/// A non-blocking connect waited with `ppoll`, to the microsecond.
+fn connect_within(socket: &Socket, target: SocketAddr, timeout: Duration) -> bool {
+    use std::os::fd::AsRawFd;
+    if socket.set_nonblocking(true).is_err() {
+        return false;
+    }
+    match socket.connect(&target.into()) {
+        Ok(()) => return true,
+        Err(err) if err.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(_) => return false,
+    }
+    let mut pollfd = libc::pollfd {
+        fd: socket.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    let wait = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+    };
+    // SAFETY: one valid pollfd, a valid timespec, no signal mask.
+    let ready = unsafe { libc::ppoll(&raw mut pollfd, 1, &raw const wait, std::ptr::null()) };
+    ready == 1 && matches!(socket.take_error(), Ok(None))
 }
 
 /// Probes until the port opens for `source` or `deadline` passes; returns

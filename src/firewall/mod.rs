@@ -13,7 +13,7 @@
 //! first so a missing capability is one clear line at start-up.
 
 pub mod iptables;
-mod nft_session;
+pub mod nft_netlink;
 pub mod nftables;
 pub mod recording;
 pub mod select;

@@ -8,24 +8,22 @@
 //! `saddr . dport` found in a set, and drops the protected ports.
 //!
 //! A grant adds the element with the access duration as its timeout. Setup
-//! and teardown are one `nft -f` transaction each; grants and revokes go
-//! through one long-lived `nft -i` session (no process per grant). Each
-//! change is one line whose commands commit together:
-//! `add; delete; add ... timeout` refreshes the timeout of an open grant on
-//! every kernel (a plain `add` of an existing element keeps its old timeout
-//! on older kernels), and `add; delete` revokes without failing when the
-//! element is already gone. A batch of changes is the same three steps
-//! with every element of a set in one statement ([`batch_commands`]): nft
-//! parses and commits 1024 grants as three statements in about 10 ms, but
-//! as 3072 statements in about 60 ms, which capped the grant rate near
-//! 17 000/s. Batches go through `nft -f` (see `apply`).
+//! and teardown are one `nft -f` transaction each; grants and revokes are
+//! set-element messages on one nf_tables netlink socket the backend owns
+//! ([`super::nft_netlink`]): no process, no text parser, one transaction
+//! per batch. Each change is the same three steps as the text commands of
+//! [`change_commands`]: `add; delete; add ... timeout` refreshes the timeout
+//! of an open grant on every kernel (a plain `add` of an existing element
+//! keeps its old timeout on older kernels), and `add; delete` revokes
+//! without failing when the element is already gone. A batch does the
+//! three steps once per set with every element in each message.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::nft_session::NftSession;
+use super::nft_netlink::NftNetlink;
 use super::{Change, Firewall, FirewallError, FirewallOptions, system};
 
 /// Family and name of our table.
@@ -80,7 +78,9 @@ fn element(ip: IpAddr, port: u16) -> (&'static str, String) {
     }
 }
 
-/// The commands (one transaction) for one change. A zero ttl revokes.
+/// The `nft` commands (one transaction) for one change, as text: what the
+/// netlink path sends for it, and what an operator would type. A zero ttl
+/// revokes.
 pub fn change_commands(change: &Change) -> String {
     match *change {
         Change::Grant { ip, port, ttl } if !ttl.is_zero() => {
@@ -102,63 +102,13 @@ pub fn change_commands(change: &Change) -> String {
     }
 }
 
-/// The commands (one transaction) for a batch of changes: per set, one
-/// `add` of every element touched, one `delete` of them, one `add` of the
-/// granted ones with their timeouts. When a batch changes one element
-/// twice, the last change wins (as if applied in order).
-pub fn batch_commands(changes: &[Change]) -> String {
-    // Final state of each element, in order of first appearance.
-    let mut last: Vec<(&'static str, String, u128)> = Vec::with_capacity(changes.len());
-    let mut index = std::collections::HashMap::with_capacity(changes.len());
-    for change in changes {
-        let (ip, port, ms) = match *change {
-            Change::Grant { ip, port, ttl } => {
-                (ip, port, ttl.as_millis().max(u128::from(!ttl.is_zero())))
-            }
-            Change::Revoke { ip, port } => (ip, port, 0),
-        };
-        let (set, elem) = element(ip, port);
-        match index.get(&(set, elem.clone())) {
-            Some(&i) => last[i] = (set, elem, ms),
-            None => {
-                index.insert((set, elem.clone()), last.len());
-                last.push((set, elem, ms));
-            }
-        }
-    }
-    let mut out = Vec::new();
-    for set in [SET_V4, SET_V6] {
-        let touched: Vec<&str> = last
-            .iter()
-            .filter(|(s, ..)| *s == set)
-            .map(|(_, e, _)| e.as_str())
-            .collect();
-        if touched.is_empty() {
-            continue;
-        }
-        let all = touched.join(", ");
-        out.push(format!("add element {TABLE} {set} {{ {all} }}"));
-        out.push(format!("delete element {TABLE} {set} {{ {all} }}"));
-        let granted: Vec<String> = last
-            .iter()
-            .filter(|(s, _, ms)| *s == set && *ms > 0)
-            .map(|(_, e, ms)| format!("{e} timeout {ms}ms"))
-            .collect();
-        if !granted.is_empty() {
-            out.push(format!(
-                "add element {TABLE} {set} {{ {} }}",
-                granted.join(", ")
-            ));
-        }
-    }
-    out.join("; ")
-}
-
 /// The nftables backend.
 #[derive(Debug)]
 pub struct NftablesFirewall {
     options: FirewallOptions,
-    session: NftSession,
+    /// The element socket, opened on first use (in the namespace of the
+    /// thread that applies changes) and reopened after an I/O failure.
+    netlink: Option<NftNetlink>,
     /// The `nft` program to run.
     program: String,
 }
@@ -177,7 +127,7 @@ impl NftablesFirewall {
     pub fn unchecked(options: FirewallOptions) -> Self {
         Self {
             options,
-            session: NftSession::new(Self::TOOL),
+            netlink: None,
             program: Self::TOOL.to_string(),
         }
     }
@@ -186,7 +136,6 @@ impl NftablesFirewall {
     /// tests that put a failing tool in the way).
     pub fn with_tool_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.program = dir.into().join(Self::TOOL).to_string_lossy().into_owned();
-        self.session = NftSession::new(&self.program);
         self
     }
 
@@ -199,6 +148,20 @@ impl NftablesFirewall {
     /// Runs one `nft -f` transaction.
     fn transaction(&self, script: &str) -> Result<(), FirewallError> {
         system::run(&self.program, &["-f", "-"], script).map(drop)
+    }
+
+    /// Applies changes to the sets as one netlink transaction.
+    fn elements(&mut self, changes: &[Change]) -> Result<(), FirewallError> {
+        let netlink = match &mut self.netlink {
+            Some(netlink) => netlink,
+            None => self.netlink.insert(NftNetlink::open()?),
+        };
+        let result = netlink.apply(changes);
+        if let Err(FirewallError::Io { .. }) = result {
+            // Unknown state of the socket (unread answers): start afresh.
+            self.netlink = None;
+        }
+        result
     }
 }
 
@@ -215,36 +178,26 @@ impl Firewall for NftablesFirewall {
     }
 
     fn grant(&mut self, ip: IpAddr, port: u16, ttl: Duration) -> Result<(), FirewallError> {
-        self.session
-            .run(&change_commands(&Change::Grant { ip, port, ttl }))
+        self.elements(&[Change::Grant { ip, port, ttl }])
     }
 
     fn revoke(&mut self, ip: IpAddr, port: u16) -> Result<(), FirewallError> {
-        self.session
-            .run(&change_commands(&Change::Revoke { ip, port }))
+        self.elements(&[Change::Revoke { ip, port }])
     }
 
     fn teardown(&mut self) -> Result<(), FirewallError> {
-        self.session = NftSession::new(&self.program);
         self.transaction(&teardown_script())
     }
 
-    /// The whole batch as one `nft -f` transaction; if it fails, nothing
+    /// The whole batch as one netlink transaction; if it fails, nothing
     /// of it was applied and each change is retried alone for its result.
-    /// A batch goes through `nft -f`, not the session: `nft -i` takes
-    /// about 0.7 s to read a 1024-element line that `nft -f` applies in
-    /// 40 ms (measured with nft 1.0.6), while one change is cheaper in the
-    /// session (no process).
     fn apply(&mut self, changes: &[Change]) -> Vec<Result<(), FirewallError>> {
-        if changes.len() > 1 {
-            let script = batch_commands(changes) + "\n";
-            if self.transaction(&script).is_ok() {
-                return changes.iter().map(|_| Ok(())).collect();
-            }
+        if changes.len() > 1 && self.elements(changes).is_ok() {
+            return changes.iter().map(|_| Ok(())).collect();
         }
         changes
             .iter()
-            .map(|change| self.session.run(&change_commands(change)))
+            .map(|change| self.elements(std::slice::from_ref(change)))
             .collect()
     }
 }
@@ -283,44 +236,6 @@ mod tests {
         let none = FirewallOptions::new([]);
         let text = ruleset(&none);
         assert!(!text.contains("dport {"), "{text}");
-    }
-
-    #[test]
-    fn batch_commands_golden() {
-        let a: IpAddr = "192.0.2.2".parse().unwrap();
-        let b: IpAddr = "192.0.2.3".parse().unwrap();
-        let c: IpAddr = "2001:db8::2".parse().unwrap();
-        let ttl = Duration::from_secs(30);
-        let changes = [
-            Change::Grant {
-                ip: a,
-                port: 22,
-                ttl,
-            },
-            Change::Revoke { ip: c, port: 22 },
-            Change::Grant {
-                ip: b,
-                port: 22,
-                ttl,
-            },
-            Change::Grant {
-                ip: c,
-                port: 22,
-                ttl: 2 * ttl,
-            },
-            Change::Revoke { ip: b, port: 22 },
-        ];
-        assert_eq!(
-            batch_commands(&changes),
-            "add element inet portknock allowed_v4 { 192.0.2.2 . 22, 192.0.2.3 . 22 }; \
-             delete element inet portknock allowed_v4 { 192.0.2.2 . 22, 192.0.2.3 . 22 }; \
-             add element inet portknock allowed_v4 { 192.0.2.2 . 22 timeout 30000ms }; \
-             add element inet portknock allowed_v6 { 2001:db8::2 . 22 }; \
-             delete element inet portknock allowed_v6 { 2001:db8::2 . 22 }; \
-             add element inet portknock allowed_v6 { 2001:db8::2 . 22 timeout 60000ms }"
-        );
-        let one = [Change::Revoke { ip: a, port: 22 }];
-        assert_eq!(batch_commands(&one), change_commands(&one[0]));
     }
 
     #[test]
