@@ -205,18 +205,8 @@ async fn run_listens_on_real_sockets_and_tears_down_on_shutdown() {
         rules,
         protected_port: 2222,
     };
-    let calls: CallLog = Arc::default();
-    let counters = Arc::new(Counters::new());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(run(
-        settings,
-        sockets,
-        Box::new(RecordingFirewall::new(calls.clone())),
-        counters.clone(),
-        async {
-            let _ = rx.await;
-        },
-    ));
+    let running = RunningServer::start(settings, sockets);
+    let (calls, counters) = (running.calls.clone(), running.counters.clone());
     let client = UdpSocket::bind("127.0.0.7:0").await.unwrap();
     for _ in 0..100 {
         client.send_to(b"knock", ("127.0.0.1", port)).await.unwrap();
@@ -225,8 +215,7 @@ async fn run_listens_on_real_sockets_and_tears_down_on_shutdown() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tx.send(()).unwrap();
-    server.await.unwrap().unwrap();
+    running.stop().await;
     let calls = calls.lock().unwrap().clone();
     assert_eq!(calls.first(), Some(&Call::Setup));
     assert!(
@@ -270,18 +259,8 @@ async fn knocks_queued_on_several_sockets_are_judged_in_arrival_order() {
     // The last port's socket first: read socket by socket, the sequence
     // would be judged backwards.
     sockets.reverse();
-    let calls: CallLog = Arc::default();
-    let counters = Arc::new(Counters::new());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(run(
-        settings,
-        sockets,
-        Box::new(RecordingFirewall::new(calls.clone())),
-        counters.clone(),
-        async {
-            let _ = rx.await;
-        },
-    ));
+    let running = RunningServer::start(settings, sockets);
+    let (calls, counters) = (running.calls.clone(), running.counters.clone());
     let expected = 3 * u64::from(SOURCES);
     for _ in 0..500 {
         if counters.snapshot().decisions() >= expected {
@@ -289,8 +268,7 @@ async fn knocks_queued_on_several_sockets_are_judged_in_arrival_order() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    tx.send(()).unwrap();
-    server.await.unwrap().unwrap();
+    running.stop().await;
     let snapshot = counters.snapshot();
     assert_eq!(snapshot.packets, expected, "{snapshot}");
     assert_eq!(snapshot.lockouts, 0, "{snapshot}");
@@ -299,5 +277,42 @@ async fn knocks_queued_on_several_sockets_are_judged_in_arrival_order() {
     for last in 1..=SOURCES {
         let ip = IpAddr::from([127, 0, 3, last]);
         assert!(calls.contains(&Call::Grant(ip, 2222, 30 * SEC)), "{ip}");
+    }
+}
+
+/// The whole server (`run`) on real sockets with a recording backend.
+struct RunningServer {
+    calls: CallLog,
+    counters: Arc<Counters>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), ServerError>>,
+}
+
+impl RunningServer {
+    fn start(settings: ServerSettings, sockets: Vec<UdpSocket>) -> Self {
+        let calls: CallLog = Arc::default();
+        let counters = Arc::new(Counters::new());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(run(
+            settings,
+            sockets,
+            Box::new(RecordingFirewall::new(calls.clone())),
+            counters.clone(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        RunningServer {
+            calls,
+            counters,
+            stop,
+            task,
+        }
+    }
+
+    /// Stops the server and waits until it has torn the firewall down.
+    async fn stop(self) {
+        self.stop.send(()).unwrap();
+        self.task.await.unwrap().unwrap();
     }
 }
