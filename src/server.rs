@@ -33,6 +33,10 @@ use crate::grants::{GrantChange, GrantTable};
 use crate::knock::{KnockTracker, Verdict};
 use order::{Knock, PassClock};
 
+/// How often the expiry task forgets stale progress while anyone is
+/// tracked (never while the table is empty: idle stays idle).
+const PRUNE_INTERVAL: Duration = Duration::from_secs(1);
+
 /// A server failure that stops it.
 #[derive(Debug, Error)]
 pub enum ServerError {
@@ -86,6 +90,15 @@ struct State {
 }
 
 impl State {
+    /// Publishes the tracking table's size to the counters.
+    fn publish_table(&self, counters: &Counters) {
+        counters.set_table(
+            self.tracker.tracked(),
+            self.tracker.stats().evictions,
+            self.tracker.heap_bytes(),
+        );
+    }
+
     /// `at`, or the latest time the tracker has seen if that is later.
     fn advance(&mut self, at: std::time::Instant) -> std::time::Instant {
         let now = self.last_now.map_or(at, |last| last.max(at));
@@ -147,11 +160,7 @@ impl Engine {
                 };
                 batch.verdicts.push((verdict, change, knock.port));
             }
-            self.counters.set_table(
-                state.tracker.tracked(),
-                state.tracker.stats().evictions,
-                state.tracker.heap_bytes(),
-            );
+            state.publish_table(&self.counters);
             if granted || (was_idle && state.tracker.tracked() > 0) {
                 self.wake_expiry.notify_one();
             }
@@ -159,19 +168,12 @@ impl Engine {
         for &(verdict, change, port) in &batch.verdicts {
             self.log(&verdict, port, change);
             if let (Verdict::Grant { ip, .. }, Some(_)) = (verdict, change) {
-                let grant = Change::Grant {
+                self.queue(Change::Grant {
                     ip,
                     port: self.protected_port,
                     ttl: self.access,
-                };
-                // Queue without waiting; wait only when the queue is full.
-                let sent = match self.firewall.try_send(grant) {
-                    Err(TrySendError::Full(grant)) => self.firewall.send(grant).await.is_ok(),
-                    other => other.is_ok(),
-                };
-                if !sent {
-                    warn!(%ip, "firewall worker has stopped; grant not applied");
-                }
+                })
+                .await;
             }
         }
     }
@@ -214,14 +216,10 @@ impl Engine {
             let expired = state.grants.expire(now.into_std());
             let prune_at = state.advance(now.into_std());
             state.tracker.prune(prune_at);
-            self.counters.set_table(
-                state.tracker.tracked(),
-                state.tracker.stats().evictions,
-                state.tracker.heap_bytes(),
-            );
+            state.publish_table(&self.counters);
             let next_grant = state.grants.next_expiry().map(Instant::from_std);
-            // While anyone is tracked, prune once per window at most.
-            let next_prune = (state.tracker.tracked() > 0).then(|| now + self.prune_interval());
+            // While anyone is tracked, prune once per PRUNE_INTERVAL.
+            let next_prune = (state.tracker.tracked() > 0).then(|| now + PRUNE_INTERVAL);
             let next = match (next_grant, next_prune) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -231,20 +229,9 @@ impl Engine {
         for (ip, port) in expired {
             info!(%ip, port, "access expired");
             self.counters.record_expiry();
-            if self
-                .firewall
-                .send(Change::Revoke { ip, port })
-                .await
-                .is_err()
-            {
-                warn!(%ip, "firewall worker has stopped; revoke not applied");
-            }
+            self.queue(Change::Revoke { ip, port }).await;
         }
         next
-    }
-
-    fn prune_interval(&self) -> Duration {
-        Duration::from_secs(1)
     }
 
     /// Opens `port` for `ip` for `ttl` outside the knock core (an SPA
@@ -259,15 +246,20 @@ impl Engine {
             self.wake_expiry.notify_one();
             change
         };
-        if self
-            .firewall
-            .send(Change::Grant { ip, port, ttl })
-            .await
-            .is_err()
-        {
-            warn!(%ip, port, "firewall worker has stopped; grant not applied");
-        }
+        self.queue(Change::Grant { ip, port, ttl }).await;
         change
+    }
+
+    /// Queues a change for the firewall worker without waiting, unless the
+    /// queue is full (backpressure, never loss).
+    async fn queue(&self, change: Change) {
+        let sent = match self.firewall.try_send(change) {
+            Err(TrySendError::Full(change)) => self.firewall.send(change).await.is_ok(),
+            other => other.is_ok(),
+        };
+        if !sent {
+            warn!(?change, "firewall worker has stopped; change not applied");
+        }
     }
 
     /// Forgets a grant the firewall could not apply, so the table matches
