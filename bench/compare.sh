@@ -36,20 +36,12 @@ trap cleanup EXIT
 command -v knockd >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq knockd >/dev/null; }
 cargo build --release --bins --quiet
 
+# shellcheck source=bench/common.sh
+. "$(dirname "$0")/common.sh"
 ip netns add "$NS"
-in_ns() { ip netns exec "$NS" "$@"; }
 in_ns ip link set lo up
 
-# CPU time (utime + stime, in clock ticks) of a pid.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-# A field of a knock-bench JSON report.
-field() { jq -r --arg f "$2" 'if has($f) then .[$f] | tostring else "-" end' "$1"; }
 
-# Waits (bounded) until file $1 contains $2.
-wait_for() {
-  for _ in $(seq 100); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
-  echo "compare.sh: timed out waiting for '$2' in $1" >&2; return 1
-}
 
 # The loads: name, the systems it is offered to (u: ours with the
 # userspace gate, n: nftables, i: iptables, k: knockd), then knock-bench

@@ -40,20 +40,12 @@ trap cleanup EXIT
 command -v fwknopd >/dev/null || { echo "compare_spa.sh: fwknopd missing (apt-get install fwknop-server)" >&2; exit 2; }
 cargo build --release --bins --quiet
 
+# shellcheck source=bench/common.sh
+. "$(dirname "$0")/common.sh"
 ip netns add "$NS"
-# Foreground only: a backgrounded shell function would be a subshell, and
-# its $! not the program's pid. Background programs use ip netns exec.
-in_ns() { ip netns exec "$NS" "$@"; }
 in_ns ip link set lo up
 
-field() { jq -r --arg f "$2" 'if has($f) then .[$f] | tostring else "-" end' "$1"; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-# Waits (bounded) until file $1 contains $2.
-wait_for() {
-  for _ in $(seq 100); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
-  echo "compare_spa.sh: timed out waiting for '$2' in $1" >&2; return 1
-}
 
 # The loads: name, then knock-bench arguments. Allow-IPs (and sources)
 # count up from 127.16.0.0, one per packet; each load gets a fresh server.

@@ -33,7 +33,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 echo "==> shellcheck"
-shellcheck -x scripts/*.sh .ci/run
+shellcheck -x scripts/*.sh bench/*.sh .ci/run
 
 echo "==> cargo test"
 # The criterion benchmarks, once each as a smoke test (no timing).
