@@ -105,36 +105,18 @@ fn a_first_knock_flood_past_the_bound_stays_bounded_and_lets_the_client_in() {
 
 #[test]
 fn spa_mode_opens_every_packet_of_a_small_load_and_probes_see_access() {
-    use crate::spa_e2e::{HMAC, KEY};
+    use crate::spa_e2e::{HMAC, KEY, SpaServer};
     let dir = tempfile::tempdir().unwrap();
-    let mut spec = ServerSpec::new();
-    let spa_port = free_port();
+    let mut server = SpaServer::new(dir.path());
     let stats = format!("127.0.0.1:{}", free_port());
-    let access = dir.path().join("access.conf");
-    std::fs::write(
-        &access,
-        format!(
-            "SOURCE ANY\nKEY_BASE64 {KEY}\nHMAC_KEY_BASE64 {HMAC}\nOPEN_PORTS tcp/{}\n\
-             FW_ACCESS_TIMEOUT 30\n",
-            spec.protected_port
-        ),
-    )
-    .unwrap();
-    spec.extra = vec![
-        "--no-sequence".into(),
-        "--spa".into(),
-        "--spa-access".into(),
-        access.display().to_string(),
-        "--spa-port".into(),
-        spa_port.to_string(),
-        "--spa-replay-cache".into(),
-        dir.path().join("replay").display().to_string(),
+    server.spec.extra.extend([
         // The bench sends each packet from the address it names.
         "--spa-require-source-match".into(),
         "--stats-listen".into(),
         stats.clone(),
-    ];
-    let _server = spec.start();
+    ]);
+    let (spec, spa_port) = (server.spec.clone(), server.spa_port);
+    let _server = server.start();
     let mut cmd = Command::new(bin("knock-bench"));
     cmd.args(["--mode", "spa", "--count", "200", "--rate", "1000"])
         .args(["--spa-latency-count", "3"])

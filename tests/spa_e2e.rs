@@ -39,15 +39,15 @@ pub fn have(tool: &str, test: &str) -> bool {
 }
 
 /// A server with SPA on (sequence off), its access file and replay cache in `dir`.
-struct SpaServer {
-    spec: ServerSpec,
-    spa_port: u16,
+pub struct SpaServer {
+    pub spec: ServerSpec,
+    pub spa_port: u16,
     other_port: u16,
     cache: PathBuf,
 }
 
 impl SpaServer {
-    fn new(dir: &Path) -> SpaServer {
+    pub fn new(dir: &Path) -> SpaServer {
         let mut spec = ServerSpec::new();
         let spa_port = free_port();
         let other_port = free_port();
@@ -80,7 +80,7 @@ impl SpaServer {
         }
     }
 
-    fn start(&self) -> Proc {
+    pub fn start(&self) -> Proc {
         let mut server = self.spec.start();
         server.wait_for("spa listener ready", WAIT);
         server
