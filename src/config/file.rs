@@ -543,3 +543,6 @@ fn build_door(
     }
     None
 }
+
+#[cfg(test)]
+mod tests;
