@@ -7,13 +7,11 @@
 //! column. All problems of a file are reported at once, so a reload that
 //! is refused lists everything to fix.
 
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
 use thiserror::Error;
 use toml::Spanned;
 
@@ -22,133 +20,9 @@ use super::globals::{Globals, Instance, SpaSettings, Word};
 use super::issue::{Issue, Key, Problem};
 use super::server_config::ServerConfig;
 
-/// A number or a string in the file, kept as text for its parser and the
-/// error message (`window = 10`, `window = "250ms"`, `sequence = [1234, "5678:tcp"]`).
-#[derive(Debug, Clone, PartialEq)]
-struct Scalar(String);
+mod raw;
 
-impl<'de> Deserialize<'de> for Scalar {
-    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = Scalar;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a number or a string")
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
-            }
-            fn visit_f64<E>(self, v: f64) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
-            }
-        }
-        de.deserialize_any(Visitor)
-    }
-}
-
-type List<T> = Spanned<Vec<Spanned<T>>>;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct RawFile {
-    bind: Option<List<String>>,
-    firewall: Option<Spanned<String>>,
-    deny: Option<Spanned<String>>,
-    keep_established: Option<bool>,
-    max_tracked: Option<Spanned<i64>>,
-    max_grants: Option<Spanned<i64>>,
-    instance: Option<Spanned<String>>,
-    log_level: Option<Spanned<String>>,
-    log_format: Option<Spanned<String>>,
-    stats_listen: Option<Spanned<String>>,
-    metrics_listen: Option<Spanned<String>>,
-    upstream: Option<Spanned<String>>,
-    flag: Option<Spanned<String>>,
-    close_after: Option<Spanned<Scalar>>,
-    max_connections: Option<Spanned<i64>>,
-    spa: Option<RawSpa>,
-    #[serde(default)]
-    door: Vec<Spanned<RawDoor>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct RawSpa {
-    port: Option<Spanned<i64>>,
-    access: Spanned<String>,
-    allow_no_hmac: Option<bool>,
-    max_age: Option<Spanned<i64>>,
-    require_source_match: Option<bool>,
-    replay_cache: Option<Spanned<String>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct RawDoor {
-    name: Spanned<String>,
-    sequence: List<Scalar>,
-    window: Option<Spanned<Scalar>>,
-    access: Option<Spanned<Scalar>>,
-    lockout: Option<Spanned<Scalar>>,
-    protected: List<Scalar>,
-    allow: Option<List<String>>,
-}
-
-/// The span of item `item` of `list`, or of the whole list.
-fn list_span<T>(list: &List<T>, item: Option<usize>) -> Range<usize> {
-    match item.and_then(|i| list.get_ref().get(i)) {
-        Some(entry) => entry.span(),
-        None => list.span(),
-    }
-}
-
-impl RawDoor {
-    /// The span an issue about `key` (item `item`) of this door points at.
-    fn span(&self, key: Key, item: Option<usize>) -> Option<Range<usize>> {
-        match key {
-            Key::Name => Some(self.name.span()),
-            Key::Sequence => Some(list_span(&self.sequence, item)),
-            Key::Protected => Some(list_span(&self.protected, item)),
-            Key::Window => self.window.as_ref().map(Spanned::span),
-            Key::Access => self.access.as_ref().map(Spanned::span),
-            Key::Lockout => self.lockout.as_ref().map(Spanned::span),
-            Key::Allow => self.allow.as_ref().map(|l| list_span(l, item)),
-            _ => None,
-        }
-    }
-}
-
-impl RawFile {
-    fn span(&self, issue: &Issue) -> Option<Range<usize>> {
-        if let Some(door) = issue.door.and_then(|i| self.door.get(i)) {
-            return door
-                .get_ref()
-                .span(issue.key, issue.item)
-                .or(Some(door.span()));
-        }
-        let num = |v: &Option<Spanned<i64>>| v.as_ref().map(Spanned::span);
-        let text = |v: &Option<Spanned<String>>| v.as_ref().map(Spanned::span);
-        match issue.key {
-            Key::Bind => self.bind.as_ref().map(|l| list_span(l, issue.item)),
-            Key::MaxTracked => num(&self.max_tracked),
-            Key::MaxGrants => num(&self.max_grants),
-            Key::MaxConnections => num(&self.max_connections),
-            Key::StatsListen => text(&self.stats_listen),
-            Key::MetricsListen => text(&self.metrics_listen),
-            Key::Flag => text(&self.flag),
-            Key::CloseAfter => self.close_after.as_ref().map(Spanned::span),
-            Key::SpaPort => self.spa.as_ref().and_then(|s| num(&s.port)),
-            Key::SpaMaxAge => self.spa.as_ref().and_then(|s| num(&s.max_age)),
-            _ => None,
-        }
-    }
-}
+use raw::{RawDoor, RawFile, Scalar};
 
 /// One refusal at a place in the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -293,10 +167,10 @@ fn count(key: Key, value: &i64) -> Result<usize, Problem> {
     })
 }
 
-fn listen(key: Key, text: &String) -> Result<SocketAddr, Problem> {
+fn listen(key: Key, text: &str) -> Result<SocketAddr, Problem> {
     text.trim().parse().map_err(|_| Problem::Listen {
         key,
-        value: text.clone(),
+        value: text.to_string(),
         reason: "expected IP:PORT, e.g. 127.0.0.1:9920 or [::1]:9920".to_string(),
     })
 }
@@ -447,11 +321,11 @@ fn globals(raw: &RawFile, found: &mut Vec<(Range<usize>, Issue)>) -> Option<Glob
     (found.len() == before).then_some(g)
 }
 
-fn nonempty(key: Key, text: &String) -> Result<String, Problem> {
+fn nonempty(key: Key, text: &str) -> Result<String, Problem> {
     if text.trim().is_empty() {
         return Err(Problem::Empty(key));
     }
-    Ok(text.clone())
+    Ok(text.to_string())
 }
 
 fn build_door(

@@ -231,10 +231,10 @@ fn check_globals(globals: &Globals) -> Vec<Issue> {
             issues.push(Issue::at(key, None, problem));
         }
     }
-    if globals.stats_listen.is_some() && globals.stats_listen == globals.metrics_listen {
+    if let Some(addr) = globals.stats_listen.filter(|a| Some(*a) == globals.metrics_listen) {
         let problem = Problem::Listen {
             key: Key::MetricsListen,
-            value: globals.stats_listen.expect("some").to_string(),
+            value: addr.to_string(),
             reason: "is also stats-listen: the two need their own addresses".to_string(),
         };
         issues.push(Issue::at(Key::MetricsListen, None, problem));

@@ -15,7 +15,10 @@ fn config(text: &str) -> ServerConfig {
 fn errors(text: &str) -> Vec<(usize, usize, String)> {
     match parse(Path::new("t.toml"), text) {
         Ok(_) => panic!("accepted:\n{text}"),
-        Err(LoadError::Invalid { errors, .. }) => errors.into_iter().map(|e| (e.line, e.column, e.message)).collect(),
+        Err(LoadError::Invalid { errors, .. }) => errors
+            .into_iter()
+            .map(|e| (e.line, e.column, e.message))
+            .collect(),
         Err(other) => panic!("{other}"),
     }
 }
@@ -42,7 +45,10 @@ fn the_example_in_packaging_parses_and_validates() {
     assert!(!admin.contains("198.51.100.9".parse().unwrap()));
     assert_eq!(admin.timing().access, Duration::from_secs(60));
     // The seed's door of the example is exactly the seed's flags' door.
-    assert_eq!(config.door("default").unwrap(), &crate::config::Door::seed_default());
+    assert_eq!(
+        config.door("default").unwrap(),
+        &crate::config::Door::seed_default()
+    );
 }
 
 #[test]
@@ -68,12 +74,21 @@ fn globals_are_read() {
     let g = config.globals();
     assert_eq!(g.bind.len(), 2);
     assert_eq!(g.firewall, crate::firewall::FirewallKind::Nftables);
-    assert_eq!((g.deny, g.log_format, g.keep_established), (Deny::Drop, LogFormat::Json, false));
-    assert_eq!((g.max_tracked, g.max_grants, g.max_connections), (20000, 5, 10));
+    assert_eq!(
+        (g.deny, g.log_format, g.keep_established),
+        (Deny::Drop, LogFormat::Json, false)
+    );
+    assert_eq!(
+        (g.max_tracked, g.max_grants, g.max_connections),
+        (20000, 5, 10)
+    );
     assert_eq!(g.instance.as_str(), "lab-2");
     assert_eq!(g.close_after, Duration::from_millis(500));
     let spa = g.spa.as_ref().unwrap();
-    assert_eq!((spa.port, spa.max_age_secs, spa.allow_no_hmac), (40000, 30, true));
+    assert_eq!(
+        (spa.port, spa.max_age_secs, spa.allow_no_hmac),
+        (40000, 30, true)
+    );
 }
 
 #[test]
@@ -84,8 +99,18 @@ fn an_unknown_key_points_at_it() {
 
 #[test]
 fn a_wrong_type_points_at_the_value() {
-    one_error(&format!("max-tracked = \"many\"\n{DOOR}"), 1, 15, "invalid type");
-    one_error("[[door]]\nname = 5\nsequence = [1]\nprotected = [\"tcp/22\"]\n", 2, 8, "invalid type");
+    one_error(
+        &format!("max-tracked = \"many\"\n{DOOR}"),
+        1,
+        15,
+        "invalid type",
+    );
+    one_error(
+        "[[door]]\nname = 5\nsequence = [1]\nprotected = [\"tcp/22\"]\n",
+        2,
+        8,
+        "invalid type",
+    );
 }
 
 #[test]
@@ -103,7 +128,12 @@ fn a_missing_key_names_it() {
 
 #[test]
 fn duplicate_door_names_point_at_the_second() {
-    one_error(&format!("{DOOR}{}", DOOR.replace("[1, 2]", "[3]")), 6, 8, "door name 'ssh' is used twice");
+    one_error(
+        &format!("{DOOR}{}", DOOR.replace("[1, 2]", "[3]")),
+        6,
+        8,
+        "door name 'ssh' is used twice",
+    );
 }
 
 #[test]
@@ -128,7 +158,12 @@ fn a_knock_port_equal_to_a_protected_port_points_at_the_knock() {
         "knock port 22 is also protected port tcp/22 of door 'a'",
     );
     let other = "[[door]]\nname = \"b\"\nsequence = [2, \"22:tcp\"]\nprotected = [\"tcp/80\"]\n";
-    one_error(&format!("{DOOR}{other}"), 7, 16, "door 'b': knock port 22:tcp is also protected port tcp/22 of door 'ssh'");
+    one_error(
+        &format!("{DOOR}{other}"),
+        7,
+        16,
+        "door 'b': knock port 22:tcp is also protected port tcp/22 of door 'ssh'",
+    );
 }
 
 #[test]
@@ -136,10 +171,20 @@ fn bad_values_inside_a_door_point_at_each() {
     let text = "[[door]]\nname = \"9x\"\nsequence = [1, \"2:icmp\"]\nwindow = -5\nprotected = [\"tcp/70000\"]\nallow = [\"192.0.2.0/24\", \"10.0.0.1/8\", \"nope\"]\n";
     let found = errors(text);
     let at: Vec<(usize, usize)> = found.iter().map(|(l, c, _)| (*l, *c)).collect();
-    assert_eq!(at, [(2, 8), (3, 16), (4, 10), (5, 14), (6, 26), (6, 40)], "{found:?}");
+    assert_eq!(
+        at,
+        [(2, 8), (3, 16), (4, 10), (5, 14), (6, 26), (6, 40)],
+        "{found:?}"
+    );
     assert!(found[0].2.contains("invalid door name '9x'"));
     assert!(found[1].2.contains("invalid knock port '2:icmp'"));
-    assert!(found[2].2.contains("invalid window '-5': a duration cannot be negative"), "{}", found[2].2);
+    assert!(
+        found[2]
+            .2
+            .contains("invalid window '-5': a duration cannot be negative"),
+        "{}",
+        found[2].2
+    );
     assert!(found[3].2.contains("invalid protected port 'tcp/70000'"));
     assert!(found[4].2.contains("did you mean 10.0.0.0/8"));
     assert!(found[5].2.contains("invalid network 'nope'"));
@@ -153,19 +198,39 @@ fn durations_out_of_bounds_point_at_the_value() {
         10,
         "invalid window 0.0001s: expected 100ms to 3600s (no knock sequence could complete in less)",
     );
-    one_error(&DOOR.replace("sequence", "lockout = \"2d\"\nsequence"), 3, 11, "invalid lockout '2d'");
-    one_error(&DOOR.replace("sequence", "access = \"25h\"\nsequence"), 3, 10, "expected 1s to 86400s");
+    one_error(
+        &DOOR.replace("sequence", "lockout = \"2d\"\nsequence"),
+        3,
+        11,
+        "invalid lockout '2d'",
+    );
+    one_error(
+        &DOOR.replace("sequence", "access = \"25h\"\nsequence"),
+        3,
+        10,
+        "expected 1s to 86400s",
+    );
 }
 
 #[test]
 fn an_empty_sequence_points_at_it() {
-    one_error(&DOOR.replace("[1, 2]", "[]"), 3, 12, "the sequence has 0 knocks");
+    one_error(
+        &DOOR.replace("[1, 2]", "[]"),
+        3,
+        12,
+        "the sequence has 0 knocks",
+    );
 }
 
 #[test]
 fn an_empty_allow_or_protected_list_points_at_it() {
     one_error(&format!("{DOOR}allow = []\n"), 5, 9, "allow is empty");
-    one_error(&DOOR.replace("[\"tcp/22\"]", "[]"), 4, 13, "no protected port");
+    one_error(
+        &DOOR.replace("[\"tcp/22\"]", "[]"),
+        4,
+        13,
+        "no protected port",
+    );
 }
 
 #[test]
@@ -176,7 +241,12 @@ fn the_spa_port_must_not_be_a_knock_port() {
         8,
         "SPA port 2 is also knock port 2 of door 'ssh'",
     );
-    one_error("[spa]\nport = 0\naccess = \"/a\"\n", 2, 8, "invalid spa.port 0");
+    one_error(
+        "[spa]\nport = 0\naccess = \"/a\"\n",
+        2,
+        8,
+        "invalid spa.port 0",
+    );
     // SPA alone (no door) is a valid daemon.
     assert!(config("[spa]\naccess = \"/a\"\n").doors().is_empty());
 }
@@ -188,19 +258,62 @@ fn nothing_to_listen_for_is_refused() {
 
 #[test]
 fn global_values_point_at_themselves() {
-    one_error(&format!("deny = \"maybe\"\n{DOOR}"), 1, 8, "invalid deny 'maybe': expected one of reject, drop");
-    one_error(&format!("max-tracked = 0\n{DOOR}"), 1, 15, "invalid max-tracked 0: expected a whole number from 1");
-    one_error(&format!("max-grants = -1\n{DOOR}"), 1, 14, "invalid max-grants -1");
-    one_error(&format!("stats-listen = \"0.0.0.0:9920\"\n{DOOR}"), 1, 16, "expected a loopback IP:PORT");
-    one_error(&format!("bind = [\"::\", \"1.2.3\"]\n{DOOR}"), 1, 15, "invalid bind '1.2.3'");
-    one_error(&format!("bind = [\"::\", \"::\"]\n{DOOR}"), 1, 15, "bind address :: is listed twice");
-    one_error(&format!("instance = \"a b\"\n{DOOR}"), 1, 12, "invalid instance 'a b'");
-    one_error(&format!("close-after = \"1ms\"\n{DOOR}"), 1, 15, "invalid close-after 1ms");
+    one_error(
+        &format!("deny = \"maybe\"\n{DOOR}"),
+        1,
+        8,
+        "invalid deny 'maybe': expected one of reject, drop",
+    );
+    one_error(
+        &format!("max-tracked = 0\n{DOOR}"),
+        1,
+        15,
+        "invalid max-tracked 0: expected a whole number from 1",
+    );
+    one_error(
+        &format!("max-grants = -1\n{DOOR}"),
+        1,
+        14,
+        "invalid max-grants -1",
+    );
+    one_error(
+        &format!("stats-listen = \"0.0.0.0:9920\"\n{DOOR}"),
+        1,
+        16,
+        "expected a loopback IP:PORT",
+    );
+    one_error(
+        &format!("bind = [\"::\", \"1.2.3\"]\n{DOOR}"),
+        1,
+        15,
+        "invalid bind '1.2.3'",
+    );
+    one_error(
+        &format!("bind = [\"::\", \"::\"]\n{DOOR}"),
+        1,
+        15,
+        "bind address :: is listed twice",
+    );
+    one_error(
+        &format!("instance = \"a b\"\n{DOOR}"),
+        1,
+        12,
+        "invalid instance 'a b'",
+    );
+    one_error(
+        &format!("close-after = \"1ms\"\n{DOOR}"),
+        1,
+        15,
+        "invalid close-after 1ms",
+    );
 }
 
 #[test]
 fn all_problems_of_a_file_are_listed_in_order() {
-    let text = format!("deny = \"x\"\nlog-format = \"xml\"\n{}", DOOR.replace("[1, 2]", "[1, 0]"));
+    let text = format!(
+        "deny = \"x\"\nlog-format = \"xml\"\n{}",
+        DOOR.replace("[1, 2]", "[1, 0]")
+    );
     let found = errors(&text);
     let lines: Vec<usize> = found.iter().map(|e| e.0).collect();
     assert_eq!(lines, [1, 2, 5], "{found:?}");
@@ -212,7 +325,11 @@ fn a_missing_or_unreadable_file_names_it() {
     let missing = dir.path().join("none.toml");
     let err = load(&missing).unwrap_err();
     assert!(matches!(err, LoadError::Read { .. }));
-    assert!(err.to_string().starts_with(&format!("cannot read config file {}", missing.display())), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with(&format!("cannot read config file {}", missing.display())),
+        "{err}"
+    );
     // A directory cannot be read as a file, even by root.
     let err = load(dir.path()).unwrap_err();
     assert!(err.to_string().contains("cannot read config file"), "{err}");
