@@ -5,8 +5,8 @@
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -93,7 +93,9 @@ fn open_from(source: &str, addr: SocketAddr) -> Option<TcpStream> {
         .connect_timeout(&addr.into(), Duration::from_secs(2))
         .ok()?;
     let mut stream: TcpStream = socket.into();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let mut greeting = [0u8; 6];
     stream.read_exact(&mut greeting).ok()?;
     assert_eq!(&greeting, b"hello\n");
@@ -112,7 +114,11 @@ fn start_granted(echo: &Echo, extra: &[&str], sources: &[&str]) -> (ServerSpec, 
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     while server.count("access granted") < sources.len() {
-        assert!(Instant::now() < deadline, "grants missing\n{}", server.logs());
+        assert!(
+            Instant::now() < deadline,
+            "grants missing\n{}",
+            server.logs()
+        );
         thread::sleep(Duration::from_millis(20));
     }
     (spec, server)
@@ -147,7 +153,11 @@ fn a_granted_client_at_its_cap_cannot_take_more_and_another_is_still_served() {
         );
     }
     let other = open_from(b, gate);
-    assert!(other.is_some(), "second client locked out\n{}", server.logs());
+    assert!(
+        other.is_some(),
+        "second client locked out\n{}",
+        server.logs()
+    );
     let logged = warnings(&server, "connection cap reached");
     assert!(
         (1..=5).contains(&logged),
@@ -162,7 +172,11 @@ fn a_granted_client_at_its_cap_cannot_take_more_and_another_is_still_served() {
         if let Some(stream) = open_from(a, gate) {
             break stream;
         }
-        assert!(Instant::now() < deadline, "slot not returned\n{}", server.logs());
+        assert!(
+            Instant::now() < deadline,
+            "slot not returned\n{}",
+            server.logs()
+        );
         thread::sleep(Duration::from_millis(50));
     };
     drop((again, held, other));
@@ -187,7 +201,8 @@ fn an_idle_proxied_connection_is_closed_while_an_active_one_stays() {
         assert_eq!(n, 1, "active connection closed in round {round}");
     }
     // The idle one was closed: EOF (or a reset), well within the wait.
-    idle.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     match idle.read(&mut buf) {
         Ok(0) => {}
         Err(err) if err.kind() != std::io::ErrorKind::WouldBlock => {}
@@ -199,8 +214,16 @@ fn an_idle_proxied_connection_is_closed_while_an_active_one_stays() {
         thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(echo.closed.load(Ordering::Relaxed), 1);
-    assert!(server.printed("idle proxied connection closed"), "{}", server.logs());
+    assert!(
+        server.printed("idle proxied connection closed"),
+        "{}",
+        server.logs()
+    );
 
     active.write_all(b"y").unwrap();
-    assert_eq!(active.read(&mut buf).unwrap(), 1, "active connection closed");
+    assert_eq!(
+        active.read(&mut buf).unwrap(),
+        1,
+        "active connection closed"
+    );
 }

@@ -8,6 +8,7 @@ mod cli;
 mod cli_client;
 mod container;
 mod e2e;
+mod fd_exhaustion;
 mod firewall;
 mod gate_limits;
 mod netns_e2e;
