@@ -5,7 +5,7 @@
 //! (issue 9 item 9). When no byte moves either way, on either socket, for
 //! the idle timeout, both sides are closed. Bytes are copied as
 //! [`tokio::io::copy_bidirectional`] does (a half-close is passed on); each
-//! socket is wrapped in a [`Tracked`] stream that notes the time of the
+//! socket is wrapped in a `Tracked` stream that notes the time of the
 //! last byte read or written, and a watchdog sleeps until that time plus
 //! the timeout.
 
