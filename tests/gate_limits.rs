@@ -227,3 +227,25 @@ fn an_idle_proxied_connection_is_closed_while_an_active_one_stays() {
         "active connection closed"
     );
 }
+
+#[test]
+fn bad_gate_limits_are_refused_with_exit_2_naming_the_value() {
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["--max-connections-per-ip", "0"],
+            "invalid --max-connections-per-ip '0'",
+        ),
+        (&["--max-connections-per-ip", "many"], "'many'"),
+        (&["--max-connections-per-ip", "1000001"], "1 to 1000000"),
+        (&["--upstream-idle-timeout", "0"], "invalid duration '0'"),
+        (&["--upstream-idle-timeout", "25h"], "'25h'"),
+    ];
+    for (args, needle) in cases {
+        let mut cmd = std::process::Command::new(crate::util::bin("knock-server"));
+        cmd.args(["--bind", "127.0.0.1", "--firewall", "userspace"])
+            .args(args);
+        let out = run(cmd, Duration::from_secs(10)).expect_code(2);
+        assert!(out.stderr.contains(needle), "{}", out.describe());
+        assert!(!out.stderr.contains("panicked"), "{}", out.describe());
+    }
+}
