@@ -87,6 +87,15 @@ struct Args {
     #[arg(long, default_value_t = gate::DEFAULT_MAX_CONNECTIONS, value_parser = portknock::service::parse_max_connections)]
     max_connections: usize,
 
+    /// Userspace gate: cap on connections one client IP holds at once.
+    #[arg(long, default_value_t = gate::DEFAULT_MAX_CONNECTIONS_PER_IP, value_parser = gate::parse_max_connections_per_ip)]
+    max_connections_per_ip: usize,
+
+    /// Userspace gate with --upstream: close a proxied connection after this
+    /// long without a byte either way (e.g. 90s, 5m, 1h; at most 24h).
+    #[arg(long, default_value = "5m", value_parser = config::parse_duration)]
+    upstream_idle_timeout: Duration,
+
     /// Turn on the SPA listener: fwknop-compatible Single Packet
     /// Authorization packets (encrypted, HMAC'd, timestamped) open access.
     #[arg(long, requires = "spa_access", help_heading = "SPA")]
@@ -384,6 +393,8 @@ fn choose_firewall(
         port: args.protected_port,
         target,
         max_connections: args.max_connections,
+        max_connections_per_ip: args.max_connections_per_ip,
+        upstream_idle_timeout: args.upstream_idle_timeout,
     };
     Ok((selected.firewall, Some(gate)))
 }
