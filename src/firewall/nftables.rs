@@ -1,7 +1,8 @@
 //! The nftables backend: a table of our own whose sets carry kernel
 //! timeouts, so access ends on time even if the server is killed.
 //!
-//! Layout (see [`ruleset`]): table `inet portknock` with sets `allowed_v4`
+//! Layout (see [`ruleset`]): table `inet portknock` (`inet
+//! portknock-<instance>` for `--instance`) with sets `allowed_v4`
 //! (`ipv4_addr . inet_service`) and `allowed_v6` (`ipv6_addr .
 //! inet_service`), both `flags timeout`, and one `input` chain that accepts
 //! established traffic to the protected ports (unless turned off), accepts
@@ -17,17 +18,30 @@
 //! keeps its old timeout on older kernels), and `add; delete` revokes
 //! without failing when the element is already gone. A batch does the
 //! three steps once per set with every element in each message.
+//!
+//! Ordering: the `input` chain hooks at priority `filter` (0). Our drop of
+//! the protected ports is final; our accept of a grant ends only our chain,
+//! so a drop in one of the admin's own base chains still wins.
+//!
+//! Someone else deleting or flushing our table is noticed at once through
+//! [`super::nft_monitor`]; [`Firewall::verify`] then reads the table
+//! (`nft -t list table`, sets without their elements) and
+//! [`missing_parts`] says what is gone; the worker repairs.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::nft_monitor::NftMonitor;
 use super::nft_netlink::NftNetlink;
 use super::{Change, Firewall, FirewallError, FirewallOptions, system};
 
-/// Family and name of our table.
+/// Family and name of the default instance's table.
 pub const TABLE: &str = "inet portknock";
+/// How often the table is verified when no notification prompts it: a
+/// safety net, since deletions are announced at once.
+pub const VERIFY_EVERY: Duration = Duration::from_secs(10);
 /// Set of allowed `ipv4_addr . inet_service`.
 pub const SET_V4: &str = "allowed_v4";
 /// Set of allowed `ipv6_addr . inet_service`.
@@ -36,6 +50,7 @@ pub const SET_V6: &str = "allowed_v6";
 /// The full ruleset, as an `nft -f` transaction that replaces our table
 /// (creating it first so the delete never fails).
 pub fn ruleset(options: &FirewallOptions) -> String {
+    let table = format!("inet {}", options.instance.nft_table());
     let ports = options
         .unique_ports()
         .iter()
@@ -43,7 +58,7 @@ pub fn ruleset(options: &FirewallOptions) -> String {
         .collect::<Vec<_>>()
         .join(", ");
     let mut out = String::new();
-    let _ = writeln!(out, "table {TABLE}\ndelete table {TABLE}\ntable {TABLE} {{");
+    let _ = writeln!(out, "table {table}\ndelete table {table}\ntable {table} {{");
     for (set, ty) in [(SET_V4, "ipv4_addr"), (SET_V6, "ipv6_addr")] {
         let _ = writeln!(
             out,
@@ -67,8 +82,51 @@ pub fn ruleset(options: &FirewallOptions) -> String {
 }
 
 /// The transaction that deletes our table, without failing if it is gone.
-pub fn teardown_script() -> String {
-    format!("table {TABLE}\ndelete table {TABLE}\n")
+pub fn teardown_script(options: &FirewallOptions) -> String {
+    let table = format!("inet {}", options.instance.nft_table());
+    format!("table {table}\ndelete table {table}\n")
+}
+
+/// How many rules [`ruleset`] puts in the `input` chain.
+fn expected_rules(options: &FirewallOptions) -> usize {
+    let ports = !options.unique_ports().is_empty();
+    2 + usize::from(ports) + usize::from(ports && options.keep_established)
+}
+
+/// What is missing from our table, given its terse listing (`nft -t list
+/// table`; `None` when the table is gone). Empty: intact.
+pub fn missing_parts(listing: Option<&str>, options: &FirewallOptions) -> Vec<String> {
+    let table = format!("table inet {}", options.instance.nft_table());
+    let Some(listing) = listing else {
+        return vec![table];
+    };
+    let mut missing = Vec::new();
+    for set in [SET_V4, SET_V6] {
+        if !listing.contains(&format!("set {set} {{")) {
+            missing.push(format!("{table} set {set}"));
+        }
+    }
+    let mut lines = listing.lines().map(str::trim);
+    if !lines.any(|line| line == "chain input {") {
+        missing.push(format!("{table} chain input"));
+        return missing;
+    }
+    let body: Vec<&str> = lines.take_while(|line| *line != "}").collect();
+    if !body.iter().any(|line| line.starts_with("type filter hook input")) {
+        missing.push(format!("{table} chain input hook"));
+    }
+    let rules = body
+        .iter()
+        .filter(|line| !line.is_empty() && !line.starts_with("type "))
+        .count();
+    let expected = expected_rules(options);
+    if rules < expected {
+        missing.push(format!(
+            "{table} chain input: {} of {expected} rules",
+            rules
+        ));
+    }
+    missing
 }
 
 fn element(ip: IpAddr, port: u16) -> (&'static str, String) {
@@ -154,7 +212,9 @@ impl NftablesFirewall {
     fn elements(&mut self, changes: &[Change]) -> Result<(), FirewallError> {
         let netlink = match &mut self.netlink {
             Some(netlink) => netlink,
-            None => self.netlink.insert(NftNetlink::open()?),
+            None => self
+                .netlink
+                .insert(NftNetlink::open(&self.options.instance.nft_table())?),
         };
         let result = netlink.apply(changes);
         if let Err(FirewallError::Io { .. }) = result {
@@ -173,7 +233,7 @@ impl Firewall for NftablesFirewall {
     fn setup(&mut self) -> Result<(), FirewallError> {
         self.transaction(&ruleset(&self.options)).inspect_err(|_| {
             // The transaction left the old table, if any: remove it too.
-            let _ = self.transaction(&teardown_script());
+            let _ = self.transaction(&teardown_script(&self.options));
         })
     }
 
@@ -186,7 +246,27 @@ impl Firewall for NftablesFirewall {
     }
 
     fn teardown(&mut self) -> Result<(), FirewallError> {
-        self.transaction(&teardown_script())
+        self.transaction(&teardown_script(&self.options))
+    }
+
+    fn verify(&mut self) -> Result<Vec<String>, FirewallError> {
+        let table = self.options.instance.nft_table();
+        let listing = match system::run(&self.program, &["-t", "list", "table", "inet", &table], "")
+        {
+            Ok(listing) => Some(listing),
+            // The table is gone (or unreadable): setup recreates it.
+            Err(FirewallError::Command { .. }) => None,
+            Err(err) => return Err(err),
+        };
+        Ok(missing_parts(listing.as_deref(), &self.options))
+    }
+
+    fn verify_every(&self) -> Option<Duration> {
+        Some(VERIFY_EVERY)
+    }
+
+    fn monitor(&mut self) -> Result<Option<NftMonitor>, FirewallError> {
+        NftMonitor::open(&self.options.instance.nft_table()).map(Some)
     }
 
     /// The whole batch as one netlink transaction; if it fails, nothing
@@ -229,13 +309,79 @@ mod tests {
     #[test]
     fn ruleset_without_established_or_ports() {
         let options = FirewallOptions {
-            ports: vec![2222],
             keep_established: false,
+            ..FirewallOptions::new([2222])
         };
         assert!(!ruleset(&options).contains("established"));
         let none = FirewallOptions::new([]);
         let text = ruleset(&none);
         assert!(!text.contains("dport {"), "{text}");
+    }
+
+    /// `nft -t list table inet portknock` of nftables 1.0.6 after setup.
+    const LISTING: &str = "table inet portknock {
+\tset allowed_v4 {
+\t\ttype ipv4_addr . inet_service
+\t\tflags timeout
+\t}
+
+\tset allowed_v6 {
+\t\ttype ipv6_addr . inet_service
+\t\tflags timeout
+\t}
+
+\tchain input {
+\t\ttype filter hook input priority filter; policy accept;
+\t\ttcp dport 2222 ct state established,related accept
+\t\tip saddr . tcp dport @allowed_v4 accept
+\t\tip6 saddr . tcp dport @allowed_v6 accept
+\t\ttcp dport 2222 drop
+\t}
+}
+";
+
+    #[test]
+    fn missing_parts_of_an_intact_flushed_or_deleted_table() {
+        let options = FirewallOptions::new([2222]);
+        assert!(missing_parts(Some(LISTING), &options).is_empty());
+        assert_eq!(
+            missing_parts(None, &options),
+            vec!["table inet portknock".to_string()]
+        );
+        // `nft flush chain` / `nft flush table`: the chain is empty.
+        let flushed: String = LISTING
+            .lines()
+            .filter(|l| !l.contains("dport"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(
+            missing_parts(Some(&flushed), &options),
+            vec!["table inet portknock chain input: 0 of 4 rules".to_string()]
+        );
+        let one_gone = LISTING.replace("\t\ttcp dport 2222 drop\n", "");
+        assert_eq!(missing_parts(Some(&one_gone), &options).len(), 1);
+        let no_set = LISTING.replace("set allowed_v6 {", "set other {");
+        assert_eq!(
+            missing_parts(Some(&no_set), &options),
+            vec!["table inet portknock set allowed_v6".to_string()]
+        );
+        let no_chain = LISTING.replace("chain input {", "chain other {");
+        assert_eq!(missing_parts(Some(&no_chain), &options).len(), 1);
+    }
+
+    #[test]
+    fn an_instance_has_its_own_table() {
+        let options = FirewallOptions {
+            instance: "web".parse().unwrap(),
+            ..FirewallOptions::new([80])
+        };
+        assert!(ruleset(&options).starts_with(
+            "table inet portknock-web\ndelete table inet portknock-web\ntable inet portknock-web {"
+        ));
+        assert_eq!(
+            teardown_script(&options),
+            "table inet portknock-web\ndelete table inet portknock-web\n"
+        );
     }
 
     #[test]
