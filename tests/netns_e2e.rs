@@ -10,3 +10,4 @@ mod access;
 mod crash;
 mod lab;
 mod privilege;
+mod reload;

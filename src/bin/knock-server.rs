@@ -15,8 +15,8 @@ use tracing::{info, warn};
 use portknock::cli::{self, EXIT_FAILURE, EXIT_USAGE};
 use portknock::config::{self, KnockRules, Sequence};
 use portknock::counters::Counters;
-use portknock::firewall::userspace::AccessList;
 use portknock::firewall::instance::{Instance, InstanceError, InstanceLock};
+use portknock::firewall::userspace::AccessList;
 use portknock::firewall::{
     Firewall, FirewallError, FirewallKind, FirewallOptions, Position, select,
 };

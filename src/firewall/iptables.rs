@@ -152,12 +152,12 @@ impl IptablesFirewall {
         self.granted.clear();
         let mut first_error = None;
         for family in Family::ALL {
-            let result = self
-                .save(family)
-                .and_then(|save| match teardown_script(&save, &self.options) {
-                    Some(script) => self.restore(family, &script),
-                    None => Ok(()),
-                });
+            let result =
+                self.save(family)
+                    .and_then(|save| match teardown_script(&save, &self.options) {
+                        Some(script) => self.restore(family, &script),
+                        None => Ok(()),
+                    });
             if let Err(e) = result {
                 first_error.get_or_insert(e);
             }

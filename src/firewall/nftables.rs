@@ -112,7 +112,10 @@ pub fn missing_parts(listing: Option<&str>, options: &FirewallOptions) -> Vec<St
         return missing;
     }
     let body: Vec<&str> = lines.take_while(|line| *line != "}").collect();
-    if !body.iter().any(|line| line.starts_with("type filter hook input")) {
+    if !body
+        .iter()
+        .any(|line| line.starts_with("type filter hook input"))
+    {
         missing.push(format!("{table} chain input hook"));
     }
     let rules = body

@@ -74,26 +74,35 @@ fn change_lines_for_both_families() {
     let v6: IpAddr = "2001:db8::2".parse().unwrap();
     let ttl = Duration::from_secs(30);
     assert_eq!(
-        change_line(CHAIN, &Change::Grant {
-            ip: v4,
-            port: 2222,
-            ttl
-        }),
+        change_line(
+            CHAIN,
+            &Change::Grant {
+                ip: v4,
+                port: 2222,
+                ttl
+            }
+        ),
         "-I PORTKNOCK 1 -s 192.0.2.2/32 -p tcp -m tcp --dport 2222 -j ACCEPT"
     );
     assert_eq!(
-        change_line(CHAIN, &Change::Revoke {
-            ip: mapped,
-            port: 2222
-        }),
+        change_line(
+            CHAIN,
+            &Change::Revoke {
+                ip: mapped,
+                port: 2222
+            }
+        ),
         "-D PORTKNOCK -s 192.0.2.2/32 -p tcp -m tcp --dport 2222 -j ACCEPT"
     );
     assert_eq!(
-        change_line(CHAIN, &Change::Grant {
-            ip: v6,
-            port: 22,
-            ttl
-        }),
+        change_line(
+            CHAIN,
+            &Change::Grant {
+                ip: v6,
+                port: 22,
+                ttl
+            }
+        ),
         "-I PORTKNOCK 1 -s 2001:db8::2/128 -p tcp -m tcp --dport 22 -j ACCEPT"
     );
     assert_eq!(Family::of(mapped), Family::V4);
@@ -161,7 +170,10 @@ fn position_last_appends_the_jump_and_an_instance_has_its_own_chain() {
         text.contains("-A INPUT -p tcp -m multiport --dports 80 -j PORTKNOCK-web\n"),
         "{text}"
     );
-    assert!(!text.contains("-D INPUT -j PORTKNOCK"), "another instance's jump: {text}");
+    assert!(
+        !text.contains("-D INPUT -j PORTKNOCK"),
+        "another instance's jump: {text}"
+    );
 }
 
 /// `iptables-save -t filter` after setup and a grant for 192.0.2.2.
@@ -189,9 +201,15 @@ fn missing_rules_finds_each_kind_of_drift() {
         .filter(|l| !l.starts_with("-A"))
         .map(|l| format!("{l}\n"))
         .collect();
-    assert_eq!(rules::missing_rules(&flushed, &options, [(a, 2222)]).len(), 4);
+    assert_eq!(
+        rules::missing_rules(&flushed, &options, [(a, 2222)]).len(),
+        4
+    );
     // The jump deleted by hand.
-    let no_jump = INTACT.replace("-A INPUT -p tcp -m multiport --dports 2222 -j PORTKNOCK\n", "");
+    let no_jump = INTACT.replace(
+        "-A INPUT -p tcp -m multiport --dports 2222 -j PORTKNOCK\n",
+        "",
+    );
     assert_eq!(
         rules::missing_rules(&no_jump, &options, []),
         ["-A INPUT -p tcp -m multiport --dports 2222 -j PORTKNOCK"]
@@ -202,5 +220,8 @@ fn missing_rules_finds_each_kind_of_drift() {
         ["-A PORTKNOCK -s 192.0.2.3/32 -p tcp -m tcp --dport 2222 -j ACCEPT"]
     );
     // The chain deleted.
-    assert_eq!(rules::missing_rules("*filter\nCOMMIT\n", &options, []), ["chain PORTKNOCK"]);
+    assert_eq!(
+        rules::missing_rules("*filter\nCOMMIT\n", &options, []),
+        ["chain PORTKNOCK"]
+    );
 }
