@@ -225,3 +225,29 @@ fn missing_rules_finds_each_kind_of_drift() {
         ["chain PORTKNOCK"]
     );
 }
+
+/// Issue 9 item 4: a revoke whose rule was removed by hand fails; the
+/// grant must still be forgotten, so a later grant inserts a rule.
+#[test]
+fn a_failed_revoke_forgets_the_grant() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let tool = dir.path().join("iptables-restore");
+    std::fs::write(&tool, "#!/bin/sh\nexit 1\n").unwrap();
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut fw =
+        IptablesFirewall::unchecked(FirewallOptions::new([2222])).with_tool_dir(dir.path());
+    let a: IpAddr = "192.0.2.2".parse().unwrap();
+    fw.granted.insert((a, 2222));
+    assert!(fw.revoke(a, 2222).is_err());
+    assert!(fw.granted.is_empty(), "{:?}", fw.granted);
+    let grant = Change::Grant {
+        ip: a,
+        port: 2222,
+        ttl: Duration::from_secs(1),
+    };
+    assert!(
+        fw.needed(&[grant])[0].is_some(),
+        "a later grant needs a rule"
+    );
+}
