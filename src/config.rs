@@ -20,7 +20,7 @@ pub mod server_config;
 
 pub use door::{AllowList, Door, DoorName, KnockPort, ProtectedPort, Proto, Timing};
 pub use file::{LoadError, Located};
-pub use globals::{Deny, GlobalOverrides, Globals, Instance, LogFormat, LogLevel, SpaSettings};
+pub use globals::{Deny, GlobalOverrides, Globals, LogFormat, LogLevel, SpaSettings};
 pub use issue::{Issue, Issues, Key, Problem};
 pub use render::Reveal;
 pub use server_config::{SeedFlags, ServerConfig};

@@ -16,7 +16,7 @@ use thiserror::Error;
 use toml::Spanned;
 
 use super::door::{AllowList, Door, DoorName, KnockPort, ProtectedPort, Timing, parse_network};
-use super::globals::{Globals, Instance, SpaSettings, Word};
+use super::globals::{Globals, SpaSettings, Word};
 use super::issue::{Issue, Key, Problem};
 use super::server_config::ServerConfig;
 
@@ -225,9 +225,15 @@ fn globals(raw: &RawFile, found: &mut Vec<(Range<usize>, Issue)>) -> Option<Glob
         |g: &mut Globals, v| g.log_format = v
     );
     field!(
+        raw.iptables_position,
+        Key::IptablesPosition,
+        |t: &String| Word::parse_word(Key::IptablesPosition, t),
+        |g: &mut Globals, v| g.iptables_position = v
+    );
+    field!(
         raw.instance,
         Key::Instance,
-        |t: &String| Instance::new(t),
+        |t: &String| t.parse().map_err(|_| Problem::Instance(t.clone())),
         |g: &mut Globals, v| g.instance = v
     );
     field!(

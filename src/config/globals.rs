@@ -8,23 +8,18 @@
 //! files alike. [`GlobalOverrides`] carries the flags given beside
 //! `--config`: each one given replaces the file's value.
 
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::firewall::FirewallKind;
+use crate::firewall::instance::Instance;
+use crate::firewall::{FirewallKind, Position};
 use crate::spa_listener::{DEFAULT_REPLAY_CACHE, SpaOptions};
 
 use super::issue::{Key, Problem};
 
 /// Default bound on open grants (`max-grants`).
 pub const DEFAULT_MAX_GRANTS: usize = 100_000;
-/// Default instance name: it names this daemon's firewall table or chain.
-pub const DEFAULT_INSTANCE: &str = "portknock";
-/// Longest instance name (it is part of nftables table and iptables chain
-/// names, which iptables limits to 28 characters).
-pub const MAX_INSTANCE_LEN: usize = 16;
 /// Default seconds before the built-in service closes a connection.
 pub const DEFAULT_CLOSE_AFTER: Duration = Duration::from_secs(3);
 
@@ -117,6 +112,12 @@ impl Word for LogLevel {
     const ALLOWED: &'static str = "error, warn, info, debug, trace";
 }
 
+impl Word for Position {
+    const WORDS: &'static [(&'static str, Self)] =
+        &[("first", Position::First), ("last", Position::Last)];
+    const ALLOWED: &'static str = "first, last";
+}
+
 impl Word for FirewallKind {
     const WORDS: &'static [(&'static str, Self)] = &[
         ("auto", FirewallKind::Auto),
@@ -125,41 +126,6 @@ impl Word for FirewallKind {
         ("nftables", FirewallKind::Nftables),
     ];
     const ALLOWED: &'static str = "auto, userspace, iptables, nftables";
-}
-
-/// The name of this daemon's instance: an ASCII letter, then letters,
-/// digits, `-` or `_`, at most [`MAX_INSTANCE_LEN`].
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Instance(String);
-
-impl Instance {
-    /// Checks and wraps a name.
-    pub fn new(text: &str) -> Result<Self, Problem> {
-        let mut chars = text.chars();
-        let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
-        let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !first_ok || !rest_ok || text.len() > MAX_INSTANCE_LEN {
-            return Err(Problem::Instance(text.to_string()));
-        }
-        Ok(Self(text.to_string()))
-    }
-
-    /// The name.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Default for Instance {
-    fn default() -> Self {
-        Self(DEFAULT_INSTANCE.to_string())
-    }
-}
-
-impl fmt::Display for Instance {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
 }
 
 /// The SPA listener's settings (the `--spa*` flags, the `[spa]` table).
@@ -221,6 +187,8 @@ pub struct Globals {
     pub max_grants: usize,
     /// Names this daemon's firewall table or chain.
     pub instance: Instance,
+    /// iptables: where the jump to our chain goes in INPUT.
+    pub iptables_position: Position,
     /// Lowest log level written.
     pub log_level: LogLevel,
     /// Log line format.
@@ -251,6 +219,7 @@ impl Default for Globals {
             max_tracked: super::DEFAULT_MAX_TRACKED,
             max_grants: DEFAULT_MAX_GRANTS,
             instance: Instance::default(),
+            iptables_position: Position::First,
             log_level: LogLevel::Info,
             log_format: LogFormat::Text,
             stats_listen: None,
@@ -275,6 +244,7 @@ pub struct GlobalOverrides {
     pub max_tracked: Option<usize>,
     pub max_grants: Option<usize>,
     pub instance: Option<Instance>,
+    pub iptables_position: Option<Position>,
     pub log_level: Option<LogLevel>,
     pub log_format: Option<LogFormat>,
     pub stats_listen: Option<SocketAddr>,
@@ -302,6 +272,7 @@ impl Globals {
             max_tracked,
             max_grants,
             instance,
+            iptables_position,
             log_level,
             log_format,
             close_after,

@@ -32,6 +32,7 @@ pub enum Key {
     MaxTracked,
     MaxGrants,
     Instance,
+    IptablesPosition,
     LogLevel,
     LogFormat,
     StatsListen,
@@ -64,6 +65,7 @@ impl Key {
             Key::MaxTracked => "max-tracked",
             Key::MaxGrants => "max-grants",
             Key::Instance => "instance",
+            Key::IptablesPosition => "iptables-position",
             Key::LogLevel => "log-level",
             Key::LogFormat => "log-format",
             Key::StatsListen => "stats-listen",
@@ -262,7 +264,8 @@ pub enum Problem {
     },
     /// An instance name that is not an identifier.
     #[error(
-        "invalid instance '{0}': expected an ASCII letter, then letters, digits, '-' or '_', at most 16 in all"
+        "invalid instance '{0}': expected 1 to {max} characters of a-z, 0-9, '_' and '-'",
+        max = crate::firewall::instance::MAX_INSTANCE_LEN
     )]
     Instance(String),
     /// A text value that must not be empty.

@@ -55,7 +55,12 @@ impl ServerConfig {
         let _ = writeln!(o, "keep-established = {}", g.keep_established);
         let _ = writeln!(o, "max-tracked = {}", g.max_tracked);
         let _ = writeln!(o, "max-grants = {}", g.max_grants);
-        let _ = writeln!(o, "instance = {}", quote(g.instance.as_str()));
+        let _ = writeln!(o, "instance = {}", quote(&g.instance.to_string()));
+        let _ = writeln!(
+            o,
+            "iptables-position = {}",
+            quote(g.iptables_position.word())
+        );
         let _ = writeln!(o, "log-level = {}", quote(g.log_level.word()));
         let _ = writeln!(o, "log-format = {}", quote(g.log_format.word()));
         if let Some(addr) = g.stats_listen {

@@ -231,7 +231,10 @@ fn check_globals(globals: &Globals) -> Vec<Issue> {
             issues.push(Issue::at(key, None, problem));
         }
     }
-    if let Some(addr) = globals.stats_listen.filter(|a| Some(*a) == globals.metrics_listen) {
+    if let Some(addr) = globals
+        .stats_listen
+        .filter(|a| Some(*a) == globals.metrics_listen)
+    {
         let problem = Problem::Listen {
             key: Key::MetricsListen,
             value: addr.to_string(),

@@ -52,6 +52,7 @@ pub(super) struct RawFile {
     pub(super) max_tracked: Option<Spanned<i64>>,
     pub(super) max_grants: Option<Spanned<i64>>,
     pub(super) instance: Option<Spanned<String>>,
+    pub(super) iptables_position: Option<Spanned<String>>,
     pub(super) log_level: Option<Spanned<String>>,
     pub(super) log_format: Option<Spanned<String>>,
     pub(super) stats_listen: Option<Spanned<String>>,

@@ -65,7 +65,7 @@ fn a_small_file_gets_the_defaults() {
 fn globals_are_read() {
     let text = format!(
         "bind = [\"127.0.0.1\", \"::1\"]\nfirewall = \"NFTABLES\"\ndeny = \"drop\"\nkeep-established = false\n\
-         max-tracked = 20000\nmax-grants = 5\ninstance = \"lab-2\"\nlog-level = \"debug\"\nlog-format = \"json\"\n\
+         max-tracked = 20000\nmax-grants = 5\ninstance = \"lab-2\"\niptables-position = \"last\"\nlog-level = \"debug\"\nlog-format = \"json\"\n\
          stats-listen = \"127.0.0.1:9920\"\nmetrics-listen = \"[::1]:9921\"\nupstream = \"127.0.0.1:22\"\n\
          flag = \"FLAG{{x}}\"\nclose-after = 0.5\nmax-connections = 10\n\
          [spa]\nport = 40000\naccess = \"/etc/a.conf\"\nmax-age = 30\nallow-no-hmac = true\n{DOOR}"
@@ -82,7 +82,8 @@ fn globals_are_read() {
         (g.max_tracked, g.max_grants, g.max_connections),
         (20000, 5, 10)
     );
-    assert_eq!(g.instance.as_str(), "lab-2");
+    assert_eq!(g.instance.to_string(), "lab-2");
+    assert_eq!(g.iptables_position, crate::firewall::Position::Last);
     assert_eq!(g.close_after, Duration::from_millis(500));
     let spa = g.spa.as_ref().unwrap();
     assert_eq!(
