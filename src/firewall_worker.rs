@@ -5,7 +5,8 @@
 //! here. The worker drains whatever has queued into one batch, applies it,
 //! logs each failure with the backend's own words, and tells the server of
 //! a grant that failed so the server's table matches the firewall. When the
-//! queue closes it tears the backend down.
+//! queue closes it tears the backend down; a panic while applying closes
+//! the queue (the server then stops) and still tears down.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -55,7 +56,17 @@ impl FirewallWorker {
                     return;
                 }
                 let _ = ready_tx.send(Ok(()));
-                apply_until_closed(firewall.as_mut(), rx, &counters, &callback);
+                // A panic while applying drops the queue (the server sees
+                // it closed and stops) but must not skip the teardown.
+                let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    apply_until_closed(firewall.as_mut(), rx, &counters, &callback)
+                }));
+                if applied.is_err() {
+                    error!(
+                        backend = firewall.name(),
+                        "firewall worker panicked; tearing down"
+                    );
+                }
                 match firewall.teardown() {
                     Ok(()) => info!(backend = firewall.name(), "firewall rules removed"),
                     Err(err) => {
