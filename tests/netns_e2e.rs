@@ -9,4 +9,5 @@
 mod access;
 mod crash;
 mod lab;
+mod life;
 mod privilege;
