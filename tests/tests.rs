@@ -9,6 +9,7 @@ mod cli_client;
 mod container;
 mod e2e;
 mod firewall;
+mod knock_log;
 mod netns_e2e;
 mod scripts;
 mod spa_cli;

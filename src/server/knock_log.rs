@@ -116,6 +116,82 @@ fn summary(kind: Kind, demoted: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
+
+    use crate::counters::Counters;
+    use crate::server::{Engine, ServerSettings};
+
+    /// Log output captured in memory.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        }
+    }
+
+    /// The engine's own expiry task writes the summary once the window
+    /// has ended, with no further knock to carry it (paused clock; the
+    /// subscriber is this thread's, and so is the runtime).
+    #[tokio::test(start_paused = true)]
+    async fn the_expiry_task_summarises_a_lockout_flood_when_its_window_ends() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let (changes, _queue) = tokio::sync::mpsc::channel(16);
+        let settings = ServerSettings {
+            rules: crate::config::KnockRules::default(),
+            protected_port: 2222,
+        };
+        let engine = Arc::new(Engine::new(&settings, changes, Arc::new(Counters::new())));
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let expiry = tokio::spawn({
+            let engine = engine.clone();
+            async move { engine.run_expiry(stop_rx).await }
+        });
+        // The sequence's second port as a first knock: a wrong knock each.
+        let wrong = settings.rules.sequence.ports()[1];
+        for i in 0..100u8 {
+            engine.handle_knock([127, 1, 0, i].into(), wrong).await;
+        }
+        tokio::time::sleep(WINDOW - Duration::from_millis(500)).await;
+        let text = captured.text();
+        assert_eq!(
+            text.matches("wrong knock: locked out").count(),
+            20,
+            "{text}"
+        );
+        assert!(!text.contains("log budget exceeded"), "too early:\n{text}");
+
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let text = captured.text();
+        let summary = text
+            .lines()
+            .find(|l| l.contains("log budget exceeded"))
+            .unwrap_or_else(|| panic!("no summary:\n{text}"));
+        assert!(
+            summary.contains("kind=\"lockout\"") && summary.contains("demoted=80"),
+            "{summary}"
+        );
+        stop.send(true).unwrap();
+        expiry.await.unwrap();
+    }
 
     #[test]
     fn lockouts_and_grants_have_budgets_of_their_own() {
