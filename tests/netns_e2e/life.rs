@@ -24,9 +24,13 @@ fn iptables_server_with_a_broken_log_pipe_still_grants_expires_and_tears_down() 
         return;
     };
     // Debug logs: every knock writes a line into the broken pipe.
-    lab.start_server_with(|cmd| {
-        Proc::spawn_then_close_stderr(cmd, "knock server ready", Duration::from_secs(10))
-    });
+    let cmd = lab.server_command(&[]);
+    let ready = Duration::from_secs(10);
+    lab.server = Some(Proc::spawn_then_close_stderr(
+        cmd,
+        "knock server ready",
+        ready,
+    ));
 
     lab.knock(&[(A, V4), (A, V6)]);
     // Both grants were made before this instant, so end before this + 3 s:
