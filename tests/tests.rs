@@ -11,6 +11,7 @@ mod e2e;
 mod fd_exhaustion;
 mod firewall;
 mod gate_limits;
+mod knock_log;
 mod netns_e2e;
 mod scripts;
 mod spa_cli;
