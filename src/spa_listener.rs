@@ -54,7 +54,7 @@ use crate::spa::{
 pub use log_budget::{Admit, LogBudget};
 pub use setup::{
     DEFAULT_REPLAY_CACHE, SpaOptions, SpaSetup, SpaSetupError, open_tcp_ports, parse_max_age,
-    stanzas_without_open_ports,
+    stanzas_without_hmac, stanzas_without_open_ports,
 };
 
 /// Packets waiting for the verifier beyond this are dropped (and counted).

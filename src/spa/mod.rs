@@ -23,6 +23,7 @@
 //! | `access_conf.rs` | fwknopd's `access.conf` |
 //! | `source.rs` | the `SOURCE` address list |
 //! | `fwknoprc.rs` | the client's `~/.fwknoprc` |
+//! | `key_file.rs` | reading key files: mode checks as fwknop's |
 //! | `keygen.rs` | `--keygen` |
 //! | `replay.rs` | the persistent, bounded replay cache |
 //! | `b64.rs` | fwknop's unpadded base64 |
@@ -33,6 +34,7 @@ mod cipher;
 mod digest;
 mod encoder;
 mod fwknoprc;
+mod key_file;
 mod keygen;
 mod keys;
 mod message;
@@ -52,6 +54,7 @@ pub use encoder::{EncodeError, SpaRequest, encode, encode_with};
 pub use fwknoprc::{
     AllowIp, DEFAULT_SPA_PORT, RcError, RcFile, RcStanza, RcWarning, load_fwknoprc, parse_fwknoprc,
 };
+pub use key_file::{KeyFileError, LooseMode, MAX_KEY_FILE_LEN};
 pub use keygen::{GeneratedKeys, KeyGenError};
 pub use keys::{EncryptionMode, KeyError, SecretBytes, SpaKeys};
 pub use message::{BadPortSpec, MessageError, MessageType, PortSpec, Proto, SpaMessage};

@@ -291,7 +291,7 @@ fn authenticate(stanza: &AccessStanza, packet: &[u8]) -> Result<SpaMessage, (Sta
         Stage::Unauthenticated
     };
     let decrypt_failed = (decrypt_stage, RejectReason::DecryptFailed);
-    let blob = b64::decode(&body).ok_or(decrypt_failed.clone())?;
+    let blob = b64::decode_payload(&body).ok_or(decrypt_failed.clone())?;
     let plain =
         cipher::decrypt(&blob, keys.key.expose(), keys.mode).ok_or(decrypt_failed.clone())?;
     let rand_ok = plain.len() > RAND_VAL_LEN
