@@ -13,6 +13,7 @@ mod netns_e2e;
 mod scripts;
 mod spa_cli;
 mod spa_e2e;
+mod spa_files;
 mod spa_fwknop_client;
 mod spa_fwknopd;
 mod spa_fwknopd_udp;
