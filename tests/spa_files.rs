@@ -28,7 +28,11 @@ fn the_server_refuses_a_world_writable_access_file_and_warns_about_a_readable_on
     let name = access.display().to_string();
     assert!(out.stderr.contains(&name), "{}", out.describe());
     assert!(out.stderr.contains("0666"), "{}", out.describe());
-    assert!(out.stderr.contains("writable by others"), "{}", out.describe());
+    assert!(
+        out.stderr.contains("writable by others"),
+        "{}",
+        out.describe()
+    );
 
     chmod(&access, 0o644);
     let server = srv.start();
@@ -87,7 +91,11 @@ fn the_client_refuses_a_world_writable_rc_file_and_warns_about_a_readable_one() 
     let out = run(client(&rc), T).expect_code(2);
     assert!(out.stderr.contains(&name), "{}", out.describe());
     assert!(out.stderr.contains("0666"), "{}", out.describe());
-    assert!(!out.stdout.contains("SPA packet sent"), "{}", out.describe());
+    assert!(
+        !out.stdout.contains("SPA packet sent"),
+        "{}",
+        out.describe()
+    );
 
     chmod(&rc, 0o644);
     let out = run(client(&rc), T).expect_code(0);

@@ -26,6 +26,7 @@
 //! | `key_file.rs` | reading key files: mode checks as fwknop's |
 //! | `keygen.rs` | `--keygen` |
 //! | `replay.rs` | the persistent, bounded replay cache |
+//! | `replay_file.rs` | its file: private directory, no links, bounded reads |
 //! | `b64.rs` | fwknop's unpadded base64 |
 
 mod access_conf;
@@ -40,6 +41,7 @@ mod keys;
 mod message;
 mod port_spec;
 mod replay;
+mod replay_file;
 mod source;
 mod verdict;
 mod verifier;
@@ -58,7 +60,10 @@ pub use key_file::{KeyFileError, LooseMode, MAX_KEY_FILE_LEN};
 pub use keygen::{GeneratedKeys, KeyGenError};
 pub use keys::{EncryptionMode, KeyError, SecretBytes, SpaKeys};
 pub use message::{BadPortSpec, MessageError, MessageType, PortSpec, Proto, SpaMessage};
-pub use replay::{ReplayCache, ReplayDigest, ReplayError, ReplayStore};
+pub use replay::{
+    MAX_ENTRIES as MAX_REPLAY_ENTRIES, MAX_FILE_LEN as MAX_REPLAY_FILE_LEN, ReplayCache,
+    ReplayDigest, ReplayError, ReplayStore,
+};
 pub use source::{IpNet, SourceSpec};
 pub use verdict::{Accepted, RejectReason, Rejected, Verdict};
 pub use verifier::{

@@ -212,10 +212,12 @@ fn failing_replay_store_fails_closed() {
         fn contains(&self, _: &ReplayDigest) -> bool {
             false
         }
-        fn insert(
+        fn commit(&mut self, _: u64) -> Result<(), crate::spa::replay::ReplayError> {
+            Ok(())
+        }
+        fn record(
             &mut self,
             _: ReplayDigest,
-            _: u64,
             _: u64,
         ) -> Result<(), crate::spa::replay::ReplayError> {
             Err(crate::spa::replay::ReplayError {
