@@ -67,5 +67,6 @@ pub use replay::{
 pub use source::{IpNet, SourceSpec};
 pub use verdict::{Accepted, RejectReason, Rejected, Verdict};
 pub use verifier::{
-    DEFAULT_MAX_AGE_SECS, GPG_MIN_LEN, MAX_PACKET_LEN, MIN_PACKET_LEN, ServerPolicy, Verifier,
+    Checked, DEFAULT_MAX_AGE_SECS, GPG_MIN_LEN, MAX_PACKET_LEN, MIN_PACKET_LEN, ServerPolicy,
+    Verifier,
 };

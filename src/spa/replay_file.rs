@@ -199,8 +199,13 @@ pub(super) fn rewrite(
 /// `<path>.tmp.<16 random hex>`, created exclusively, never through a link.
 fn create_temp(path: &Path) -> Result<(PathBuf, File), ReplayError> {
     let mut random = [0u8; 8];
-    getrandom::fill(&mut random)
-        .map_err(|e| err(path, "draw a temp name for", io::Error::other(e)))?;
+    getrandom::fill(&mut random).map_err(|e| {
+        err(
+            path,
+            "draw a temp name for",
+            io::Error::other(e.to_string()),
+        )
+    })?;
     let mut name = path.as_os_str().to_owned();
     name.push(".tmp.");
     name.push(
