@@ -12,6 +12,7 @@ mod firewall;
 mod netns_e2e;
 mod scripts;
 mod spa_cli;
+mod spa_burst;
 mod spa_e2e;
 mod spa_files;
 mod spa_fwknop_client;
