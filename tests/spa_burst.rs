@@ -29,7 +29,12 @@ fn packet(keys: &SpaKeys, allow: Ipv4Addr, port: u16) -> String {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let req = SpaRequest::new("burst", allow, vec![format!("tcp/{port}").parse().unwrap()], now);
+    let req = SpaRequest::new(
+        "burst",
+        allow,
+        vec![format!("tcp/{port}").parse().unwrap()],
+        now,
+    );
     encode(&req, keys).unwrap()
 }
 
@@ -46,7 +51,9 @@ fn a_burst_of_distinct_valid_packets_is_accepted_in_full() {
         .collect();
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     for p in &packets {
-        socket.send_to(p.as_bytes(), ("127.0.0.1", srv.spa_port)).unwrap();
+        socket
+            .send_to(p.as_bytes(), ("127.0.0.1", srv.spa_port))
+            .unwrap();
     }
     // Counted, not timed: the bound only ends a failing run.
     let last = Ipv4Addr::from(0x7f10_0000 + N - 1);
@@ -68,6 +75,7 @@ fn a_real_packet_gets_in_during_a_junk_flood() {
     // and junk alike: BENCHMARKS.md measures what a release build keeps up
     // with.)
     const JUNK: usize = 3_000;
+    const OTHERS: u32 = 200;
     let dir = tempfile::tempdir().unwrap();
     let srv = SpaServer::new(dir.path());
     // At info level, as deployed: the harness's debug level writes a line
@@ -78,12 +86,22 @@ fn a_real_packet_gets_in_during_a_junk_flood() {
         .args(srv.spec.command().get_args());
     let mut server = Proc::spawn(cmd);
     server.wait_for("spa listener ready", Duration::from_secs(10));
-    let real = packet(&keys(), Ipv4Addr::new(127, 0, 0, 77), srv.spec.protected_port);
+    let keys = keys();
+    let port = srv.spec.protected_port;
+    let real = packet(&keys, Ipv4Addr::new(127, 0, 0, 77), port);
+    // Other clients knock at the same moment: their packets each need the
+    // replay cache on disk before they may open anything.
+    let others: Vec<String> = (0..OTHERS)
+        .map(|i| packet(&keys, Ipv4Addr::from(0x7f20_0000 + i), port))
+        .collect();
     // Junk that passes every cheap check and fails the HMAC: the costliest
     // kind to reject.
     let mut junk = real.clone().into_bytes();
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let to = ("127.0.0.1", srv.spa_port);
+    for p in &others {
+        socket.send_to(p.as_bytes(), to).unwrap();
+    }
     for i in 0..JUNK {
         let at = 20 + i % 100;
         junk[at] = if junk[at] == b'A' { b'B' } else { b'A' };
@@ -91,5 +109,7 @@ fn a_real_packet_gets_in_during_a_junk_flood() {
     }
     socket.send_to(real.as_bytes(), to).unwrap();
     server.wait_for("access granted ip=127.0.0.77", Duration::from_secs(120));
-    assert_eq!(server.count("spa packet accepted"), 1);
+    let last = Ipv4Addr::from(0x7f20_0000 + OTHERS - 1);
+    server.wait_for(&format!("allow_ip={last}"), Duration::from_secs(60));
+    assert_eq!(server.count("spa packet accepted"), OTHERS as usize + 1);
 }
