@@ -268,6 +268,21 @@ impl Engine {
         self.lock().grants.remove(ip, port);
     }
 
+    /// Every open grant as a [`Change::Grant`] with its remaining time:
+    /// what a firewall repair re-applies.
+    pub fn live_grants(&self) -> Vec<Change> {
+        let now = Instant::now().into_std();
+        let state = self.lock();
+        state
+            .grants
+            .iter()
+            .filter_map(|(ip, port, until)| {
+                let ttl = until.saturating_duration_since(now);
+                (!ttl.is_zero()).then_some(Change::Grant { ip, port, ttl })
+            })
+            .collect()
+    }
+
     /// Number of open grants.
     pub fn open_grants(&self) -> usize {
         self.lock().grants.len()
@@ -365,6 +380,10 @@ pub async fn run_with(
         }
     });
 
+    worker.live_grants({
+        let engine = Arc::downgrade(&engine);
+        move || engine.upgrade().map_or_else(Vec::new, |e| e.live_grants())
+    });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let sequence = match sockets.is_empty() {

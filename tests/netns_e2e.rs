@@ -8,5 +8,8 @@
 
 mod access;
 mod crash;
+mod instance;
+mod iptables_rules;
 mod lab;
 mod privilege;
+mod reload;

@@ -15,8 +15,11 @@ use tracing::{info, warn};
 use portknock::cli::{self, EXIT_FAILURE, EXIT_USAGE};
 use portknock::config::{self, KnockRules, Sequence};
 use portknock::counters::Counters;
+use portknock::firewall::instance::{Instance, InstanceError, InstanceLock};
 use portknock::firewall::userspace::AccessList;
-use portknock::firewall::{Firewall, FirewallError, FirewallKind, FirewallOptions, select};
+use portknock::firewall::{
+    Firewall, FirewallError, FirewallKind, FirewallOptions, Position, select,
+};
 use portknock::gate::{self, GateSettings, GateTarget};
 use portknock::net;
 use portknock::server::{self, ServerSettings};
@@ -87,6 +90,15 @@ struct Args {
     #[arg(long, default_value_t = gate::DEFAULT_MAX_CONNECTIONS, value_parser = portknock::service::parse_max_connections)]
     max_connections: usize,
 
+    /// Userspace gate: cap on connections one client IP holds at once.
+    #[arg(long, default_value_t = gate::DEFAULT_MAX_CONNECTIONS_PER_IP, value_parser = gate::parse_max_connections_per_ip)]
+    max_connections_per_ip: usize,
+
+    /// Userspace gate with --upstream: close a proxied connection after this
+    /// long without a byte either way (e.g. 90s, 5m, 1h; at most 24h).
+    #[arg(long, default_value = "5m", value_parser = config::parse_duration)]
+    upstream_idle_timeout: Duration,
+
     /// Turn on the SPA listener: fwknop-compatible Single Packet
     /// Authorization packets (encrypted, HMAC'd, timestamped) open access.
     #[arg(long, requires = "spa_access", help_heading = "SPA")]
@@ -131,9 +143,25 @@ struct Args {
     #[arg(long, value_name = "IP:PORT", value_parser = portknock::stats::parse_stats_addr)]
     stats_listen: Option<std::net::SocketAddr>,
 
+    /// Name of this server's firewall instance: its own nftables table
+    /// (inet portknock-NAME) and iptables chain (PORTKNOCK-NAME), so two
+    /// servers can run side by side; one live server per instance.
+    #[arg(long, value_name = "NAME", default_value = "default", value_parser = parse_instance)]
+    instance: Instance,
+
+    /// iptables: where the jump to our chain goes in INPUT. first: a grant
+    /// wins over the admin's later INPUT rules; last: the admin's own
+    /// INPUT rules (e.g. a DROP of an address) win.
+    #[arg(long, value_enum, default_value_t = Position::First)]
+    iptables_position: Position,
+
     /// More logs: -v for every knock, -vv for everything (RUST_LOG wins).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+}
+
+fn parse_instance(text: &str) -> Result<Instance, InstanceError> {
+    text.parse()
 }
 
 fn parse_sequence(text: &str) -> Result<Sequence, config::ConfigError> {
@@ -199,6 +227,12 @@ async fn run(args: Args) -> Result<(), Failure> {
     }
     let access = AccessList::new();
     let (firewall, gate) = choose_firewall(&args, &access, protected_ports.clone())?;
+    // A kernel backend owns its instance's rules: refuse a second owner
+    // before touching anything. Held until after teardown.
+    let _instance_lock = match gate {
+        None => Some(InstanceLock::acquire(&args.instance)?),
+        Some(_) => None,
+    };
     if gate.is_some() {
         let unguarded: Vec<u16> = protected_ports
             .iter()
@@ -358,6 +392,8 @@ fn choose_firewall(
     let options = FirewallOptions {
         ports,
         keep_established: !args.no_keep_established,
+        instance: args.instance.clone(),
+        position: args.iptables_position,
     };
     let selected = select::open(args.firewall, &options, access.clone()).map_err(usage)?;
     for reason in &selected.passed_over {
@@ -390,6 +426,8 @@ fn choose_firewall(
         port: args.protected_port,
         target,
         max_connections: args.max_connections,
+        max_connections_per_ip: args.max_connections_per_ip,
+        upstream_idle_timeout: args.upstream_idle_timeout,
     };
     Ok((selected.firewall, Some(gate)))
 }

@@ -109,7 +109,19 @@ impl Lab {
 
     /// Starts `knock-server` in the host namespace and waits until it is ready.
     pub fn start_server(&mut self) {
+        self.start_server_with(&[]);
+    }
+
+    /// [`Lab::start_server`] with `extra` flags.
+    pub fn start_server_with(&mut self, extra: &[&str]) {
         assert!(self.server.is_none(), "a server is already running");
+        let mut server = Proc::spawn(self.server_command(extra));
+        server.wait_for("knock server ready", Duration::from_secs(10));
+        self.server = Some(server);
+    }
+
+    /// The `knock-server` command of this lab, with `extra` flags.
+    pub fn server_command(&self, extra: &[&str]) -> Command {
         let mut cmd = self.lan.host.command(bin("knock-server"));
         cmd.args(["--firewall", self.backend.name()])
             .args(["--bind", HOST[0], "--bind", HOST[1]])
@@ -121,10 +133,9 @@ impl Lab {
             ])
             .args(["--window", "10"])
             .args(["--access-duration", &self.timing.access.to_string()])
-            .args(["--lockout", &self.timing.lockout.to_string()]);
-        let mut server = Proc::spawn(cmd);
-        server.wait_for("knock server ready", Duration::from_secs(10));
-        self.server = Some(server);
+            .args(["--lockout", &self.timing.lockout.to_string()])
+            .args(extra);
+        cmd
     }
 
     /// The running server.
