@@ -68,8 +68,11 @@ pub struct Verifier {
 #[derive(Debug)]
 pub struct Checked {
     digest: ReplayDigest,
-    outcomes: Vec<(usize, Result<SpaMessage, (Stage, RejectReason)>)>,
+    outcomes: Vec<(usize, Outcome)>,
 }
+
+/// What one stanza made of a packet: its message, or how far it got.
+type Outcome = Result<SpaMessage, (Stage, RejectReason)>;
 
 /// How far a stanza got before failing; the furthest failure is reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -155,7 +158,7 @@ impl Verifier {
         if packet.len() >= GPG_MIN_LEN {
             return Err(reject(RejectReason::TreatedAsGpg { len: packet.len() }));
         }
-        let outcomes: Vec<(usize, Result<SpaMessage, (Stage, RejectReason)>)> = candidates
+        let outcomes: Vec<(usize, Outcome)> = candidates
             .into_iter()
             .map(|idx| (idx, authenticate(&self.stanzas[idx], packet)))
             .collect();
