@@ -351,6 +351,12 @@ fn load_spa(args: &Args, path: &std::path::Path) -> Result<SpaSetup, Failure> {
     for warning in &setup.warnings {
         warn!(file = %path.display(), "access file: {warning}");
     }
+    if let Some(loose) = &setup.loose_mode {
+        warn!("access file: {loose}");
+    }
+    for line in spa_listener::stanzas_without_hmac(setup.verifier.stanzas()) {
+        warn!(file = %path.display(), line, "access stanza has no HMAC_KEY: its packets are not authenticated and can be tampered with or forged by anyone who learns KEY (fwknop's legacy mode)");
+    }
     for line in spa_listener::stanzas_without_open_ports(setup.verifier.stanzas()) {
         warn!(file = %path.display(), line, "access stanza has no OPEN_PORTS: any port may be requested (as with fwknopd)");
     }
