@@ -44,8 +44,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, watch};
-use tracing::{debug, info, warn};
+use tokio::sync::{Notify, mpsc, watch};
+use tracing::{debug, error, info};
 
 pub use crate::log_budget::{Admit, LogBudget};
 use crate::server::{Engine, Listener};
@@ -189,6 +189,7 @@ impl SpaListener {
         let stop_flag = Arc::new(AtomicBool::new(false));
         let (plans_tx, plans) = mpsc::channel::<(GrantPlan, Instant)>(PLAN_QUEUE);
         let granter = tokio::spawn(carry_out(plans, engine, counters.clone()));
+        let ended = Arc::new(Notify::new());
         let threads = match start_threads(
             sockets,
             readers_per_socket,
@@ -197,11 +198,13 @@ impl SpaListener {
             plans_tx,
             &counters,
             &stop_flag,
+            &ended,
         ) {
             Ok(threads) => threads,
             Err(err) => {
                 stop_flag.store(true, Relaxed);
-                warn!(error = %err, "cannot start the SPA threads: SPA is off");
+                // Returning early ends the listener: the server stops.
+                error!(error = %err, "cannot start the SPA threads");
                 return;
             }
         };
@@ -211,9 +214,15 @@ impl SpaListener {
             batch_max = BATCH_MAX,
             "spa listener ready"
         );
+        // Until the stop signal, or a thread that ends before it (a panic):
+        // then the listener ends, and with it the server (supervision).
         while !*stop.borrow_and_update() {
-            if stop.changed().await.is_err() {
-                break;
+            tokio::select! {
+                changed = stop.changed() => if changed.is_err() { break },
+                () = ended.notified() => {
+                    error!("an SPA thread ended unexpectedly: stopping the listener");
+                    break;
+                }
             }
         }
         stop_flag.store(true, Relaxed);
@@ -240,16 +249,19 @@ fn start_threads(
     plans: mpsc::Sender<(GrantPlan, Instant)>,
     counters: &Arc<SpaCounters>,
     stop: &Arc<AtomicBool>,
+    ended: &Arc<Notify>,
 ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
     let budget = Arc::new(Mutex::new(LogBudget::default()));
     let (to_committer, from_readers) = sync_channel(2 * BATCH_MAX);
     let mut threads = Vec::new();
     {
         let (verifier, counters, budget) = (verifier.clone(), counters.clone(), budget.clone());
+        let ended = EndGuard(ended.clone());
         threads.push(
             std::thread::Builder::new()
                 .name("spa-commit".into())
                 .spawn(move || {
+                    let _ended = ended;
                     pipeline::commit_loop(
                         &verifier,
                         replay,
@@ -274,10 +286,12 @@ fn start_threads(
                 budget.clone(),
                 stop.clone(),
             );
+            let ended = EndGuard(ended.clone());
             threads.push(
                 std::thread::Builder::new()
                     .name("spa-read".into())
                     .spawn(move || {
+                        let _ended = ended;
                         let shared = pipeline::Shared {
                             verifier: &verifier,
                             counters: &counters,
@@ -290,6 +304,16 @@ fn start_threads(
         }
     }
     Ok(threads)
+}
+
+/// Held by each SPA thread: tells the listener when the thread ends, by
+/// return or by panic (dropped while unwinding).
+struct EndGuard(Arc<Notify>);
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        self.0.notify_one();
+    }
 }
 
 fn unix_now() -> u64 {
