@@ -197,8 +197,10 @@ impl SpaListener {
             replay,
             plans_tx,
             &counters,
-            &stop_flag,
-            &ended,
+            &Lifeline {
+                stop: stop_flag.clone(),
+                ended: ended.clone(),
+            },
         ) {
             Ok(threads) => threads,
             Err(err) => {
@@ -248,9 +250,9 @@ fn start_threads(
     replay: ReplayCache,
     plans: mpsc::Sender<(GrantPlan, Instant)>,
     counters: &Arc<SpaCounters>,
-    stop: &Arc<AtomicBool>,
-    ended: &Arc<Notify>,
+    lifeline: &Lifeline,
 ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+    let Lifeline { stop, ended } = lifeline;
     let budget = Arc::new(Mutex::new(LogBudget::default()));
     let (to_committer, from_readers) = sync_channel(2 * BATCH_MAX);
     let mut threads = Vec::new();
@@ -304,6 +306,13 @@ fn start_threads(
         }
     }
     Ok(threads)
+}
+
+/// What the SPA threads share with the listener: the flag that stops them
+/// and the signal that one of them ended.
+struct Lifeline {
+    stop: Arc<AtomicBool>,
+    ended: Arc<Notify>,
 }
 
 /// Held by each SPA thread: tells the listener when the thread ends, by
