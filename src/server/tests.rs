@@ -22,6 +22,7 @@ fn settings() -> ServerSettings {
             ..KnockRules::default()
         },
         protected_port: 2222,
+        max_grants: crate::grants::DEFAULT_MAX_GRANTS,
     }
 }
 
@@ -204,6 +205,7 @@ async fn run_listens_on_real_sockets_and_tears_down_on_shutdown() {
     let settings = ServerSettings {
         rules,
         protected_port: 2222,
+        max_grants: crate::grants::DEFAULT_MAX_GRANTS,
     };
     let running = RunningServer::start(settings, sockets);
     let (calls, counters) = (running.calls.clone(), running.counters.clone());
@@ -247,6 +249,7 @@ async fn knocks_queued_on_several_sockets_are_judged_in_arrival_order() {
     let settings = ServerSettings {
         rules,
         protected_port: 2222,
+        max_grants: crate::grants::DEFAULT_MAX_GRANTS,
     };
     receiver::wait_until_arrivals_are_stamped().await;
     for last in 1..=SOURCES {
