@@ -240,7 +240,9 @@ mod tests {
     fn renewal_moves_the_deadline_and_leaves_one_grant() {
         let t0 = Instant::now();
         let mut table = GrantTable::new(100);
-        table.grant(ip(1), 22, t0 + Duration::from_secs(30)).unwrap();
+        table
+            .grant(ip(1), 22, t0 + Duration::from_secs(30))
+            .unwrap();
         assert_eq!(
             table.grant(ip(1), 22, t0 + Duration::from_secs(50)),
             Ok(GrantChange::Renewed)
@@ -258,7 +260,9 @@ mod tests {
         let t0 = Instant::now();
         let mut table = GrantTable::new(100);
         let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
-        table.grant(mapped, 22, t0 + Duration::from_secs(5)).unwrap();
+        table
+            .grant(mapped, 22, t0 + Duration::from_secs(5))
+            .unwrap();
         assert!(table.is_granted(ip(1), 22, t0));
         assert!(table.remove(ip(1), 22));
         assert!(!table.remove(ip(1), 22));
@@ -296,7 +300,15 @@ mod tests {
         assert_eq!(parse_max_grants("1"), Ok(1));
         assert_eq!(parse_max_grants(" 10000 "), Ok(10_000));
         assert_eq!(parse_max_grants("1000000"), Ok(MAX_MAX_GRANTS));
-        for bad in ["0", "-1", "x", "", "1.5", "1000001", "99999999999999999999999"] {
+        for bad in [
+            "0",
+            "-1",
+            "x",
+            "",
+            "1.5",
+            "1000001",
+            "99999999999999999999999",
+        ] {
             let err = parse_max_grants(bad).unwrap_err();
             assert!(err.to_string().contains("--max-grants"), "{err}");
         }

@@ -135,7 +135,11 @@ fn client_in_flood(
         verdicts.push(tracker.knock(client, port, now));
         for _ in 0..gaps.get(i).copied().unwrap_or(0) {
             let source = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + spoofed));
-            let port = if wrong[spoofed as usize % wrong.len()] { 1 } else { seq[0] };
+            let port = if wrong[spoofed as usize % wrong.len()] {
+                1
+            } else {
+                seq[0]
+            };
             now += Duration::from_micros(spacing_us);
             tracker.knock(source, port, now);
             spoofed += 1;

@@ -269,12 +269,18 @@ fn a_full_table_moves_the_stalest_first_knock_to_the_ledger_and_it_resumes() {
     assert_eq!(t.stats().restored, 1);
     // Back in the table past its first knock, it displaced ip 2's first
     // knock (to the ledger, not the lockout); everyone still resumes.
-    assert!(matches!(t.knock(ip(1), 9012, t0 + 3 * ms), Verdict::Grant { .. }));
+    assert!(matches!(
+        t.knock(ip(1), 9012, t0 + 3 * ms),
+        Verdict::Grant { .. }
+    ));
     assert!(matches!(
         t.knock(ip(2), 5678, t0 + 3 * ms),
         Verdict::Progress { matched: 2, .. }
     ));
-    assert!(matches!(t.knock(ip(3), 1234, t0 + 3 * ms), Verdict::Ignored { .. }));
+    assert!(matches!(
+        t.knock(ip(3), 1234, t0 + 3 * ms),
+        Verdict::Ignored { .. }
+    ));
     assert!(matches!(
         t.knock(ip(4), 5678, t0 + 3 * ms),
         Verdict::Progress { matched: 2, .. }
@@ -291,7 +297,11 @@ fn settled_first_knocks_are_not_displaced_by_brand_new_ones() {
     // Past SETTLED, a brand-new first knock goes to the ledger instead.
     let later = t0 + SETTLED;
     t.knock(ip(3), 1234, later);
-    assert_eq!(t.oldest_in_progress(), Some(ip(1)), "ip 1 stays in the table");
+    assert_eq!(
+        t.oldest_in_progress(),
+        Some(ip(1)),
+        "ip 1 stays in the table"
+    );
     assert_eq!(t.tracked(), 2);
     assert_eq!(t.stats().evictions, 1);
     for n in 1..=3 {
@@ -325,7 +335,11 @@ fn issue_9_item_8_a_client_half_a_second_apart_survives_a_79k_per_second_flood()
     let mut flood = |t: &mut KnockTracker, until: Instant, now: &mut Instant| {
         while *now + spacing < until {
             *now += spacing;
-            t.knock(IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + n)), 1234, *now);
+            t.knock(
+                IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + n)),
+                1234,
+                *now,
+            );
             n += 1;
             assert!(t.tracked() <= bound);
         }
@@ -345,7 +359,10 @@ fn issue_9_item_8_a_client_half_a_second_apart_survives_a_79k_per_second_flood()
             assert!(matches!(verdict, Verdict::Grant { .. }));
         }
     }
-    assert!(t.stats().restored >= 1, "the client came back from the ledger");
+    assert!(
+        t.stats().restored >= 1,
+        "the client came back from the ledger"
+    );
 }
 
 #[test]
@@ -381,7 +398,10 @@ fn issue_9_item_14_a_duplicated_knock_is_tolerated() {
             "knock {i}"
         );
     }
-    assert!(matches!(t.knock(ip(1), 9012, t0 + 5 * ms), Verdict::Grant { .. }));
+    assert!(matches!(
+        t.knock(ip(1), 9012, t0 + 5 * ms),
+        Verdict::Grant { .. }
+    ));
     assert_eq!(t.stats().duplicates, 3);
     // Only the port just matched: an earlier port of the sequence is wrong.
     t.knock(ip(2), 1234, t0);

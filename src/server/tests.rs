@@ -319,3 +319,48 @@ impl RunningServer {
         self.task.await.unwrap().unwrap();
     }
 }
+
+/// Issue 9 item 6: at `max_grants`, knock and SPA grants alike are refused
+/// and counted, nothing reaches the firewall for them, and the open grant
+/// still renews.
+#[tokio::test(start_paused = true)]
+async fn at_max_grants_new_grants_are_refused_and_counted_renewals_work() {
+    let (changes, mut queued) = tokio::sync::mpsc::channel(16);
+    let counters = Arc::new(Counters::new());
+    let settings = ServerSettings {
+        max_grants: 1,
+        ..settings()
+    };
+    let engine = Engine::new(&settings, changes, counters.clone());
+    assert_eq!(engine.grant(ip(1), 2222, SEC).await, Ok(GrantChange::New));
+    let refused = engine.grant(ip(2), 2222, SEC).await.unwrap_err();
+    assert_eq!((refused.ip, refused.max), (ip(2), 1));
+    for port in [1234, 5678, 9012] {
+        engine.handle_knock(ip(3), port).await;
+    }
+    assert_eq!(engine.open_grants(), 1);
+    assert_eq!(counters.snapshot().grants_refused, 2);
+    assert_eq!(
+        engine.grant(ip(1), 2222, SEC).await,
+        Ok(GrantChange::Renewed)
+    );
+    let mut applied = Vec::new();
+    while let Ok(change) = queued.try_recv() {
+        applied.push(change);
+    }
+    assert_eq!(
+        applied,
+        vec![
+            Change::Grant {
+                ip: ip(1),
+                port: 2222,
+                ttl: SEC
+            },
+            Change::Grant {
+                ip: ip(1),
+                port: 2222,
+                ttl: SEC
+            },
+        ]
+    );
+}
