@@ -43,9 +43,11 @@
 //!   So a flood of spoofed wrong knocks churns lockouts among themselves.
 //!
 //! A client therefore survives a first-knock flood of `rate` new sources a
-//! second if it knocks again within `(max_tracked + 2 * max_tracked) /
-//! rate` seconds (0.76 s for 20 000 at 79 000/s), and once past its second
-//! knock only sources that know the sequence compete with it. Losing a
+//! second if it knocks again within `3 * max_tracked / rate` seconds while
+//! the table turns over faster than [`SETTLED`] (0.76 s for 20 000 at
+//! 79 000/s; before the ledger, 0.25 s), or within `2 * max_tracked / rate`
+//! (more than `2 * SETTLED`) when it turns over slower; once past its
+//! second knock only sources that know the sequence compete with it. Losing a
 //! lockout costs little: it only lets that source knock again. Grants are
 //! not tracked here (see `grants.rs`), so they are never evicted.
 

@@ -13,8 +13,8 @@
 //! Shape: a ring of records, first in first out (a record survives the
 //! next `capacity - 1` evictions, whatever the flood sends), plus an index
 //! from the fingerprint's low 32 bits to the ring position. Lookups,
-//! inserts and overwrites are O(1); the ring and the index grow to their
-//! bound like the table's slab and then allocate nothing. Fingerprints are
+//! inserts and overwrites are O(1); the ring and the index are allocated
+//! at their bound at the first eviction and then allocate nothing. Fingerprints are
 //! keyed (std's random SipHash keys), so a sender cannot aim a spoofed
 //! source at a client's record. A record whose index key is taken by a
 //! newer record, or whose slot the ring reuses, is forgotten: its source is
@@ -107,10 +107,12 @@ impl Ledger {
             first,
         };
         let pos = if self.ring.len() < self.capacity {
-            if self.ring.len() == self.ring.capacity() {
-                // Grow by doubling, never past the bound (as the slab does).
-                let target = (self.ring.len() * 2).max(64).min(self.capacity);
-                self.ring.reserve_exact(target - self.ring.len());
+            if self.ring.capacity() == 0 {
+                // All at once, at the first eviction: the table is full
+                // then, a flood is likely, and growing (rehashing) the
+                // index under a flood costs bursts the socket pays in drops.
+                self.ring.reserve_exact(self.capacity);
+                self.index.reserve(self.capacity);
             }
             self.ring.push(record);
             self.ring.len() - 1
