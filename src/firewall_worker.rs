@@ -6,28 +6,77 @@
 //! logs each failure with the backend's own words, and tells the server of
 //! a grant that failed so the server's table matches the firewall. When the
 //! queue closes it tears the backend down.
+//!
+//! The worker also keeps the kernel state equal to the grant table when
+//! someone else changes it (a firewall reload must never leave the door
+//! open): it verifies the backend's rules when the backend's monitor says
+//! they may have changed (nftables notifications), on a period as a safety
+//! net, and repairs by running setup again and re-applying every live
+//! grant with its remaining time (the grant table is the source of truth).
+//!
+//! A panic in a backend call must not leave the worker half-alive: it is
+//! caught, the backend is torn down (also guarded), and the thread ends,
+//! which closes the change queue for the server to notice.
 
 use std::net::IpAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info};
 
 use crate::counters::Counters;
+use crate::firewall::nft_monitor::NftMonitor;
 use crate::firewall::{Change, Firewall, FirewallError};
 
 /// Changes queued beyond this make a knock wait (backpressure, not loss).
 pub const QUEUE_CAPACITY: usize = 65_536;
 /// Most changes applied in one batch.
 pub const MAX_BATCH: usize = 1024;
+/// After a failed repair, the next attempt comes this soon.
+const RETRY_REPAIR: Duration = Duration::from_secs(1);
+/// The period when the backend asks for none: an idle bound, not a check.
+const IDLE: Duration = Duration::from_secs(3600);
 
 type FailedGrant = Box<dyn Fn(IpAddr, u16) + Send + Sync>;
+type LiveGrants = Box<dyn Fn() -> Vec<Change> + Send + Sync>;
+
+/// What the worker calls back into the server.
+#[derive(Default)]
+struct Callbacks {
+    on_failed_grant: Mutex<Option<FailedGrant>>,
+    live_grants: Mutex<Option<LiveGrants>>,
+}
+
+impl Callbacks {
+    fn failed_grant(&self, ip: IpAddr, port: u16) {
+        if let Some(callback) = self
+            .on_failed_grant
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            callback(ip, port);
+        }
+    }
+
+    fn live(&self) -> Vec<Change> {
+        self.live_grants
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map_or_else(Vec::new, |live| live())
+    }
+}
 
 /// Handle on the running worker thread.
 pub struct FirewallWorker {
     thread: JoinHandle<()>,
-    on_failed_grant: Arc<Mutex<Option<FailedGrant>>>,
+    callbacks: Arc<Callbacks>,
 }
 
 impl std::fmt::Debug for FirewallWorker {
@@ -45,36 +94,44 @@ impl FirewallWorker {
     ) -> Result<(mpsc::Sender<Change>, FirewallWorker), FirewallError> {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let (ready_tx, ready_rx) = oneshot::channel();
-        let on_failed_grant: Arc<Mutex<Option<FailedGrant>>> = Arc::default();
-        let callback = on_failed_grant.clone();
+        let callbacks: Arc<Callbacks> = Arc::default();
+        let shared = callbacks.clone();
         let thread = std::thread::Builder::new()
             .name("firewall".into())
             .spawn(move || {
-                if let Err(err) = firewall.setup() {
-                    let _ = ready_tx.send(Err(err));
-                    return;
-                }
-                let _ = ready_tx.send(Ok(()));
-                apply_until_closed(firewall.as_mut(), rx, &counters, &callback);
-                match firewall.teardown() {
-                    Ok(()) => info!(backend = firewall.name(), "firewall rules removed"),
-                    Err(err) => {
-                        error!(backend = firewall.name(), error = %err, "firewall teardown failed")
+                let setup = catch_unwind(AssertUnwindSafe(|| firewall.setup()));
+                match setup {
+                    Ok(Ok(())) => {}
+                    Ok(Err(err)) => {
+                        let _ = ready_tx.send(Err(err));
+                        return;
+                    }
+                    Err(_) => {
+                        error!(backend = firewall.name(), "firewall setup panicked");
+                        teardown(firewall.as_mut());
+                        return;
                     }
                 }
+                let _ = ready_tx.send(Ok(()));
+                let run = catch_unwind(AssertUnwindSafe(|| {
+                    apply_until_closed(firewall.as_mut(), rx, &counters, &shared)
+                }));
+                if run.is_err() {
+                    // The queue's receiver was dropped with the unwound
+                    // frame: the server sees the worker gone.
+                    error!(
+                        backend = firewall.name(),
+                        "firewall worker panicked: removing our rules and stopping"
+                    );
+                }
+                teardown(firewall.as_mut());
             })
             .map_err(|source| FirewallError::Io {
                 context: "cannot start the firewall thread".into(),
                 source,
             })?;
         match ready_rx.await {
-            Ok(Ok(())) => Ok((
-                tx,
-                FirewallWorker {
-                    thread,
-                    on_failed_grant,
-                },
-            )),
+            Ok(Ok(())) => Ok((tx, FirewallWorker { thread, callbacks })),
             Ok(Err(err)) => {
                 let _ = thread.join();
                 Err(err)
@@ -92,9 +149,25 @@ impl FirewallWorker {
     /// Registers what to call when a grant could not be applied.
     pub fn on_failed_grant(&self, callback: impl Fn(IpAddr, u16) + Send + Sync + 'static) {
         *self
+            .callbacks
             .on_failed_grant
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(Box::new(callback));
+    }
+
+    /// Registers where a repair reads the live grants: one
+    /// [`Change::Grant`] per open grant, with its *remaining* time.
+    pub fn live_grants(&self, callback: impl Fn() -> Vec<Change> + Send + Sync + 'static) {
+        *self
+            .callbacks
+            .live_grants
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Box::new(callback));
+    }
+
+    /// Whether the worker thread has ended (its queue is closed).
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
     }
 
     /// Waits for the worker to apply what is queued and tear down. Every
@@ -105,41 +178,188 @@ impl FirewallWorker {
     }
 }
 
+/// Tears the backend down, a panic included, and logs how it went.
+fn teardown(firewall: &mut dyn Firewall) {
+    let name = firewall.name();
+    match catch_unwind(AssertUnwindSafe(|| firewall.teardown())) {
+        Ok(Ok(())) => info!(backend = name, "firewall rules removed"),
+        Ok(Err(err)) => error!(backend = name, error = %err, "firewall teardown failed"),
+        Err(_) => error!(backend = name, "firewall teardown panicked"),
+    }
+}
+
+/// What woke the worker.
+enum Wake {
+    Change(Change),
+    Closed,
+    Check,
+}
+
 fn apply_until_closed(
     firewall: &mut dyn Firewall,
     mut rx: mpsc::Receiver<Change>,
     counters: &Counters,
-    on_failed_grant: &Mutex<Option<FailedGrant>>,
+    callbacks: &Callbacks,
 ) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.blocking_recv() {
-        batch.clear();
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(change) => batch.push(change),
-                Err(_) => break,
-            }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            error!(error = %err, "firewall worker: no timer runtime; rules are not watched");
+            return apply_only(firewall, rx, counters, callbacks);
         }
-        let results = firewall.apply(&batch);
-        for (change, result) in batch.iter().zip(results) {
-            counters.record_firewall(result.is_err());
-            let Err(err) = result else { continue };
-            match *change {
-                Change::Grant { ip, port, .. } => {
-                    error!(%ip, port, backend = firewall.name(), error = %err, "grant failed; access not opened");
-                    if let Some(callback) = on_failed_grant
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .as_ref()
-                    {
-                        callback(ip, port);
+    };
+    let every = firewall.verify_every();
+    let mut monitor = match firewall.monitor() {
+        Ok(Some(monitor)) => runtime
+            .block_on(async {
+                // SAFETY: the monitor owns its descriptor and neither
+                // replaces nor closes it while the AsyncFd holds it.
+                unsafe { AsyncFd::register_with_interest(monitor, Interest::READABLE) }
+                    .map_err(std::io::Error::from)
+            })
+            .inspect_err(|err| error!(error = %err, "cannot watch firewall notifications"))
+            .ok(),
+        Ok(None) => None,
+        Err(err) => {
+            error!(backend = firewall.name(), error = %err, "cannot watch firewall notifications; checking periodically only");
+            None
+        }
+    };
+    let mut next_check = Instant::now() + every.unwrap_or(IDLE);
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        let wake = runtime.block_on(async {
+            tokio::select! {
+                // Checks first, so a flood of changes cannot starve them.
+                biased;
+                () = tokio::time::sleep_until(next_check.into()) => Wake::Check,
+                () = notified(&mut monitor) => Wake::Check,
+                change = rx.recv() => change.map_or(Wake::Closed, Wake::Change),
+            }
+        });
+        match wake {
+            Wake::Closed => return,
+            Wake::Change(first) => {
+                batch.clear();
+                batch.push(first);
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(change) => batch.push(change),
+                        Err(_) => break,
                     }
                 }
-                Change::Revoke { ip, port } => {
-                    error!(%ip, port, backend = firewall.name(), error = %err, "revoke failed; rule stays until teardown");
-                }
+                apply_batch(firewall, &batch, counters, callbacks);
+            }
+            Wake::Check => {
+                let repaired = check_and_repair(firewall, callbacks);
+                let wait = match repaired {
+                    true => every.unwrap_or(IDLE),
+                    false => RETRY_REPAIR,
+                };
+                next_check = Instant::now() + wait;
             }
         }
     }
 }
+
+/// Without a runtime: apply changes only (no watching).
+fn apply_only(
+    firewall: &mut dyn Firewall,
+    mut rx: mpsc::Receiver<Change>,
+    counters: &Counters,
+    callbacks: &Callbacks,
+) {
+    while let Some(change) = rx.blocking_recv() {
+        apply_batch(firewall, &[change], counters, callbacks);
+    }
+}
+
+/// Returns once the monitor reports a change that concerns us (or lost
+/// notifications); never without a monitor.
+async fn notified(monitor: &mut Option<AsyncFd<NftMonitor>>) {
+    let Some(fd) = monitor else {
+        return std::future::pending().await;
+    };
+    loop {
+        let Ok(mut guard) = fd.readable_mut().await else {
+            return;
+        };
+        match guard.try_io(|inner| inner.get_mut().drain()) {
+            Ok(Ok(true)) | Ok(Err(_)) => return,
+            Ok(Ok(false)) | Err(_) => {}
+        }
+    }
+}
+
+fn apply_batch(
+    firewall: &mut dyn Firewall,
+    batch: &[Change],
+    counters: &Counters,
+    callbacks: &Callbacks,
+) {
+    let results = firewall.apply(batch);
+    for (change, result) in batch.iter().zip(results) {
+        counters.record_firewall(result.is_err());
+        let Err(err) = result else { continue };
+        match *change {
+            Change::Grant { ip, port, .. } => {
+                error!(%ip, port, backend = firewall.name(), error = %err, "grant failed; access not opened");
+                callbacks.failed_grant(ip, port);
+            }
+            Change::Revoke { ip, port } => {
+                error!(%ip, port, backend = firewall.name(), error = %err, "revoke failed; the periodic check repairs the rules");
+            }
+        }
+    }
+}
+
+/// Verifies the backend's rules and repairs them if something is missing.
+/// Returns false when the check or the repair failed (retry soon).
+fn check_and_repair(firewall: &mut dyn Firewall, callbacks: &Callbacks) -> bool {
+    let started = Instant::now();
+    let missing = match firewall.verify() {
+        Ok(missing) if missing.is_empty() => return true,
+        Ok(missing) => missing,
+        Err(err) => {
+            error!(backend = firewall.name(), error = %err, "cannot verify the firewall rules");
+            return false;
+        }
+    };
+    let grants = callbacks.live();
+    let result = firewall.setup().and_then(|()| {
+        firewall
+            .apply(&grants)
+            .into_iter()
+            .find_map(Result::err)
+            .map_or(Ok(()), Err)
+    });
+    let missing = missing.join("; ");
+    let repair_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match result {
+        Ok(()) => {
+            error!(
+                backend = firewall.name(),
+                missing = %missing,
+                grants = grants.len(),
+                repair_ms,
+                "firewall rules were changed by someone else: repaired"
+            );
+            true
+        }
+        Err(err) => {
+            error!(
+                backend = firewall.name(),
+                missing = %missing,
+                error = %err,
+                "firewall rules were changed by someone else and the repair failed; retrying"
+            );
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -24,9 +24,9 @@ use thiserror::Error;
 /// small enough that a flood of spoofed grants costs a few megabytes.
 pub const DEFAULT_MAX_GRANTS: usize = 10_000;
 
-/// Largest accepted `--max-grants`: a million grants is ~100 MB of table
-/// and firewall state; beyond that the bound no longer protects anything.
-pub const MAX_MAX_GRANTS: usize = 1_000_000;
+/// Largest accepted `--max-grants`: the configuration file's bound
+/// (`max-grants`), so a flag and a file accept the same values.
+pub const MAX_MAX_GRANTS: usize = crate::config::server_config::MAX_TABLE_BOUND as usize;
 
 /// How long refusals are summarised into one warning.
 pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -299,14 +299,14 @@ mod tests {
     fn max_grants_is_validated() {
         assert_eq!(parse_max_grants("1"), Ok(1));
         assert_eq!(parse_max_grants(" 10000 "), Ok(10_000));
-        assert_eq!(parse_max_grants("1000000"), Ok(MAX_MAX_GRANTS));
+        assert_eq!(parse_max_grants("10000000"), Ok(MAX_MAX_GRANTS));
         for bad in [
             "0",
             "-1",
             "x",
             "",
             "1.5",
-            "1000001",
+            "10000001",
             "99999999999999999999999",
         ] {
             let err = parse_max_grants(bad).unwrap_err();

@@ -25,15 +25,16 @@ use tokio::task::JoinSet;
 
 use crate::config::DEFAULT_FLAG;
 
+pub mod accept_backoff;
+
+use accept_backoff::AcceptBackoff;
+
 /// Default time a connection stays open after the greeting (the seed's 3 s).
 pub const DEFAULT_CLOSE_AFTER: Duration = Duration::from_secs(3);
 /// Default cap on concurrent connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Largest accepted `--max-connections`: beyond it the cap protects nothing.
 pub const MAX_MAX_CONNECTIONS: usize = 1_000_000;
-/// Pause after a failed `accept` (e.g. out of file descriptors), so a
-/// persistent error does not spin the CPU.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// How the protected service behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,6 +252,7 @@ async fn accept_loop(
 ) {
     let mut connections = JoinSet::new();
     let stop_for_connections = stop.clone();
+    let mut backoff = AcceptBackoff::new();
     loop {
         tokio::select! {
             _ = stopped(&mut stop) => break,
@@ -259,11 +261,13 @@ async fn accept_loop(
                 let (stream, peer) = match accepted {
                     Ok(pair) => pair,
                     Err(err) => {
-                        tracing::warn!(error = %err, "accept failed");
-                        tokio::time::sleep(ACCEPT_BACKOFF).await;
-                        continue;
+                        tokio::select! {
+                            _ = backoff.on_error("protected service", &err) => continue,
+                            _ = stopped(&mut stop) => break,
+                        }
                     }
                 };
+                backoff.on_success("protected service");
                 let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
                     tracing::warn!(%peer, max = settings.max_connections,
                         "connection cap reached: closing new connection");

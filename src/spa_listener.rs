@@ -33,7 +33,6 @@
 //! throughput is bound by the replay cache's fsync per packet: put
 //! `--spa-replay-cache` on tmpfs to measure the rest.
 
-mod log_budget;
 mod setup;
 
 use std::net::{IpAddr, SocketAddr};
@@ -46,12 +45,12 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
+pub use crate::log_budget::{Admit, LogBudget};
 use crate::server::{Engine, Listener};
 use crate::spa::{
     Accepted, MAX_PACKET_LEN, PortSpec, Proto, RejectReason, Rejected, ReplayCache, Verdict,
     Verifier,
 };
-pub use log_budget::{Admit, LogBudget};
 pub use setup::{
     DEFAULT_REPLAY_CACHE, SpaOptions, SpaSetup, SpaSetupError, open_tcp_ports, parse_max_age,
     stanzas_without_open_ports,
@@ -174,7 +173,7 @@ impl SpaListener {
 
     /// The listener as a [`Listener`] for [`crate::server::run_with`].
     pub fn into_listener(self) -> Listener {
-        Box::new(move |engine, stop| Box::pin(self.run(engine, stop)))
+        Listener::new("spa listener", move |engine, stop| self.run(engine, stop))
     }
 
     /// Runs until `stop` turns true, then drains what was queued.

@@ -6,6 +6,10 @@
 //! and is closed. Why this shape: any tool reads it (`nc 127.0.0.1 PORT`),
 //! it costs nothing while nobody asks (no timer, no file rewritten), and
 //! loopback only keeps the figures off the network.
+//!
+//! A failing accept (out of file descriptors) backs off as every accept
+//! loop of the crate does ([`AcceptBackoff`]): retrying at once spun a core
+//! while descriptors ran out (issue 9 item 10).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -14,9 +18,10 @@ use std::sync::Arc;
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
-use tracing::{debug, info};
+use tracing::info;
 
 use crate::counters::{Counters, json_object};
+use crate::service::accept_backoff::AcceptBackoff;
 use crate::spa_listener::SpaCounters;
 
 /// A stats address that was refused.
@@ -66,6 +71,7 @@ pub async fn serve(
         info!(%addr, "stats endpoint listening");
     }
     tokio::pin!(shutdown);
+    let mut backoff = AcceptBackoff::new();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -73,6 +79,7 @@ pub async fn serve(
         };
         match accepted {
             Ok((mut stream, _)) => {
+                backoff.on_success("stats endpoint");
                 let line = stats_line(&counters, spa.as_deref());
                 // A slow reader must not hold up the next one: write from a task.
                 tokio::spawn(async move {
@@ -80,7 +87,10 @@ pub async fn serve(
                     let _ = stream.shutdown().await;
                 });
             }
-            Err(err) => debug!(error = %err, "stats accept failed"),
+            Err(err) => tokio::select! {
+                _ = backoff.on_error("stats endpoint", &err) => {}
+                _ = &mut shutdown => return,
+            },
         }
     }
 }

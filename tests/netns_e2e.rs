@@ -8,5 +8,9 @@
 
 mod access;
 mod crash;
+mod instance;
+mod iptables_rules;
 mod lab;
+mod life;
 mod privilege;
+mod reload;

@@ -1,9 +1,8 @@
-//! Every vector of `shared/spa/vectors.json` (made with the real fwknop
-//! 2.6.10 client, judged by the real fwknopd), fed in file order to one
-//! verifier and one replay cache, with each vector's `now` injected.
-//!
-//! The file lives beside the repository (`$CARGO_MANIFEST_DIR/../shared`).
-//! If it is missing the test fails when `CI` is set and warns loudly otherwise.
+//! Every vector of `tests/data/spa/vectors.json` (made with the real fwknop
+//! 2.6.10 client, judged by the real fwknopd; see `FWKNOP-SPA.md` beside
+//! it), fed in file order to one verifier and one replay cache, with each
+//! vector's `now` injected. The file is part of the repository, so the
+//! test reads nothing outside the checkout.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -14,26 +13,15 @@ use portknock::spa::{
 use serde_json::Value;
 
 fn vectors_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/spa/vectors.json")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/spa/vectors.json")
 }
 
-/// Loads the file, or `None` after a loud warning (panics under CI).
-fn load() -> Option<Value> {
+/// Loads the file (part of the repository: missing is a failure).
+fn load() -> Value {
     let path = vectors_path();
-    match std::fs::read_to_string(&path) {
-        Ok(text) => Some(serde_json::from_str(&text).expect("vectors.json is not valid JSON")),
-        Err(e) => {
-            let msg = format!(
-                "SPA VECTORS NOT CHECKED: cannot read {}: {e}",
-                path.display()
-            );
-            if std::env::var_os("CI").is_some() {
-                panic!("{msg}");
-            }
-            eprintln!("\n!!!!!!!!!! WARNING: {msg} !!!!!!!!!!\n");
-            None
-        }
-    }
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_str(&text).expect("vectors.json is not valid JSON")
 }
 
 /// One access.conf holding the file's stanzas (S1..S4) with its server defaults.
@@ -110,7 +98,7 @@ fn check_fields(name: &str, e: &Value, m: &portknock::spa::SpaMessage) {
 
 #[test]
 fn every_vector_gets_fwknopds_verdict_in_file_order() {
-    let Some(doc) = load() else { return };
+    let doc = load();
     let defaults = &doc["server_defaults"];
     let (conf, names) = access_conf(&doc);
     // S4 is fwknop's legacy mode without HMAC: allowed here explicitly.
@@ -229,7 +217,7 @@ fn every_vector_gets_fwknopds_verdict_in_file_order() {
 /// Without NAT enabled (portknock's default), fwknop's NAT packets are refused.
 #[test]
 fn nat_vectors_are_refused_by_default_policy() {
-    let Some(doc) = load() else { return };
+    let doc = load();
     let (conf, _) = access_conf(&doc);
     let stanzas = parse_access_conf(
         &conf,

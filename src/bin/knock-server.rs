@@ -10,16 +10,19 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use clap::Parser;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use portknock::cli::{self, EXIT_FAILURE, EXIT_USAGE};
 use portknock::config::{self, KnockRules, Sequence};
 use portknock::counters::Counters;
+use portknock::firewall::instance::{Instance, InstanceError, InstanceLock};
 use portknock::firewall::userspace::AccessList;
-use portknock::firewall::{Firewall, FirewallError, FirewallKind, FirewallOptions, select};
+use portknock::firewall::{
+    Firewall, FirewallError, FirewallKind, FirewallOptions, Position, select,
+};
 use portknock::gate::{self, GateSettings, GateTarget};
 use portknock::net;
-use portknock::server::{self, ServerSettings};
+use portknock::server::{self, Listener, ServerSettings};
 use portknock::service::ServiceSettings;
 use portknock::spa::DEFAULT_SPA_PORT;
 use portknock::spa_listener::{self, SpaListener, SpaOptions, SpaSetup};
@@ -92,6 +95,15 @@ struct Args {
     #[arg(long, default_value_t = gate::DEFAULT_MAX_CONNECTIONS, value_parser = portknock::service::parse_max_connections)]
     max_connections: usize,
 
+    /// Userspace gate: cap on connections one client IP holds at once.
+    #[arg(long, default_value_t = gate::DEFAULT_MAX_CONNECTIONS_PER_IP, value_parser = gate::parse_max_connections_per_ip)]
+    max_connections_per_ip: usize,
+
+    /// Userspace gate with --upstream: close a proxied connection after this
+    /// long without a byte either way (e.g. 90s, 5m, 1h; at most 24h).
+    #[arg(long, default_value = "5m", value_parser = config::parse_duration)]
+    upstream_idle_timeout: Duration,
+
     /// Turn on the SPA listener: fwknop-compatible Single Packet
     /// Authorization packets (encrypted, HMAC'd, timestamped) open access.
     #[arg(long, requires = "spa_access", help_heading = "SPA")]
@@ -136,9 +148,25 @@ struct Args {
     #[arg(long, value_name = "IP:PORT", value_parser = portknock::stats::parse_stats_addr)]
     stats_listen: Option<std::net::SocketAddr>,
 
+    /// Name of this server's firewall instance: its own nftables table
+    /// (inet portknock-NAME) and iptables chain (PORTKNOCK-NAME), so two
+    /// servers can run side by side; one live server per instance.
+    #[arg(long, value_name = "NAME", default_value = "default", value_parser = parse_instance)]
+    instance: Instance,
+
+    /// iptables: where the jump to our chain goes in INPUT. first: a grant
+    /// wins over the admin's later INPUT rules; last: the admin's own
+    /// INPUT rules (e.g. a DROP of an address) win.
+    #[arg(long, value_enum, default_value_t = Position::First)]
+    iptables_position: Position,
+
     /// More logs: -v for every knock, -vv for everything (RUST_LOG wins).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+}
+
+fn parse_instance(text: &str) -> Result<Instance, InstanceError> {
+    text.parse()
 }
 
 fn parse_sequence(text: &str) -> Result<Sequence, config::ConfigError> {
@@ -181,6 +209,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Failure> {
+    // Before the firewall is touched: SIGHUP must not kill us untorn-down.
+    cli::survive_hangups().map_err(|err| anyhow!(err).context("cannot handle SIGHUP"))?;
     config::check_protected_port(&args.sequence, args.protected_port).map_err(usage)?;
     let binds = if args.bind.is_empty() {
         net::WILDCARDS.to_vec()
@@ -204,6 +234,12 @@ async fn run(args: Args) -> Result<(), Failure> {
     }
     let access = AccessList::new();
     let (firewall, gate) = choose_firewall(&args, &access, protected_ports.clone())?;
+    // A kernel backend owns its instance's rules: refuse a second owner
+    // before touching anything. Held until after teardown.
+    let _instance_lock = match gate {
+        None => Some(InstanceLock::acquire(&args.instance)?),
+        Some(_) => None,
+    };
     if gate.is_some() {
         let unguarded: Vec<u16> = protected_ports
             .iter()
@@ -265,50 +301,37 @@ async fn run(args: Args) -> Result<(), Failure> {
         max_grants: args.max_grants,
     };
     let counters = Arc::new(Counters::new());
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let gate_task = gate.map(|gate_settings| {
-        let mut stop = stop_rx.clone();
-        tokio::spawn(gate::run(
-            gate_listeners,
-            access,
-            gate_settings,
+    // The gate and the stats endpoint run as the server's listeners, so
+    // the server stops (with teardown) if either ends early.
+    if let Some(gate_settings) = gate {
+        listeners.push(Listener::new("gate", move |_, stop| {
+            let gate = gate::run(gate_listeners, access, gate_settings, stopped(stop));
             async move {
-                let _ = stop.changed().await;
-            },
-        ))
-    });
-    let stats_task = stats_listener.map(|listener| {
-        let mut stop = stop_rx.clone();
-        tokio::spawn(portknock::stats::serve(
-            listener,
-            counters.clone(),
-            spa_counters,
-            async move {
-                let _ = stop.changed().await;
-            },
-        ))
-    });
-    let shutdown = async move {
-        cli::shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    };
+                if let Err(err) = gate.await {
+                    error!(error = %err, "userspace gate failed");
+                }
+            }
+        }));
+    }
+    if let Some(listener) = stats_listener {
+        let counters = counters.clone();
+        listeners.push(Listener::new("stats", move |_, stop| {
+            portknock::stats::serve(listener, counters, spa_counters, stopped(stop))
+        }));
+    }
+    let shutdown = cli::shutdown_signal();
     let result = server::run_with(settings, sockets, listeners, firewall, counters, shutdown).await;
-    if let Some(task) = gate_task {
-        // The server returns early only on a setup failure: stop the gate too.
-        drop(stop_rx);
-        task.abort();
-        let _ = task.await;
-    }
-    if let Some(task) = stats_task {
-        task.abort();
-        let _ = task.await;
-    }
     result.map_err(|err| match err {
         server::ServerError::Setup(
             FirewallError::NeedsPrivilege { .. } | FirewallError::ToolMissing { .. },
         ) => usage(err),
         other => other.into(),
     })
+}
+
+/// Completes when the server's stop signal turns true (or its sender is gone).
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|&stopped| stopped).await;
 }
 
 /// Loads the access file and the replay cache, and checks the SPA port
@@ -358,6 +381,8 @@ fn choose_firewall(
     let options = FirewallOptions {
         ports,
         keep_established: !args.no_keep_established,
+        instance: args.instance.clone(),
+        position: args.iptables_position,
     };
     let selected = select::open(args.firewall, &options, access.clone()).map_err(usage)?;
     for reason in &selected.passed_over {
@@ -390,6 +415,8 @@ fn choose_firewall(
         port: args.protected_port,
         target,
         max_connections: args.max_connections,
+        max_connections_per_ip: args.max_connections_per_ip,
+        upstream_idle_timeout: args.upstream_idle_timeout,
     };
     Ok((selected.firewall, Some(gate)))
 }

@@ -3,16 +3,33 @@
 //! Layout, in the `filter` table of both `iptables` and `ip6tables`:
 //!
 //! ```text
-//! -A INPUT -j PORTKNOCK                          (inserted first in INPUT)
+//! -A INPUT -p tcp -m multiport --dports P1,P2 -j PORTKNOCK  (first in INPUT)
 //! -A PORTKNOCK -s IP -p tcp --dport P -j ACCEPT  (one per grant, on top)
 //! -A PORTKNOCK -p tcp --dport P -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
 //! -A PORTKNOCK -p tcp --dport P -j DROP          (per protected port)
 //! ```
 //!
-//! Traffic to other ports falls off the end of `PORTKNOCK` back into INPUT,
-//! so the host's own rules are untouched. Every change is rendered as an
-//! `iptables-restore --noflush` script by the pure functions below (tested
-//! without a kernel) and applied by `IptablesFirewall::restore`, the one
+//! The chain is `PORTKNOCK-<instance>` for `--instance`. Only TCP to the
+//! protected ports jumps to it (a multiport match takes 15 ports, so more
+//! make more jumps): a host with thousands of grants pays nothing on its
+//! other traffic. Traffic to other ports falls off the end of the chain back
+//! into INPUT, so the host's own rules are untouched.
+//!
+//! Ordering (`--iptables-position`): `first` inserts the jump at the top of
+//! INPUT, so a grant's ACCEPT wins over the admin's later INPUT rules;
+//! `last` appends it, so the admin's own INPUT rules (a DROP for an
+//! address) are evaluated first and win.
+//!
+//! Nobody tells us when `iptables -F` or a firewall reload removes our
+//! rules, so [`Firewall::verify`] is cheap and runs every second: one
+//! `*-save` per family, checked for the chain, its fixed rules, the jumps
+//! and one rule per grant we hold ([`rules::missing_rules`]). A revoke
+//! whose rule is already gone forgets the grant anyway, so our bookkeeping
+//! follows the kernel and a later grant inserts a fresh rule.
+//!
+//! Every change is rendered as an `iptables-restore --noflush` script by
+//! the pure functions of [`rules`] (tested without a kernel) and applied by
+//! `IptablesFirewall::restore`, the one
 //! place that runs a command. `iptables-restore` commits a table in one
 //! transaction, so setup (clean leftovers, create the chain, jump to it) is
 //! all-or-nothing per family, and a batch of grants costs one process.
@@ -24,8 +41,13 @@ use std::time::Duration;
 
 use super::{Change, Firewall, FirewallError, FirewallOptions, system};
 
-/// Name of our chain in the `filter` table.
+pub mod rules;
+pub use rules::{change_line, grant_rule, jump_rules, script, setup_script, teardown_script};
+
+/// Name of the default instance's chain in the `filter` table.
 pub const CHAIN: &str = "PORTKNOCK";
+/// How often the rules are checked: nobody announces an `iptables -F`.
+pub const VERIFY_EVERY: Duration = Duration::from_secs(1);
 /// Seconds `iptables-restore` waits for the xtables lock held by another tool.
 const LOCK_WAIT: &str = "--wait=10";
 
@@ -65,83 +87,6 @@ impl Family {
             Family::V6 => "ip6tables-save",
         }
     }
-}
-
-/// The rule matching one grant, without its `-A`/`-I`/`-D` verb.
-pub fn grant_rule(ip: IpAddr, port: u16) -> String {
-    let (ip, prefix) = match ip.to_canonical() {
-        ip @ IpAddr::V4(_) => (ip, 32),
-        ip @ IpAddr::V6(_) => (ip, 128),
-    };
-    format!("-s {ip}/{prefix} -p tcp -m tcp --dport {port} -j ACCEPT")
-}
-
-/// The script line for one change: insert the grant on top, or delete it.
-pub fn change_line(change: &Change) -> String {
-    match *change {
-        Change::Grant { ip, port, .. } => format!("-I {CHAIN} 1 {}", grant_rule(ip, port)),
-        Change::Revoke { ip, port } => format!("-D {CHAIN} {}", grant_rule(ip, port)),
-    }
-}
-
-/// Wraps rule lines into an `iptables-restore --noflush` script.
-pub fn script(lines: &[String]) -> String {
-    let mut out = String::from("*filter\n");
-    for line in lines {
-        out.push_str(line);
-        out.push('\n');
-    }
-    out.push_str("COMMIT\n");
-    out
-}
-
-/// The `-D` lines undoing every jump to our chain found in `save` (the
-/// output of `iptables-save -t filter`), e.g. left behind by a crash.
-fn stale_jumps(save: &str) -> Vec<String> {
-    let jump = format!(" -j {CHAIN}");
-    save.lines()
-        .filter(|line| line.starts_with("-A ") && line.ends_with(&jump))
-        .map(|line| format!("-D {}", &line[3..]))
-        .collect()
-}
-
-/// Whether `save` shows our chain.
-fn has_chain(save: &str) -> bool {
-    let head = format!(":{CHAIN} ");
-    save.lines().any(|line| line.starts_with(&head))
-}
-
-/// The setup script, given the current `iptables-save -t filter` output.
-/// Declaring the chain flushes it if a crashed run left it (stale grants
-/// go), stale jumps are deleted, and one fresh jump is inserted first in
-/// INPUT; all in one transaction.
-pub fn setup_script(save: &str, options: &FirewallOptions) -> String {
-    let mut lines = vec![format!(":{CHAIN} - [0:0]")];
-    lines.extend(stale_jumps(save));
-    for port in options.unique_ports() {
-        if options.keep_established {
-            lines.push(format!(
-                "-A {CHAIN} -p tcp -m tcp --dport {port} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
-            ));
-        }
-    }
-    for port in options.unique_ports() {
-        lines.push(format!("-A {CHAIN} -p tcp -m tcp --dport {port} -j DROP"));
-    }
-    lines.push(format!("-I INPUT 1 -j {CHAIN}"));
-    script(&lines)
-}
-
-/// The teardown script for the current `iptables-save -t filter` output:
-/// delete our jumps, flush and delete our chain. `None` when nothing of ours
-/// is there.
-pub fn teardown_script(save: &str) -> Option<String> {
-    let mut lines = stale_jumps(save);
-    if has_chain(save) {
-        lines.push(format!("-F {CHAIN}"));
-        lines.push(format!("-X {CHAIN}"));
-    }
-    (!lines.is_empty()).then(|| script(&lines))
 }
 
 /// The iptables/ip6tables backend.
@@ -207,12 +152,12 @@ impl IptablesFirewall {
         self.granted.clear();
         let mut first_error = None;
         for family in Family::ALL {
-            let result = self
-                .save(family)
-                .and_then(|save| match teardown_script(&save) {
-                    Some(script) => self.restore(family, &script),
-                    None => Ok(()),
-                });
+            let result =
+                self.save(family)
+                    .and_then(|save| match teardown_script(&save, &self.options) {
+                        Some(script) => self.restore(family, &script),
+                        None => Ok(()),
+                    });
             if let Err(e) = result {
                 first_error.get_or_insert(e);
             }
@@ -223,16 +168,17 @@ impl IptablesFirewall {
     /// Changes that would alter the kernel, given what it holds: renewing an
     /// open grant or revoking a closed one needs no command.
     fn needed(&self, changes: &[Change]) -> Vec<Option<(Family, String)>> {
+        let chain = self.options.instance.iptables_chain();
         let mut held = self.granted.clone();
         changes
             .iter()
             .map(|change| match *change {
                 Change::Grant { ip, port, .. } => held
                     .insert((ip.to_canonical(), port))
-                    .then(|| (Family::of(ip), change_line(change))),
+                    .then(|| (Family::of(ip), change_line(&chain, change))),
                 Change::Revoke { ip, port } => held
                     .remove(&(ip.to_canonical(), port))
-                    .then(|| (Family::of(ip), change_line(change))),
+                    .then(|| (Family::of(ip), change_line(&chain, change))),
             })
             .collect()
     }
@@ -261,7 +207,7 @@ impl Firewall for IptablesFirewall {
                 // All or nothing: undo the families already set up.
                 for family in done {
                     if let Ok(save) = self.save(family) {
-                        if let Some(script) = teardown_script(&save) {
+                        if let Some(script) = teardown_script(&save, &self.options) {
                             let _ = self.restore(family, &script);
                         }
                     }
@@ -287,6 +233,29 @@ impl Firewall for IptablesFirewall {
         self.remove_all()
     }
 
+    fn verify(&mut self) -> Result<Vec<String>, FirewallError> {
+        let mut missing = Vec::new();
+        for family in Family::ALL {
+            let save = self.save(family)?;
+            let granted = self
+                .granted
+                .iter()
+                .copied()
+                .filter(|&(ip, _)| Family::of(ip) == family);
+            let tool = family.save_tool();
+            missing.extend(
+                rules::missing_rules(&save, &self.options, granted)
+                    .into_iter()
+                    .map(|line| format!("{tool}: {line}")),
+            );
+        }
+        Ok(missing)
+    }
+
+    fn verify_every(&self) -> Option<Duration> {
+        Some(VERIFY_EVERY)
+    }
+
     /// One `*-restore` per family for the whole batch; if a batch fails
     /// (nothing of it was applied), each change is retried alone so every
     /// change gets its own result.
@@ -310,7 +279,10 @@ impl Firewall for IptablesFirewall {
             }
             for (&i, line) in indices.iter().zip(&lines) {
                 results[i] = self.restore(family, &script(std::slice::from_ref(line)));
-                if results[i].is_ok() {
+                // A revoke that failed (its rule was removed by hand) is
+                // forgotten too: the rule is not there, and keeping it as
+                // granted would skip every later grant of that address.
+                if results[i].is_ok() || matches!(changes[i], Change::Revoke { .. }) {
                     self.record(&changes[i]);
                 }
             }

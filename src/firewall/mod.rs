@@ -11,8 +11,27 @@
 //!
 //! [`select::open`] picks one for `--firewall`, checking privileges and tools
 //! first so a missing capability is one clear line at start-up.
+//!
+//! Kernel backends keep their rules equal to the grant table even when
+//! someone else changes them (a firewall reload, `nft flush ruleset`,
+//! `iptables -F`): [`Firewall::verify`] says what is missing, and the
+//! worker (`firewall_worker.rs`) repairs by running setup again and
+//! re-applying every live grant with its remaining time. nftables is told
+//! of deletions at once ([`nft_monitor`]); iptables is checked every second.
+//!
+//! Ordering beside the admin's own rules (`--iptables-position`):
+//! - iptables `first` (default): our jump is inserted at the top of INPUT,
+//!   so a grant's ACCEPT wins over the admin's later INPUT rules; `last`
+//!   appends it, so the admin's own INPUT rules (a DROP of an address)
+//!   are evaluated first and win.
+//! - nftables: our base chain hooks `input` at priority `filter` (0). An
+//!   accept ends only our chain: the admin's base chains on the same hook
+//!   (in other tables) still run, and a drop there wins over our grant.
+//!   Our drop of the protected ports, conversely, is final.
 
+pub mod instance;
 pub mod iptables;
+pub mod nft_monitor;
 pub mod nft_netlink;
 pub mod nftables;
 pub mod recording;
@@ -26,6 +45,18 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use instance::Instance;
+
+/// Where the iptables jump to our chain goes in INPUT (`--iptables-position`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Position {
+    /// Inserted first: a grant wins over the admin's later INPUT rules.
+    #[default]
+    First,
+    /// Appended: the admin's own INPUT rules come first and win.
+    Last,
+}
+
 /// What a kernel backend protects and how (`--port`, `--no-keep-established`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FirewallOptions {
@@ -35,6 +66,10 @@ pub struct FirewallOptions {
     /// Let connections that are already established (or related to one)
     /// survive the end of their grant, as knockd users expect for SSH.
     pub keep_established: bool,
+    /// Which table/chain is ours (`--instance`).
+    pub instance: Instance,
+    /// Where iptables' jump goes in INPUT.
+    pub position: Position,
 }
 
 impl FirewallOptions {
@@ -43,6 +78,8 @@ impl FirewallOptions {
         Self {
             ports: ports.into(),
             keep_established: true,
+            instance: Instance::default(),
+            position: Position::First,
         }
     }
 
@@ -140,6 +177,24 @@ pub trait Firewall: Send {
 
     /// Removes everything the backend created.
     fn teardown(&mut self) -> Result<(), FirewallError>;
+
+    /// What is missing from the rules this backend set up and granted, as
+    /// one short description each (empty: intact). Backends that cannot be
+    /// changed behind their back (userspace) have nothing to check.
+    fn verify(&mut self) -> Result<Vec<String>, FirewallError> {
+        Ok(Vec::new())
+    }
+
+    /// How often the worker verifies when nothing prompts it (`None`: never).
+    fn verify_every(&self) -> Option<Duration> {
+        None
+    }
+
+    /// A kernel notification source that tells when our rules may have been
+    /// changed by someone else (`None`: rely on the periodic check).
+    fn monitor(&mut self) -> Result<Option<nft_monitor::NftMonitor>, FirewallError> {
+        Ok(None)
+    }
 
     /// Applies a batch of changes in order; one result per change. Backends
     /// that can apply a batch at once override this.

@@ -38,7 +38,7 @@ use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
-use super::nftables::{SET_V4, SET_V6, TABLE};
+use super::nftables::{SET_V4, SET_V6};
 use super::{Change, FirewallError};
 
 /// `NFNL_SUBSYS_NFTABLES` (`nfnetlink.h`).
@@ -123,6 +123,8 @@ enum Op {
 #[derive(Debug, Clone)]
 struct Request {
     seq: u32,
+    /// Our table's name (family `inet`).
+    table: String,
     op: Op,
     elements: Vec<Element>,
 }
@@ -137,7 +139,7 @@ impl Request {
             "add"
         };
         let set = self.elements.first().map_or(SET_V4, Element::set);
-        let mut out = format!("netlink: {verb} element {TABLE} {set} {{ ");
+        let mut out = format!("netlink: {verb} element inet {} {set} {{ ", self.table);
         for (i, e) in self.elements.iter().take(SHOWN).enumerate() {
             let sep = if i > 0 { ", " } else { "" };
             let _ = write!(out, "{sep}{} . {}", e.ip, e.port);
@@ -253,7 +255,7 @@ fn end_message(out: &mut [u8], start: usize) {
 }
 
 /// One `NEWSETELEM`/`DELSETELEM` message for `elements` (all of one set).
-fn element_message(out: &mut Vec<u8>, seq: u32, op: Op, elements: &[Element]) {
+fn element_message(out: &mut Vec<u8>, table: &str, seq: u32, op: Op, elements: &[Element]) {
     let (ty, flags) = match op {
         Op::Delete => (NFT_MSG_DELSETELEM, NLM_F_REQUEST | NLM_F_ACK),
         Op::Touch | Op::Grant => (NFT_MSG_NEWSETELEM, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE),
@@ -265,7 +267,9 @@ fn element_message(out: &mut Vec<u8>, seq: u32, op: Op, elements: &[Element]) {
         seq,
         NFPROTO_INET,
     );
-    attr(out, NFTA_SET_ELEM_LIST_TABLE, b"portknock\0");
+    let mut table = table.as_bytes().to_vec();
+    table.push(0);
+    attr(out, NFTA_SET_ELEM_LIST_TABLE, &table);
     let set = elements[0].set();
     let mut name = set.as_bytes().to_vec();
     name.push(0);
@@ -289,9 +293,15 @@ fn element_message(out: &mut Vec<u8>, seq: u32, op: Op, elements: &[Element]) {
     end_message(out, start);
 }
 
-/// The transaction for a batch of changes, its messages numbered from
-/// `first_seq`. An empty batch is a begin and an end.
+/// The transaction for a batch of changes in the default table
+/// (`inet portknock`), its messages numbered from `first_seq`. An empty
+/// batch is a begin and an end.
 pub fn build(changes: &[Change], first_seq: u32) -> Batch {
+    build_in("portknock", changes, first_seq)
+}
+
+/// [`build`] for the table `inet <table>`.
+pub fn build_in(table: &str, changes: &[Change], first_seq: u32) -> Batch {
     let elements = final_elements(changes);
     let mut bytes = Vec::with_capacity(64 + elements.len() * 120);
     let mut requests = Vec::new();
@@ -312,9 +322,10 @@ pub fn build(changes: &[Change], first_seq: u32) -> Batch {
         ] {
             for chunk in list.chunks(MAX_ELEMENTS_PER_MESSAGE) {
                 seq = seq.wrapping_add(1);
-                element_message(&mut bytes, seq, op, chunk);
+                element_message(&mut bytes, table, seq, op, chunk);
                 requests.push(Request {
                     seq,
+                    table: table.to_string(),
                     op,
                     elements: chunk.to_vec(),
                 });
@@ -356,6 +367,8 @@ pub fn parse_acks(mut buf: &[u8]) -> Vec<(u32, i32)> {
 #[derive(Debug)]
 pub struct NftNetlink {
     fd: OwnedFd,
+    /// Our table's name (family `inet`).
+    table: String,
     seq: u32,
     recv: Vec<u8>,
 }
@@ -381,8 +394,9 @@ fn set_option(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, value: &[u8])
 }
 
 impl NftNetlink {
-    /// Opens and binds the socket (in the calling thread's network namespace).
-    pub fn open() -> Result<Self, FirewallError> {
+    /// Opens and binds the socket (in the calling thread's network
+    /// namespace), for the sets of table `inet <table>`.
+    pub fn open(table: &str) -> Result<Self, FirewallError> {
         // SAFETY: plain socket(2); the descriptor is owned right away.
         let raw = unsafe {
             libc::socket(
@@ -447,6 +461,7 @@ impl NftNetlink {
         }
         Ok(Self {
             fd,
+            table: table.to_string(),
             seq: 1,
             recv: vec![0; 64 * 1024],
         })
@@ -457,7 +472,7 @@ impl NftNetlink {
     /// and the errno; a socket failure is [`FirewallError::Io`] (the socket
     /// should then be reopened).
     pub fn apply(&mut self, changes: &[Change]) -> Result<(), FirewallError> {
-        let batch = build(changes, self.seq);
+        let batch = build_in(&self.table, changes, self.seq);
         self.seq = batch.next_seq;
         // SAFETY: the buffer is valid for its length; the kernel is addressed
         // implicitly (a bound netlink socket sends to port 0).

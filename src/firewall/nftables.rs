@@ -1,7 +1,8 @@
 //! The nftables backend: a table of our own whose sets carry kernel
 //! timeouts, so access ends on time even if the server is killed.
 //!
-//! Layout (see [`ruleset`]): table `inet portknock` with sets `allowed_v4`
+//! Layout (see [`ruleset`]): table `inet portknock` (`inet
+//! portknock-<instance>` for `--instance`) with sets `allowed_v4`
 //! (`ipv4_addr . inet_service`) and `allowed_v6` (`ipv6_addr .
 //! inet_service`), both `flags timeout`, and one `input` chain that accepts
 //! established traffic to the protected ports (unless turned off), accepts
@@ -17,17 +18,30 @@
 //! keeps its old timeout on older kernels), and `add; delete` revokes
 //! without failing when the element is already gone. A batch does the
 //! three steps once per set with every element in each message.
+//!
+//! Ordering: the `input` chain hooks at priority `filter` (0). Our drop of
+//! the protected ports is final; our accept of a grant ends only our chain,
+//! so a drop in one of the admin's own base chains still wins.
+//!
+//! Someone else deleting or flushing our table is noticed at once through
+//! [`super::nft_monitor`]; [`Firewall::verify`] then reads the table
+//! (`nft -t list table`, sets without their elements) and
+//! [`missing_parts`] says what is gone; the worker repairs.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::nft_monitor::NftMonitor;
 use super::nft_netlink::NftNetlink;
 use super::{Change, Firewall, FirewallError, FirewallOptions, system};
 
-/// Family and name of our table.
+/// Family and name of the default instance's table.
 pub const TABLE: &str = "inet portknock";
+/// How often the table is verified when no notification prompts it: a
+/// safety net, since deletions are announced at once.
+pub const VERIFY_EVERY: Duration = Duration::from_secs(10);
 /// Set of allowed `ipv4_addr . inet_service`.
 pub const SET_V4: &str = "allowed_v4";
 /// Set of allowed `ipv6_addr . inet_service`.
@@ -36,6 +50,7 @@ pub const SET_V6: &str = "allowed_v6";
 /// The full ruleset, as an `nft -f` transaction that replaces our table
 /// (creating it first so the delete never fails).
 pub fn ruleset(options: &FirewallOptions) -> String {
+    let table = format!("inet {}", options.instance.nft_table());
     let ports = options
         .unique_ports()
         .iter()
@@ -43,7 +58,7 @@ pub fn ruleset(options: &FirewallOptions) -> String {
         .collect::<Vec<_>>()
         .join(", ");
     let mut out = String::new();
-    let _ = writeln!(out, "table {TABLE}\ndelete table {TABLE}\ntable {TABLE} {{");
+    let _ = writeln!(out, "table {table}\ndelete table {table}\ntable {table} {{");
     for (set, ty) in [(SET_V4, "ipv4_addr"), (SET_V6, "ipv6_addr")] {
         let _ = writeln!(
             out,
@@ -67,8 +82,54 @@ pub fn ruleset(options: &FirewallOptions) -> String {
 }
 
 /// The transaction that deletes our table, without failing if it is gone.
-pub fn teardown_script() -> String {
-    format!("table {TABLE}\ndelete table {TABLE}\n")
+pub fn teardown_script(options: &FirewallOptions) -> String {
+    let table = format!("inet {}", options.instance.nft_table());
+    format!("table {table}\ndelete table {table}\n")
+}
+
+/// How many rules [`ruleset`] puts in the `input` chain.
+fn expected_rules(options: &FirewallOptions) -> usize {
+    let ports = !options.unique_ports().is_empty();
+    2 + usize::from(ports) + usize::from(ports && options.keep_established)
+}
+
+/// What is missing from our table, given its terse listing (`nft -t list
+/// table`; `None` when the table is gone). Empty: intact.
+pub fn missing_parts(listing: Option<&str>, options: &FirewallOptions) -> Vec<String> {
+    let table = format!("table inet {}", options.instance.nft_table());
+    let Some(listing) = listing else {
+        return vec![table];
+    };
+    let mut missing = Vec::new();
+    for set in [SET_V4, SET_V6] {
+        if !listing.contains(&format!("set {set} {{")) {
+            missing.push(format!("{table} set {set}"));
+        }
+    }
+    let mut lines = listing.lines().map(str::trim);
+    if !lines.any(|line| line == "chain input {") {
+        missing.push(format!("{table} chain input"));
+        return missing;
+    }
+    let body: Vec<&str> = lines.take_while(|line| *line != "}").collect();
+    if !body
+        .iter()
+        .any(|line| line.starts_with("type filter hook input"))
+    {
+        missing.push(format!("{table} chain input hook"));
+    }
+    let rules = body
+        .iter()
+        .filter(|line| !line.is_empty() && !line.starts_with("type "))
+        .count();
+    let expected = expected_rules(options);
+    if rules < expected {
+        missing.push(format!(
+            "{table} chain input: {} of {expected} rules",
+            rules
+        ));
+    }
+    missing
 }
 
 fn element(ip: IpAddr, port: u16) -> (&'static str, String) {
@@ -154,7 +215,9 @@ impl NftablesFirewall {
     fn elements(&mut self, changes: &[Change]) -> Result<(), FirewallError> {
         let netlink = match &mut self.netlink {
             Some(netlink) => netlink,
-            None => self.netlink.insert(NftNetlink::open()?),
+            None => self
+                .netlink
+                .insert(NftNetlink::open(&self.options.instance.nft_table())?),
         };
         let result = netlink.apply(changes);
         if let Err(FirewallError::Io { .. }) = result {
@@ -173,7 +236,7 @@ impl Firewall for NftablesFirewall {
     fn setup(&mut self) -> Result<(), FirewallError> {
         self.transaction(&ruleset(&self.options)).inspect_err(|_| {
             // The transaction left the old table, if any: remove it too.
-            let _ = self.transaction(&teardown_script());
+            let _ = self.transaction(&teardown_script(&self.options));
         })
     }
 
@@ -186,7 +249,27 @@ impl Firewall for NftablesFirewall {
     }
 
     fn teardown(&mut self) -> Result<(), FirewallError> {
-        self.transaction(&teardown_script())
+        self.transaction(&teardown_script(&self.options))
+    }
+
+    fn verify(&mut self) -> Result<Vec<String>, FirewallError> {
+        let table = self.options.instance.nft_table();
+        let listing = match system::run(&self.program, &["-t", "list", "table", "inet", &table], "")
+        {
+            Ok(listing) => Some(listing),
+            // The table is gone (or unreadable): setup recreates it.
+            Err(FirewallError::Command { .. }) => None,
+            Err(err) => return Err(err),
+        };
+        Ok(missing_parts(listing.as_deref(), &self.options))
+    }
+
+    fn verify_every(&self) -> Option<Duration> {
+        Some(VERIFY_EVERY)
+    }
+
+    fn monitor(&mut self) -> Result<Option<NftMonitor>, FirewallError> {
+        NftMonitor::open(&self.options.instance.nft_table()).map(Some)
     }
 
     /// The whole batch as one netlink transaction; if it fails, nothing
@@ -203,75 +286,4 @@ impl Firewall for NftablesFirewall {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ruleset_golden() {
-        let options = FirewallOptions::new([2222, 22]);
-        assert_eq!(
-            ruleset(&options),
-            "table inet portknock\n\
-             delete table inet portknock\n\
-             table inet portknock {\n\
-             \tset allowed_v4 {\n\t\ttype ipv4_addr . inet_service\n\t\tflags timeout\n\t}\n\
-             \tset allowed_v6 {\n\t\ttype ipv6_addr . inet_service\n\t\tflags timeout\n\t}\n\
-             \tchain input {\n\
-             \t\ttype filter hook input priority filter; policy accept;\n\
-             \t\ttcp dport { 22, 2222 } ct state established,related accept\n\
-             \t\tip saddr . tcp dport @allowed_v4 accept\n\
-             \t\tip6 saddr . tcp dport @allowed_v6 accept\n\
-             \t\ttcp dport { 22, 2222 } drop\n\
-             \t}\n}\n"
-        );
-    }
-
-    #[test]
-    fn ruleset_without_established_or_ports() {
-        let options = FirewallOptions {
-            ports: vec![2222],
-            keep_established: false,
-        };
-        assert!(!ruleset(&options).contains("established"));
-        let none = FirewallOptions::new([]);
-        let text = ruleset(&none);
-        assert!(!text.contains("dport {"), "{text}");
-    }
-
-    #[test]
-    fn change_commands_golden() {
-        let v4: IpAddr = "::ffff:192.0.2.2".parse().unwrap();
-        let v6: IpAddr = "2001:db8::2".parse().unwrap();
-        assert_eq!(
-            change_commands(&Change::Grant {
-                ip: v4,
-                port: 2222,
-                ttl: Duration::from_millis(2500)
-            }),
-            "add element inet portknock allowed_v4 { 192.0.2.2 . 2222 timeout 2500ms }; \
-             delete element inet portknock allowed_v4 { 192.0.2.2 . 2222 }; \
-             add element inet portknock allowed_v4 { 192.0.2.2 . 2222 timeout 2500ms }"
-        );
-        assert_eq!(
-            change_commands(&Change::Revoke { ip: v6, port: 22 }),
-            "add element inet portknock allowed_v6 { 2001:db8::2 . 22 }; \
-             delete element inet portknock allowed_v6 { 2001:db8::2 . 22 }"
-        );
-        assert_eq!(
-            change_commands(&Change::Grant {
-                ip: v6,
-                port: 22,
-                ttl: Duration::ZERO
-            }),
-            change_commands(&Change::Revoke { ip: v6, port: 22 })
-        );
-        assert!(
-            change_commands(&Change::Grant {
-                ip: v6,
-                port: 22,
-                ttl: Duration::from_micros(10)
-            })
-            .contains("timeout 1ms")
-        );
-    }
-}
+mod tests;

@@ -67,7 +67,10 @@ fn iptables_setup_grant_renew_revoke_teardown() {
         for text in [&v4, &v6] {
             assert!(text.contains(":PORTKNOCK - [0:0]"), "{text}");
             let input: Vec<&str> = text.lines().filter(|l| l.starts_with("-A INPUT")).collect();
-            assert_eq!(input[0], "-A INPUT -j PORTKNOCK", "jump must be first: {text}");
+            assert_eq!(
+                input[0], "-A INPUT -p tcp -m multiport --dports 2222 -j PORTKNOCK",
+                "jump must be first, for the protected port only: {text}"
+            );
             assert!(text.contains("-A INPUT -p tcp -m tcp --dport 80 -j ACCEPT"));
             assert!(text.contains(
                 "-A PORTKNOCK -p tcp -m tcp --dport 2222 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"

@@ -74,8 +74,8 @@ fn scenario<F: Firewall>(tag: &str, keep_established: bool, make: fn(FirewallOpt
     let topo = Topology::new(tag);
     let (v4, v6) = topo.listen(PORT);
     let options = FirewallOptions {
-        ports: vec![PORT],
         keep_established,
+        ..FirewallOptions::new([PORT])
     };
     let mut fw = topo.server.run(|| {
         let mut fw = make(options);

@@ -85,6 +85,13 @@ impl Lab {
     /// Builds the namespaces, starts the service and the server; `None`
     /// (after a loud SKIPPED line) without root or the tools.
     pub fn start(test: &str, tag: &str, backend: Backend, timing: Timing) -> Option<Lab> {
+        let mut lab = Lab::prepare(test, tag, backend, timing)?;
+        lab.start_server();
+        Some(lab)
+    }
+
+    /// [`Lab::start`] without starting the server.
+    pub fn prepare(test: &str, tag: &str, backend: Backend, timing: Timing) -> Option<Lab> {
         if !privileged(test) {
             return None;
         }
@@ -95,21 +102,31 @@ impl Lab {
         cmd.args(["--port", &PORT.to_string(), "--close-after", CLOSE_AFTER]);
         let mut service = Proc::spawn(cmd);
         service.wait_for("protected-service listening", Duration::from_secs(10));
-        let mut lab = Lab {
+        Some(Lab {
             server: None,
             _service: service,
             lan,
             backend,
             timing,
             rules_before,
-        };
-        lab.start_server();
-        Some(lab)
+        })
     }
 
     /// Starts `knock-server` in the host namespace and waits until it is ready.
     pub fn start_server(&mut self) {
+        self.start_server_with(&[]);
+    }
+
+    /// [`Lab::start_server`] with `extra` flags.
+    pub fn start_server_with(&mut self, extra: &[&str]) {
         assert!(self.server.is_none(), "a server is already running");
+        let mut server = Proc::spawn(self.server_command(extra));
+        server.wait_for("knock server ready", Duration::from_secs(10));
+        self.server = Some(server);
+    }
+
+    /// The `knock-server` command of this lab, with `extra` flags.
+    pub fn server_command(&self, extra: &[&str]) -> Command {
         let mut cmd = self.lan.host.command(bin("knock-server"));
         cmd.args(["--firewall", self.backend.name()])
             .args(["--bind", HOST[0], "--bind", HOST[1]])
@@ -121,10 +138,9 @@ impl Lab {
             ])
             .args(["--window", "10"])
             .args(["--access-duration", &self.timing.access.to_string()])
-            .args(["--lockout", &self.timing.lockout.to_string()]);
-        let mut server = Proc::spawn(cmd);
-        server.wait_for("knock server ready", Duration::from_secs(10));
-        self.server = Some(server);
+            .args(["--lockout", &self.timing.lockout.to_string()])
+            .args(extra);
+        cmd
     }
 
     /// The running server.

@@ -27,7 +27,7 @@ fn setup_script_on_a_clean_table() {
          -A PORTKNOCK -p tcp -m tcp --dport 2222 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n\
          -A PORTKNOCK -p tcp -m tcp --dport 22 -j DROP\n\
          -A PORTKNOCK -p tcp -m tcp --dport 2222 -j DROP\n\
-         -I INPUT 1 -j PORTKNOCK\n\
+         -I INPUT 1 -p tcp -m multiport --dports 22,2222 -j PORTKNOCK\n\
          COMMIT\n"
     );
 }
@@ -35,8 +35,8 @@ fn setup_script_on_a_clean_table() {
 #[test]
 fn setup_script_after_a_crash_removes_the_stale_jump_and_skips_established_when_off() {
     let options = FirewallOptions {
-        ports: vec![2222],
         keep_established: false,
+        ..FirewallOptions::new([2222])
     };
     assert_eq!(
         setup_script(CRASHED, &options),
@@ -44,7 +44,7 @@ fn setup_script_after_a_crash_removes_the_stale_jump_and_skips_established_when_
          :PORTKNOCK - [0:0]\n\
          -D INPUT -j PORTKNOCK\n\
          -A PORTKNOCK -p tcp -m tcp --dport 2222 -j DROP\n\
-         -I INPUT 1 -j PORTKNOCK\n\
+         -I INPUT 1 -p tcp -m multiport --dports 2222 -j PORTKNOCK\n\
          COMMIT\n"
     );
 }
@@ -52,13 +52,19 @@ fn setup_script_after_a_crash_removes_the_stale_jump_and_skips_established_when_
 #[test]
 fn teardown_script_removes_only_ours() {
     assert_eq!(
-        teardown_script(CRASHED).unwrap(),
+        teardown_script(CRASHED, &FirewallOptions::new([2222])).unwrap(),
         "*filter\n-D INPUT -j PORTKNOCK\n-F PORTKNOCK\n-X PORTKNOCK\nCOMMIT\n"
     );
     let foreign =
         "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p tcp -m tcp --dport 80 -j ACCEPT\nCOMMIT\n";
-    assert_eq!(teardown_script(foreign), None);
-    assert_eq!(teardown_script(""), None);
+    let options = FirewallOptions::new([2222]);
+    assert_eq!(teardown_script(foreign, &options), None);
+    assert_eq!(teardown_script("", &options), None);
+    let web = FirewallOptions {
+        instance: "web".parse().unwrap(),
+        ..FirewallOptions::new([2222])
+    };
+    assert_eq!(teardown_script(CRASHED, &web), None, "not ours");
 }
 
 #[test]
@@ -68,26 +74,35 @@ fn change_lines_for_both_families() {
     let v6: IpAddr = "2001:db8::2".parse().unwrap();
     let ttl = Duration::from_secs(30);
     assert_eq!(
-        change_line(&Change::Grant {
-            ip: v4,
-            port: 2222,
-            ttl
-        }),
+        change_line(
+            CHAIN,
+            &Change::Grant {
+                ip: v4,
+                port: 2222,
+                ttl
+            }
+        ),
         "-I PORTKNOCK 1 -s 192.0.2.2/32 -p tcp -m tcp --dport 2222 -j ACCEPT"
     );
     assert_eq!(
-        change_line(&Change::Revoke {
-            ip: mapped,
-            port: 2222
-        }),
+        change_line(
+            CHAIN,
+            &Change::Revoke {
+                ip: mapped,
+                port: 2222
+            }
+        ),
         "-D PORTKNOCK -s 192.0.2.2/32 -p tcp -m tcp --dport 2222 -j ACCEPT"
     );
     assert_eq!(
-        change_line(&Change::Grant {
-            ip: v6,
-            port: 22,
-            ttl
-        }),
+        change_line(
+            CHAIN,
+            &Change::Grant {
+                ip: v6,
+                port: 22,
+                ttl
+            }
+        ),
         "-I PORTKNOCK 1 -s 2001:db8::2/128 -p tcp -m tcp --dport 22 -j ACCEPT"
     );
     assert_eq!(Family::of(mapped), Family::V4);
@@ -125,5 +140,114 @@ fn renewals_and_revokes_of_closed_grants_need_no_command() {
     assert_eq!(
         families,
         [None, None, Some(Family::V6), None, Some(Family::V4)]
+    );
+}
+
+#[test]
+fn jumps_cover_only_the_protected_ports_fifteen_at_a_time() {
+    let ports: Vec<u16> = (1..=16).collect();
+    let jumps = jump_rules(CHAIN, &FirewallOptions::new(ports));
+    assert_eq!(
+        jumps,
+        [
+            "-p tcp -m multiport --dports 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15 -j PORTKNOCK",
+            "-p tcp -m multiport --dports 16 -j PORTKNOCK",
+        ]
+    );
+    assert!(jump_rules(CHAIN, &FirewallOptions::new([])).is_empty());
+}
+
+#[test]
+fn position_last_appends_the_jump_and_an_instance_has_its_own_chain() {
+    let options = FirewallOptions {
+        position: crate::firewall::Position::Last,
+        instance: "web".parse().unwrap(),
+        ..FirewallOptions::new([80])
+    };
+    let text = setup_script(CRASHED, &options);
+    assert!(text.contains(":PORTKNOCK-web - [0:0]\n"), "{text}");
+    assert!(
+        text.contains("-A INPUT -p tcp -m multiport --dports 80 -j PORTKNOCK-web\n"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("-D INPUT -j PORTKNOCK"),
+        "another instance's jump: {text}"
+    );
+}
+
+/// `iptables-save -t filter` after setup and a grant for 192.0.2.2.
+const INTACT: &str = "\
+*filter
+:INPUT ACCEPT [0:0]
+:PORTKNOCK - [0:0]
+-A INPUT -p tcp -m multiport --dports 2222 -j PORTKNOCK
+-A INPUT -p tcp -m tcp --dport 80 -j ACCEPT
+-A PORTKNOCK -s 192.0.2.2/32 -p tcp -m tcp --dport 2222 -j ACCEPT
+-A PORTKNOCK -p tcp -m tcp --dport 2222 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A PORTKNOCK -p tcp -m tcp --dport 2222 -j DROP
+COMMIT
+";
+
+#[test]
+fn missing_rules_finds_each_kind_of_drift() {
+    let options = FirewallOptions::new([2222]);
+    let a: IpAddr = "192.0.2.2".parse().unwrap();
+    let b: IpAddr = "192.0.2.3".parse().unwrap();
+    assert!(rules::missing_rules(INTACT, &options, [(a, 2222)]).is_empty());
+    // `iptables -F`: the chain stays, empty, and the jump is gone.
+    let flushed: String = INTACT
+        .lines()
+        .filter(|l| !l.starts_with("-A"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(
+        rules::missing_rules(&flushed, &options, [(a, 2222)]).len(),
+        4
+    );
+    // The jump deleted by hand.
+    let no_jump = INTACT.replace(
+        "-A INPUT -p tcp -m multiport --dports 2222 -j PORTKNOCK\n",
+        "",
+    );
+    assert_eq!(
+        rules::missing_rules(&no_jump, &options, []),
+        ["-A INPUT -p tcp -m multiport --dports 2222 -j PORTKNOCK"]
+    );
+    // A grant's rule deleted by hand.
+    assert_eq!(
+        rules::missing_rules(INTACT, &options, [(a, 2222), (b, 2222)]),
+        ["-A PORTKNOCK -s 192.0.2.3/32 -p tcp -m tcp --dport 2222 -j ACCEPT"]
+    );
+    // The chain deleted.
+    assert_eq!(
+        rules::missing_rules("*filter\nCOMMIT\n", &options, []),
+        ["chain PORTKNOCK"]
+    );
+}
+
+/// Issue 9 item 4: a revoke whose rule was removed by hand fails; the
+/// grant must still be forgotten, so a later grant inserts a rule.
+#[test]
+fn a_failed_revoke_forgets_the_grant() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let tool = dir.path().join("iptables-restore");
+    std::fs::write(&tool, "#!/bin/sh\nexit 1\n").unwrap();
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut fw =
+        IptablesFirewall::unchecked(FirewallOptions::new([2222])).with_tool_dir(dir.path());
+    let a: IpAddr = "192.0.2.2".parse().unwrap();
+    fw.granted.insert((a, 2222));
+    assert!(fw.revoke(a, 2222).is_err());
+    assert!(fw.granted.is_empty(), "{:?}", fw.granted);
+    let grant = Change::Grant {
+        ip: a,
+        port: 2222,
+        ttl: Duration::from_secs(1),
+    };
+    assert!(
+        fw.needed(&[grant])[0].is_some(),
+        "a later grant needs a rule"
     );
 }

@@ -1,0 +1,154 @@
+//! The iptables rules as text: what setup, a change and teardown send to
+//! `*-restore --noflush`, and what a check expects to find in `*-save`.
+//! Pure functions, tested without a kernel.
+
+use std::net::IpAddr;
+
+use super::super::{Change, FirewallOptions, Position};
+
+/// Most ports one `-m multiport --dports` takes (`XT_MULTI_PORTS`).
+pub const MULTIPORT_MAX: usize = 15;
+
+/// The rule matching one grant, without its `-A`/`-I`/`-D` verb, exactly as
+/// `iptables-save` prints it.
+pub fn grant_rule(ip: IpAddr, port: u16) -> String {
+    let (ip, prefix) = match ip.to_canonical() {
+        ip @ IpAddr::V4(_) => (ip, 32),
+        ip @ IpAddr::V6(_) => (ip, 128),
+    };
+    format!("-s {ip}/{prefix} -p tcp -m tcp --dport {port} -j ACCEPT")
+}
+
+/// The script line for one change in `chain`: insert the grant on top, or
+/// delete it.
+pub fn change_line(chain: &str, change: &Change) -> String {
+    match *change {
+        Change::Grant { ip, port, .. } => format!("-I {chain} 1 {}", grant_rule(ip, port)),
+        Change::Revoke { ip, port } => format!("-D {chain} {}", grant_rule(ip, port)),
+    }
+}
+
+/// Wraps rule lines into an `iptables-restore --noflush` script.
+pub fn script(lines: &[String]) -> String {
+    let mut out = String::from("*filter\n");
+    for line in lines {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.push_str("COMMIT\n");
+    out
+}
+
+/// The jump rules from INPUT to `chain`, without their verb, as
+/// `iptables-save` prints them: TCP to the protected ports only (other
+/// traffic never walks our chain), at most [`MULTIPORT_MAX`] ports each.
+pub fn jump_rules(chain: &str, options: &FirewallOptions) -> Vec<String> {
+    options
+        .unique_ports()
+        .chunks(MULTIPORT_MAX)
+        .map(|ports| {
+            let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+            format!(
+                "-p tcp -m multiport --dports {} -j {chain}",
+                ports.join(",")
+            )
+        })
+        .collect()
+}
+
+/// Our chain's fixed rules, as `-A` lines.
+fn fixed_rules(chain: &str, options: &FirewallOptions) -> Vec<String> {
+    let mut lines = Vec::new();
+    if options.keep_established {
+        for port in options.unique_ports() {
+            lines.push(format!(
+                "-A {chain} -p tcp -m tcp --dport {port} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
+            ));
+        }
+    }
+    for port in options.unique_ports() {
+        lines.push(format!("-A {chain} -p tcp -m tcp --dport {port} -j DROP"));
+    }
+    lines
+}
+
+/// The `-D` lines undoing every jump to `chain` found in `save` (the
+/// output of `iptables-save -t filter`), e.g. left behind by a crash.
+fn stale_jumps(chain: &str, save: &str) -> Vec<String> {
+    let jump = format!(" -j {chain}");
+    save.lines()
+        .filter(|line| line.starts_with("-A ") && line.ends_with(&jump))
+        .map(|line| format!("-D {}", &line[3..]))
+        .collect()
+}
+
+/// Whether `save` shows `chain`.
+fn has_chain(chain: &str, save: &str) -> bool {
+    let head = format!(":{chain} ");
+    save.lines().any(|line| line.starts_with(&head))
+}
+
+/// The setup script, given the current `iptables-save -t filter` output.
+/// Declaring the chain flushes it if a crashed run left it (stale grants
+/// go), stale jumps are deleted, and fresh jumps are inserted first in
+/// INPUT (or appended, `--iptables-position last`); all in one transaction.
+pub fn setup_script(save: &str, options: &FirewallOptions) -> String {
+    let chain = options.instance.iptables_chain();
+    let mut lines = vec![format!(":{chain} - [0:0]")];
+    lines.extend(stale_jumps(&chain, save));
+    lines.extend(fixed_rules(&chain, options));
+    for jump in jump_rules(&chain, options) {
+        lines.push(match options.position {
+            Position::First => format!("-I INPUT 1 {jump}"),
+            Position::Last => format!("-A INPUT {jump}"),
+        });
+    }
+    script(&lines)
+}
+
+/// The teardown script for the current `iptables-save -t filter` output:
+/// delete our jumps, flush and delete our chain. `None` when nothing of ours
+/// is there.
+pub fn teardown_script(save: &str, options: &FirewallOptions) -> Option<String> {
+    let chain = options.instance.iptables_chain();
+    let mut lines = stale_jumps(&chain, save);
+    if has_chain(&chain, save) {
+        lines.push(format!("-F {chain}"));
+        lines.push(format!("-X {chain}"));
+    }
+    (!lines.is_empty()).then(|| script(&lines))
+}
+
+/// What of our rules is missing from `save` (one family's `iptables-save
+/// -t filter`): the chain, a fixed rule, a jump, or the rule of one of
+/// `granted`. Empty: intact.
+pub fn missing_rules(
+    save: &str,
+    options: &FirewallOptions,
+    granted: impl IntoIterator<Item = (IpAddr, u16)>,
+) -> Vec<String> {
+    let chain = options.instance.iptables_chain();
+    if !has_chain(&chain, save) {
+        return vec![format!("chain {chain}")];
+    }
+    let present: std::collections::HashSet<&str> = save.lines().collect();
+    let mut missing = Vec::new();
+    for jump in jump_rules(&chain, options) {
+        let line = format!("-A INPUT {jump}");
+        if !present.contains(line.as_str()) {
+            missing.push(line);
+        }
+    }
+    for line in fixed_rules(&chain, options) {
+        if !present.contains(line.as_str()) {
+            missing.push(line);
+        }
+    }
+    for (ip, port) in granted {
+        let line = format!("-A {chain} {}", grant_rule(ip, port));
+        if !present.contains(line.as_str()) {
+            missing.push(line);
+        }
+    }
+    missing
+}

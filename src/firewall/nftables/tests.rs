@@ -1,0 +1,138 @@
+//! Unit tests of nftables.rs.
+
+use super::*;
+
+#[test]
+fn ruleset_golden() {
+    let options = FirewallOptions::new([2222, 22]);
+    assert_eq!(
+        ruleset(&options),
+        "table inet portknock\n\
+             delete table inet portknock\n\
+             table inet portknock {\n\
+             \tset allowed_v4 {\n\t\ttype ipv4_addr . inet_service\n\t\tflags timeout\n\t}\n\
+             \tset allowed_v6 {\n\t\ttype ipv6_addr . inet_service\n\t\tflags timeout\n\t}\n\
+             \tchain input {\n\
+             \t\ttype filter hook input priority filter; policy accept;\n\
+             \t\ttcp dport { 22, 2222 } ct state established,related accept\n\
+             \t\tip saddr . tcp dport @allowed_v4 accept\n\
+             \t\tip6 saddr . tcp dport @allowed_v6 accept\n\
+             \t\ttcp dport { 22, 2222 } drop\n\
+             \t}\n}\n"
+    );
+}
+
+#[test]
+fn ruleset_without_established_or_ports() {
+    let options = FirewallOptions {
+        keep_established: false,
+        ..FirewallOptions::new([2222])
+    };
+    assert!(!ruleset(&options).contains("established"));
+    let none = FirewallOptions::new([]);
+    let text = ruleset(&none);
+    assert!(!text.contains("dport {"), "{text}");
+}
+
+/// `nft -t list table inet portknock` of nftables 1.0.6 after setup.
+const LISTING: &str = "table inet portknock {
+\tset allowed_v4 {
+\t\ttype ipv4_addr . inet_service
+\t\tflags timeout
+\t}
+
+\tset allowed_v6 {
+\t\ttype ipv6_addr . inet_service
+\t\tflags timeout
+\t}
+
+\tchain input {
+\t\ttype filter hook input priority filter; policy accept;
+\t\ttcp dport 2222 ct state established,related accept
+\t\tip saddr . tcp dport @allowed_v4 accept
+\t\tip6 saddr . tcp dport @allowed_v6 accept
+\t\ttcp dport 2222 drop
+\t}
+}
+";
+
+#[test]
+fn missing_parts_of_an_intact_flushed_or_deleted_table() {
+    let options = FirewallOptions::new([2222]);
+    assert!(missing_parts(Some(LISTING), &options).is_empty());
+    assert_eq!(
+        missing_parts(None, &options),
+        vec!["table inet portknock".to_string()]
+    );
+    // `nft flush chain` / `nft flush table`: the chain is empty.
+    let flushed: String = LISTING
+        .lines()
+        .filter(|l| !l.contains("dport"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(
+        missing_parts(Some(&flushed), &options),
+        vec!["table inet portknock chain input: 0 of 4 rules".to_string()]
+    );
+    let one_gone = LISTING.replace("\t\ttcp dport 2222 drop\n", "");
+    assert_eq!(missing_parts(Some(&one_gone), &options).len(), 1);
+    let no_set = LISTING.replace("set allowed_v6 {", "set other {");
+    assert_eq!(
+        missing_parts(Some(&no_set), &options),
+        vec!["table inet portknock set allowed_v6".to_string()]
+    );
+    let no_chain = LISTING.replace("chain input {", "chain other {");
+    assert_eq!(missing_parts(Some(&no_chain), &options).len(), 1);
+}
+
+#[test]
+fn an_instance_has_its_own_table() {
+    let options = FirewallOptions {
+        instance: "web".parse().unwrap(),
+        ..FirewallOptions::new([80])
+    };
+    assert!(ruleset(&options).starts_with(
+        "table inet portknock-web\ndelete table inet portknock-web\ntable inet portknock-web {"
+    ));
+    assert_eq!(
+        teardown_script(&options),
+        "table inet portknock-web\ndelete table inet portknock-web\n"
+    );
+}
+
+#[test]
+fn change_commands_golden() {
+    let v4: IpAddr = "::ffff:192.0.2.2".parse().unwrap();
+    let v6: IpAddr = "2001:db8::2".parse().unwrap();
+    assert_eq!(
+        change_commands(&Change::Grant {
+            ip: v4,
+            port: 2222,
+            ttl: Duration::from_millis(2500)
+        }),
+        "add element inet portknock allowed_v4 { 192.0.2.2 . 2222 timeout 2500ms }; \
+             delete element inet portknock allowed_v4 { 192.0.2.2 . 2222 }; \
+             add element inet portknock allowed_v4 { 192.0.2.2 . 2222 timeout 2500ms }"
+    );
+    assert_eq!(
+        change_commands(&Change::Revoke { ip: v6, port: 22 }),
+        "add element inet portknock allowed_v6 { 2001:db8::2 . 22 }; \
+             delete element inet portknock allowed_v6 { 2001:db8::2 . 22 }"
+    );
+    assert_eq!(
+        change_commands(&Change::Grant {
+            ip: v6,
+            port: 22,
+            ttl: Duration::ZERO
+        }),
+        change_commands(&Change::Revoke { ip: v6, port: 22 })
+    );
+    assert!(
+        change_commands(&Change::Grant {
+            ip: v6,
+            port: 22,
+            ttl: Duration::from_micros(10)
+        })
+        .contains("timeout 1ms")
+    );
+}
