@@ -380,6 +380,8 @@ async fn carry_out(
         for &port in &plan.tcp_ports {
             let change = engine.grant(plan.ip, port, plan.ttl).await;
             counters.grants.fetch_add(1, Relaxed);
+            // A refusal at --max-grants is counted and logged by the engine.
+            let Ok(change) = change else { continue };
             let word = match change {
                 crate::grants::GrantChange::New => "access granted",
                 crate::grants::GrantChange::Renewed => "access renewed",
