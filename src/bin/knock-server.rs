@@ -83,9 +83,14 @@ struct Args {
     close_after: Duration,
 
     /// Bound on tracked source IPs (knocks in progress and lockouts); when
-    /// full, the stalest in-progress entry is evicted.
+    /// full, evicted progress is kept compactly and resumes.
     #[arg(long, default_value_t = config::DEFAULT_MAX_TRACKED, value_parser = config::parse_max_tracked)]
     max_tracked: usize,
+
+    /// Bound on open grants (knock and SPA); at it, new grants are refused
+    /// (counted, logged) and open ones are never evicted.
+    #[arg(long, default_value_t = portknock::grants::DEFAULT_MAX_GRANTS, value_parser = portknock::grants::parse_max_grants)]
+    max_grants: usize,
 
     /// Userspace gate: cap on connections served at once.
     #[arg(long, default_value_t = gate::DEFAULT_MAX_CONNECTIONS, value_parser = portknock::service::parse_max_connections)]
@@ -297,6 +302,7 @@ fn all_globals(args: &Args) -> GlobalOverrides {
         firewall: Some(args.firewall),
         keep_established: Some(!args.no_keep_established),
         max_tracked: Some(args.max_tracked),
+        max_grants: Some(args.max_grants),
         instance: Some(args.instance.clone()),
         iptables_position: Some(args.iptables_position),
         stats_listen: args.stats_listen,
@@ -327,6 +333,7 @@ fn overrides(args: &Args, matches: &ArgMatches) -> GlobalOverrides {
         firewall: all.firewall.filter(|_| keep("firewall")),
         keep_established: all.keep_established.filter(|_| keep("no_keep_established")),
         max_tracked: all.max_tracked.filter(|_| keep("max_tracked")),
+        max_grants: all.max_grants.filter(|_| keep("max_grants")),
         instance: all.instance.filter(|_| keep("instance")),
         iptables_position: all.iptables_position.filter(|_| keep("iptables_position")),
         stats_listen: all.stats_listen.filter(|_| keep("stats_listen")),

@@ -172,6 +172,7 @@ pub fn door_settings(config: &ServerConfig) -> Result<Option<ServerSettings>, Da
     Ok(Some(ServerSettings {
         rules: door.knock_rules(config.globals().max_tracked),
         protected_port: port,
+        max_grants: config.globals().max_grants,
     }))
 }
 
@@ -305,6 +306,7 @@ pub async fn run_with(
     let settings = door.clone().unwrap_or_else(|| ServerSettings {
         rules: Default::default(),
         protected_port: gate_port.unwrap_or(0),
+        max_grants: globals.max_grants,
     });
     let parts = Parts {
         settings,
@@ -363,6 +365,12 @@ fn load_spa(settings: &crate::config::SpaSettings) -> Result<SpaSetup, DaemonErr
     let path = settings.access.display();
     for warning in &setup.warnings {
         warn!(file = %path, "access file: {warning}");
+    }
+    if let Some(loose) = &setup.loose_mode {
+        warn!("access file: {loose}");
+    }
+    for line in spa_listener::stanzas_without_hmac(setup.verifier.stanzas()) {
+        warn!(file = %path, line, "access stanza has no HMAC_KEY: its packets are not authenticated and can be tampered with or forged by anyone who learns KEY (fwknop's legacy mode)");
     }
     for line in spa_listener::stanzas_without_open_ports(setup.verifier.stanzas()) {
         warn!(file = %path, line, "access stanza has no OPEN_PORTS: any port may be requested (as with fwknopd)");
