@@ -73,10 +73,32 @@ impl Callbacks {
     }
 }
 
+/// A request to protect other ports, and where the result goes.
+type Reconfigure = (Vec<u16>, oneshot::Sender<Result<(), FirewallError>>);
+
 /// Handle on the running worker thread.
 pub struct FirewallWorker {
     thread: JoinHandle<()>,
     callbacks: Arc<Callbacks>,
+    reconfigure: mpsc::Sender<Reconfigure>,
+}
+
+/// Asks the worker to protect other ports (a reload): cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Reconfigurer(mpsc::Sender<Reconfigure>);
+
+impl Reconfigurer {
+    /// Has the backend protect `ports` from now on ([`Firewall::reconfigure`]);
+    /// live grants are applied again if the backend lost them.
+    pub async fn reconfigure(&self, ports: Vec<u16>) -> Result<(), FirewallError> {
+        let gone = || FirewallError::Io {
+            context: "the firewall worker has stopped".into(),
+            source: std::io::Error::from(std::io::ErrorKind::BrokenPipe),
+        };
+        let (reply, result) = oneshot::channel();
+        self.0.send((ports, reply)).await.map_err(|_| gone())?;
+        result.await.map_err(|_| gone())?
+    }
 }
 
 impl std::fmt::Debug for FirewallWorker {
@@ -93,6 +115,7 @@ impl FirewallWorker {
         counters: Arc<Counters>,
     ) -> Result<(mpsc::Sender<Change>, FirewallWorker), FirewallError> {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let (reconfigure, requests) = mpsc::channel(1);
         let (ready_tx, ready_rx) = oneshot::channel();
         let callbacks: Arc<Callbacks> = Arc::default();
         let shared = callbacks.clone();
@@ -114,7 +137,7 @@ impl FirewallWorker {
                 }
                 let _ = ready_tx.send(Ok(()));
                 let run = catch_unwind(AssertUnwindSafe(|| {
-                    apply_until_closed(firewall.as_mut(), rx, &counters, &shared)
+                    apply_until_closed(firewall.as_mut(), rx, requests, &counters, &shared)
                 }));
                 if run.is_err() {
                     // The queue's receiver was dropped with the unwound
@@ -131,7 +154,14 @@ impl FirewallWorker {
                 source,
             })?;
         match ready_rx.await {
-            Ok(Ok(())) => Ok((tx, FirewallWorker { thread, callbacks })),
+            Ok(Ok(())) => Ok((
+                tx,
+                FirewallWorker {
+                    thread,
+                    callbacks,
+                    reconfigure,
+                },
+            )),
             Ok(Err(err)) => {
                 let _ = thread.join();
                 Err(err)
@@ -165,6 +195,11 @@ impl FirewallWorker {
             .unwrap_or_else(|p| p.into_inner()) = Some(Box::new(callback));
     }
 
+    /// A handle that asks the worker to protect other ports.
+    pub fn reconfigurer(&self) -> Reconfigurer {
+        Reconfigurer(self.reconfigure.clone())
+    }
+
     /// Whether the worker thread has ended (its queue is closed).
     pub fn is_finished(&self) -> bool {
         self.thread.is_finished()
@@ -191,6 +226,7 @@ fn teardown(firewall: &mut dyn Firewall) {
 /// What woke the worker.
 enum Wake {
     Change(Change),
+    Reconfigure(Reconfigure),
     Closed,
     Check,
 }
@@ -198,6 +234,7 @@ enum Wake {
 fn apply_until_closed(
     firewall: &mut dyn Firewall,
     mut rx: mpsc::Receiver<Change>,
+    mut requests: mpsc::Receiver<Reconfigure>,
     counters: &Counters,
     callbacks: &Callbacks,
 ) {
@@ -237,6 +274,7 @@ fn apply_until_closed(
                 biased;
                 () = tokio::time::sleep_until(next_check.into()) => Wake::Check,
                 () = notified(&mut monitor) => Wake::Check,
+                Some(request) = requests.recv() => Wake::Reconfigure(request),
                 change = rx.recv() => change.map_or(Wake::Closed, Wake::Change),
             }
         });
@@ -252,6 +290,15 @@ fn apply_until_closed(
                     }
                 }
                 apply_batch(firewall, &batch, counters, callbacks);
+            }
+            Wake::Reconfigure((ports, reply)) => {
+                let result = firewall.reconfigure(&ports).map(|kept| {
+                    info!(backend = firewall.name(), ?ports, "protected ports changed");
+                    if !kept {
+                        apply_batch(firewall, &callbacks.live(), counters, callbacks);
+                    }
+                });
+                let _ = reply.send(result);
             }
             Wake::Check => {
                 let repaired = check_and_repair(firewall, callbacks);

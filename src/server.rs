@@ -104,7 +104,6 @@ pub struct GrantBatch {
 #[derive(Debug)]
 pub struct Engine {
     state: Mutex<State>,
-    protected_port: u16,
     firewall: tokio::sync::mpsc::Sender<Change>,
     counters: Arc<Counters>,
     wake_expiry: Notify,
@@ -121,6 +120,8 @@ struct State {
     tracker: KnockTracker,
     /// The rules the tracker applies (a reload compares against them).
     rules: KnockRules,
+    /// The protected TCP port a completed sequence opens.
+    protected_port: u16,
     grants: GrantTable,
     refusals: RefusalLog,
     /// The latest `now` given to the tracker, which needs them
@@ -172,11 +173,11 @@ impl Engine {
             state: Mutex::new(State {
                 tracker: KnockTracker::new(&settings.rules),
                 rules: settings.rules.clone(),
+                protected_port: settings.protected_port,
                 grants: GrantTable::new(settings.max_grants),
                 refusals: RefusalLog::default(),
                 last_now: None,
             }),
-            protected_port: settings.protected_port,
             firewall,
             counters,
             wake_expiry: Notify::new(),
@@ -199,7 +200,7 @@ impl Engine {
     /// scratch space reused from call to call.
     pub async fn handle_knocks(&self, knocks: &[Knock], clock: PassClock, batch: &mut GrantBatch) {
         batch.verdicts.clear();
-        let access = {
+        let (access, protected_port) = {
             let mut state = self.lock();
             let was_idle = state.tracker.tracked() == 0;
             let mut granted = false;
@@ -210,7 +211,8 @@ impl Engine {
                 let change = match verdict {
                     Verdict::Grant { ip, until } => {
                         granted = true;
-                        Some(state.grant(ip, self.protected_port, until, &self.counters))
+                        let port = state.protected_port;
+                        Some(state.grant(ip, port, until, &self.counters))
                     }
                     _ => None,
                 };
@@ -220,14 +222,14 @@ impl Engine {
             if granted || (was_idle && state.tracker.tracked() > 0) {
                 self.wake_expiry.notify_one();
             }
-            state.rules.access
+            (state.rules.access, state.protected_port)
         };
         for &(verdict, change, port) in &batch.verdicts {
-            self.log(&verdict, port, change, access);
+            self.log(&verdict, port, change, (access, protected_port));
             if let (Verdict::Grant { ip, .. }, Some(Ok(_))) = (verdict, change) {
                 self.queue(Change::Grant {
                     ip,
-                    port: self.protected_port,
+                    port: protected_port,
                     ttl: access,
                 })
                 .await;
@@ -238,7 +240,13 @@ impl Engine {
     /// Logs a verdict; lockouts and grants at info within their budget
     /// (`server/knock_log.rs`), at debug beyond it; refused grants under
     /// their own budget (`grants::RefusalLog`).
-    fn log(&self, verdict: &Verdict, port: u16, change: Option<GrantOutcome>, access: Duration) {
+    fn log(
+        &self,
+        verdict: &Verdict,
+        port: u16,
+        change: Option<GrantOutcome>,
+        (access, protected): (Duration, u16),
+    ) {
         let access = access.as_secs_f64();
         let at_info = |kind| self.knock_logs().admit(kind, Instant::now().into_std());
         match *verdict {
@@ -247,7 +255,6 @@ impl Engine {
             }
             Verdict::Grant { ip, .. } => {
                 debug!(%ip, port, verdict = "grant", "knock");
-                let protected = self.protected_port;
                 let info = at_info(Kind::Grant);
                 match change {
                     Some(Err((refused, log))) => log_refusal(&refused, log),
@@ -544,6 +551,7 @@ pub async fn run_reloadable(
         let engine = Arc::downgrade(&engine);
         move || engine.upgrade().map_or_else(Vec::new, |e| e.live_grants())
     });
+    let reconfigurer = worker.reconfigurer();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Tasks::default();
     let sequence = match sockets.is_empty() {
@@ -583,7 +591,7 @@ pub async fn run_reloadable(
             () = &mut shutdown => break None,
             ended = tasks.first_ended() => break Some(ended),
             () = engine.firewall_stopped() => break Some(("firewall worker", "its change queue closed".to_string())),
-            Some(reload) = reloads.recv() => reload::apply(&engine, rebind.as_ref(), reload).await,
+            Some(reload) = reloads.recv() => reload::apply(&engine, rebind.as_ref(), &reconfigurer, reload).await,
         }
     };
     match &died {

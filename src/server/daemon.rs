@@ -208,10 +208,11 @@ pub async fn run_with(
         Some(settings) => Some(load_spa(settings)?),
         None => None,
     };
+    let spa_ports = spa.as_ref().map_or_else(Vec::new, |spa| {
+        spa_listener::open_tcp_ports(spa.verifier.stanzas())
+    });
     let mut protected_ports: Vec<u16> = door.iter().map(|d| d.protected_port).collect();
-    if let Some(spa) = &spa {
-        protected_ports.extend(spa_listener::open_tcp_ports(spa.verifier.stanzas()));
-    }
+    protected_ports.extend(&spa_ports);
     let access = AccessList::new();
     let options = FirewallOptions {
         ports: protected_ports.clone(),
@@ -317,7 +318,12 @@ pub async fn run_with(
     };
     let (reload_tx, reload_rx) = mpsc::channel(1);
     let server = super::run_reloadable(parts, reload_rx, shutdown);
-    let reloader = reload::serve(reloads, config, binds, reload_tx);
+    let running = reload::Running {
+        binds,
+        spa_ports,
+        userspace,
+    };
+    let reloader = reload::serve(reloads, config, running, reload_tx);
     tokio::select! {
         result = server => Ok(result?),
         () = reloader => unreachable!("the reloader never returns"),

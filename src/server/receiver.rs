@@ -296,7 +296,7 @@ pub async fn receive_knocks(
                     let kept = engine.reconfigure(&reload.settings);
                     knock_sockets.retain(|s| reload.ports.contains(&s.port));
                     knock_sockets.extend(self::knock_sockets(reload.add));
-                    let _ = reload.done.send(kept);
+                    let _ = reload.done.send(Ok(kept));
                     continue 'sockets;
                 }
                 _ = stop.changed() => return,

@@ -19,6 +19,8 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::info;
 
 use super::{Engine, ServerSettings};
+use crate::firewall::FirewallError;
+use crate::firewall_worker::Reconfigurer;
 use crate::knock::KnockTracker;
 
 /// New rules for a running server.
@@ -30,17 +32,20 @@ pub struct Reload {
     pub add: Vec<UdpSocket>,
     /// Every knock port of the new rules: sockets on other ports close.
     pub ports: Vec<u16>,
+    /// Every port the firewall must protect now, if that changed.
+    pub firewall_ports: Option<Vec<u16>>,
     /// Told when the new rules are in force: `true` if the knock progress
-    /// was kept (the rules were unchanged).
-    pub done: oneshot::Sender<bool>,
+    /// was kept (the rules were unchanged); the firewall's refusal leaves
+    /// everything as it was.
+    pub done: oneshot::Sender<Result<bool, FirewallError>>,
 }
 
 impl Engine {
     /// Applies new knock rules; returns whether progress was kept (the
     /// rules were unchanged). Grants are untouched.
     pub fn reconfigure(&self, settings: &ServerSettings) -> bool {
-        debug_assert_eq!(settings.protected_port, self.protected_port);
         let mut state = self.lock();
+        state.protected_port = settings.protected_port;
         if state.rules == settings.rules {
             return true;
         }
@@ -54,7 +59,18 @@ impl Engine {
 
 /// Hands `reload` to the receiver (`rebind`), or applies it to the engine
 /// directly when no receiver runs (SPA only).
-pub(super) async fn apply(engine: &Engine, rebind: Option<&mpsc::Sender<Reload>>, reload: Reload) {
+pub(super) async fn apply(
+    engine: &Engine,
+    rebind: Option<&mpsc::Sender<Reload>>,
+    firewall: &Reconfigurer,
+    mut reload: Reload,
+) {
+    if let Some(ports) = reload.firewall_ports.take() {
+        if let Err(err) = firewall.reconfigure(ports).await {
+            let _ = reload.done.send(Err(err));
+            return;
+        }
+    }
     let reload = match rebind {
         Some(receiver) => match receiver.send(reload).await {
             Ok(()) => return,
@@ -65,5 +81,5 @@ pub(super) async fn apply(engine: &Engine, rebind: Option<&mpsc::Sender<Reload>>
     };
     let kept = engine.reconfigure(&reload.settings);
     info!(progress_kept = kept, "knock rules reloaded");
-    let _ = reload.done.send(kept);
+    let _ = reload.done.send(Ok(kept));
 }

@@ -9,9 +9,13 @@
 //! their end, progress is kept when the knock rules did not change, knock
 //! sockets of dropped ports close.
 //!
+//! A changed protected port is handed to the firewall first (one
+//! transaction with nftables; the chain rebuilt, grants re-applied, with
+//! iptables); if the backend refuses, nothing changes.
+//!
 //! Changes that need a restart for now: the global settings (bind
-//! addresses, backend, SPA, ...), the protected port (the firewall's
-//! protected set is fixed at setup) and adding or removing the door.
+//! addresses, backend, SPA, ...), the userspace gate's port (its listener
+//! is bound once) and adding or removing the door.
 
 use std::io;
 use std::net::IpAddr;
@@ -93,7 +97,7 @@ pub fn request_reload(instance: &Instance) -> Result<i32, DaemonError> {
 pub(super) async fn serve(
     reloads: Option<Reloads>,
     mut current: ServerConfig,
-    binds: Vec<IpAddr>,
+    running: Running,
     server: mpsc::Sender<Reload>,
 ) {
     if let Some(Reloads {
@@ -106,7 +110,7 @@ pub(super) async fn serve(
                 warn!("reload requested, but the server was started without --config: nothing to re-read; carrying on unchanged");
                 continue;
             };
-            match reload_once(source, &current, &binds, &server).await {
+            match reload_once(source, &current, &running, &server).await {
                 Ok(new) => current = new,
                 Err(err) => error!(
                     file = %source.path.display(),
@@ -118,11 +122,22 @@ pub(super) async fn serve(
     std::future::pending().await
 }
 
+/// What a reload keeps from the start-up.
+#[derive(Debug)]
+pub(super) struct Running {
+    /// The addresses knock sockets are bound on.
+    pub binds: Vec<IpAddr>,
+    /// The SPA access file's OPEN_PORTS (kept protected).
+    pub spa_ports: Vec<u16>,
+    /// Whether the backend is the userspace gate (its port is fixed).
+    pub userspace: bool,
+}
+
 /// Reads `source`, checks it against `current`, and swaps it in.
 async fn reload_once(
     source: &ConfigSource,
     current: &ServerConfig,
-    binds: &[IpAddr],
+    running: &Running,
     server: &mpsc::Sender<Reload>,
 ) -> Result<ServerConfig, DaemonError> {
     let new = source.load()?;
@@ -132,14 +147,19 @@ async fn reload_once(
     if new.globals() != current.globals() {
         return restart("the global settings changed".to_string());
     }
-    let settings = match (old_door, new_door) {
+    let (settings, firewall_ports) = match (old_door, new_door) {
         (Some(old), Some(new)) if old.protected_port != new.protected_port => {
-            return restart(format!(
-                "the protected port changed from {} to {}",
-                old.protected_port, new.protected_port
-            ));
+            if running.userspace {
+                return restart(format!(
+                    "the userspace gate's port changed from {} to {}",
+                    old.protected_port, new.protected_port
+                ));
+            }
+            let mut ports = vec![new.protected_port];
+            ports.extend(&running.spa_ports);
+            (new, Some(ports))
         }
-        (Some(_), Some(new)) => new,
+        (Some(_), Some(new)) => (new, None),
         (None, None) => {
             info!("configuration reloaded: nothing to change");
             return Ok(new);
@@ -153,18 +173,22 @@ async fn reload_once(
         .copied()
         .filter(|p| !old_ports.contains(p))
         .collect();
-    let add = crate::server::bind_udp(binds, &added).map_err(bind("for knocks"))?;
+    let add = crate::server::bind_udp(&running.binds, &added).map_err(bind("for knocks"))?;
     let (done, applied) = oneshot::channel();
     let sequence = settings.rules.sequence.to_string();
     let reload = Reload {
         settings,
         add,
         ports,
+        firewall_ports,
         done,
     };
     let stopping = || DaemonError::Unsupported("the server is stopping".to_string());
     server.send(reload).await.map_err(|_| stopping())?;
-    let kept = applied.await.map_err(|_| stopping())?;
+    let kept = applied
+        .await
+        .map_err(|_| stopping())?
+        .map_err(DaemonError::Firewall)?;
     info!(
         %sequence,
         progress_kept = kept,
