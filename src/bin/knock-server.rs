@@ -261,6 +261,9 @@ fn given(matches: &ArgMatches, id: &str) -> bool {
 /// beside it as overrides.
 fn server_config(args: &Args, matches: &ArgMatches) -> Result<ServerConfig, DaemonError> {
     let Some(path) = &args.config else {
+        if !args.no_sequence {
+            config::check_protected_port(&args.sequence, args.protected_port)?;
+        }
         let flags = SeedFlags {
             sequence: args.sequence.clone(),
             protected_port: args.protected_port,

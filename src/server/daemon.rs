@@ -55,6 +55,9 @@ pub enum DaemonError {
     /// The configuration (with the flags beside it) was refused.
     #[error("invalid configuration:\n{0}")]
     Config(#[from] Issues),
+    /// A flag's value was refused.
+    #[error(transparent)]
+    Flag(#[from] crate::config::ConfigError),
     /// A valid configuration that today's core cannot run.
     #[error("{0}")]
     Unsupported(String),
@@ -71,7 +74,7 @@ pub enum DaemonError {
     #[error(transparent)]
     Instance(#[from] InstanceError),
     /// A socket could not be bound.
-    #[error("cannot listen {what} on {addr}: {source}")]
+    #[error("cannot listen {what} {addr}: {source}")]
     Bind {
         /// What the socket was for.
         what: &'static str,
@@ -100,6 +103,7 @@ impl DaemonError {
         match self {
             DaemonError::Load(_)
             | DaemonError::Config(_)
+            | DaemonError::Flag(_)
             | DaemonError::Unsupported(_)
             | DaemonError::Upstream(_)
             | DaemonError::Spa(_) => EXIT_USAGE,
@@ -263,13 +267,13 @@ pub async fn run_with(
 
     // Bind everything before touching the firewall: a busy port fails the
     // start with nothing applied.
-    let sockets = super::bind_udp(&binds, &knock_ports(door.as_ref())).map_err(bind("for knocks"))?;
+    let sockets = super::bind_udp(&binds, &knock_ports(door.as_ref())).map_err(bind("for knocks on udp"))?;
     let mut listeners = Vec::new();
     let counters = Arc::new(Counters::new());
     if let (true, Some(port)) = (userspace, gate_port) {
         let bound = net::bind_each(&binds, port, net::tcp_listener).map_err(|(addr, source)| {
             DaemonError::Bind {
-                what: "on the protected port (tcp)",
+                what: "on the protected port tcp",
                 addr,
                 source,
             }
@@ -286,7 +290,7 @@ pub async fn run_with(
     }
     let mut spa_counters = None;
     if let (Some(spa), Some(settings)) = (spa, &globals.spa) {
-        let bound = super::bind_udp(&binds, &[settings.port]).map_err(bind("for SPA packets"))?;
+        let bound = super::bind_udp(&binds, &[settings.port]).map_err(bind("for SPA packets on udp"))?;
         let listener = SpaListener::new(bound, spa.verifier, spa.replay);
         spa_counters = Some(listener.counters());
         listeners.push(listener.into_listener());
@@ -295,7 +299,7 @@ pub async fn run_with(
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| DaemonError::Bind {
-                what: "for stats (tcp)",
+                what: "for stats on tcp",
                 addr,
                 source,
             })?;

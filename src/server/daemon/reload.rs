@@ -173,7 +173,7 @@ async fn reload_once(
         .copied()
         .filter(|p| !old_ports.contains(p))
         .collect();
-    let add = crate::server::bind_udp(&running.binds, &added).map_err(bind("for knocks"))?;
+    let add = crate::server::bind_udp(&running.binds, &added).map_err(bind("for knocks on udp"))?;
     let (done, applied) = oneshot::channel();
     let sequence = settings.rules.sequence.to_string();
     let reload = Reload {
