@@ -234,6 +234,7 @@ fn main() -> ExitCode {
     let tuning = GateTuning {
         max_connections_per_ip: args.max_connections_per_ip,
         upstream_idle_timeout: args.upstream_idle_timeout,
+        spa_only_port: args.config.is_none().then_some(args.protected_port),
     };
     let result = runtime.block_on(async {
         // Before the firewall is touched: SIGHUP must not kill us untorn-down.
@@ -263,6 +264,12 @@ fn server_config(args: &Args, matches: &ArgMatches) -> Result<ServerConfig, Daem
     let Some(path) = &args.config else {
         if !args.no_sequence {
             config::check_protected_port(&args.sequence, args.protected_port)?;
+            if args.spa && args.sequence.ports().contains(&args.spa_port) {
+                return Err(DaemonError::Unsupported(format!(
+                    "--spa-port {} is also in the knock sequence: the SPA port and the knock ports must differ",
+                    args.spa_port
+                )));
+            }
         }
         let flags = SeedFlags {
             sequence: args.sequence.clone(),

@@ -124,6 +124,9 @@ pub struct GateTuning {
     pub max_connections_per_ip: usize,
     /// Close a proxied connection after this long without a byte.
     pub upstream_idle_timeout: Duration,
+    /// The port the gate guards and serves when no door names one (SPA
+    /// only): the seed's `--protected-port`. `None`: SPA's first port.
+    pub spa_only_port: Option<u16>,
 }
 
 impl Default for GateTuning {
@@ -131,6 +134,7 @@ impl Default for GateTuning {
         Self {
             max_connections_per_ip: gate::DEFAULT_MAX_CONNECTIONS_PER_IP,
             upstream_idle_timeout: Duration::from_secs(300),
+            spa_only_port: None,
         }
     }
 }
@@ -216,6 +220,9 @@ pub async fn run_with(
         spa_listener::open_tcp_ports(spa.verifier.stanzas())
     });
     let mut protected_ports: Vec<u16> = door.iter().map(|d| d.protected_port).collect();
+    if door.is_none() && spa.is_some() {
+        protected_ports.extend(tuning.spa_only_port);
+    }
     protected_ports.extend(&spa_ports);
     let access = AccessList::new();
     let options = FirewallOptions {
