@@ -38,8 +38,8 @@ use crate::grants::{GrantChange, GrantRefused, GrantTable, RefusalLog};
 use crate::knock::{KnockTracker, Verdict};
 use knock_log::{Kind, KnockLogs};
 use order::{Knock, PassClock};
-use tasks::Tasks;
 pub use reload::Reload;
+use tasks::Tasks;
 pub use tasks::{DRAIN_LIMIT, Listener};
 
 /// Logs at info when `$info` (within the budget), else at debug.

@@ -218,7 +218,10 @@ fn main() -> ExitCode {
     if args.check_config {
         let _ = std::io::stdout().write_all(config.render(Reveal::Masked).as_bytes());
         if let Err(err) = daemon::door_settings(&config) {
-            let _ = writeln!(std::io::stderr(), "knock-server: note: valid, but this build cannot run it yet: {err}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "knock-server: note: valid, but this build cannot run it yet: {err}"
+            );
         }
         return ExitCode::SUCCESS;
     }
@@ -238,9 +241,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         // Before the firewall is touched: SIGHUP must not kill us untorn-down.
-        let triggers = daemon::hangups().map_err(|err| {
-            DaemonError::Unsupported(format!("cannot handle SIGHUP: {err}"))
-        })?;
+        let triggers = daemon::hangups()
+            .map_err(|err| DaemonError::Unsupported(format!("cannot handle SIGHUP: {err}")))?;
         let reloads = Reloads { source, triggers };
         daemon::run_with(config, tuning, Some(reloads), cli::shutdown_signal()).await
     });

@@ -172,7 +172,9 @@ pub fn door_settings(config: &ServerConfig) -> Result<Option<ServerSettings>, Da
         ports => return refuse(format!("{} protected ports", ports.len())),
     };
     if let Some(knock) = door.sequence().iter().find(|k| k.proto == Proto::Tcp) {
-        return refuse(format!("TCP knock {knock} (heard once stealth capture lands)"));
+        return refuse(format!(
+            "TCP knock {knock} (heard once stealth capture lands)"
+        ));
     }
     if door.allow() != &AllowList::everything() {
         return refuse("an allow list".to_string());
@@ -274,7 +276,8 @@ pub async fn run_with(
 
     // Bind everything before touching the firewall: a busy port fails the
     // start with nothing applied.
-    let sockets = super::bind_udp(&binds, &knock_ports(door.as_ref())).map_err(bind("for knocks on udp"))?;
+    let sockets =
+        super::bind_udp(&binds, &knock_ports(door.as_ref())).map_err(bind("for knocks on udp"))?;
     let mut listeners = Vec::new();
     let counters = Arc::new(Counters::new());
     if let (true, Some(port)) = (userspace, gate_port) {
@@ -297,7 +300,8 @@ pub async fn run_with(
     }
     let mut spa_counters = None;
     if let (Some(spa), Some(settings)) = (spa, &globals.spa) {
-        let bound = super::bind_udp(&binds, &[settings.port]).map_err(bind("for SPA packets on udp"))?;
+        let bound =
+            super::bind_udp(&binds, &[settings.port]).map_err(bind("for SPA packets on udp"))?;
         let listener = SpaListener::new(bound, spa.verifier, spa.replay);
         spa_counters = Some(listener.counters());
         listeners.push(listener.into_listener());

@@ -31,8 +31,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::{Engine, Reload};
 use super::order::{KnockOrder, PassClock, timespec_ns};
+use super::{Engine, Reload};
 use crate::counters::Counters;
 
 /// Most datagrams taken from one socket in one pass (one `recvmmsg`).

@@ -24,7 +24,11 @@ fn refused(text: &str, expect: &[&str]) {
     for args in [&[][..], &["--check-config"][..]] {
         let out = server(args, &path).expect_code(2);
         for needle in expect {
-            assert!(out.stderr.contains(needle), "{needle:?}\n{}", out.describe());
+            assert!(
+                out.stderr.contains(needle),
+                "{needle:?}\n{}",
+                out.describe()
+            );
         }
         assert!(
             out.stderr.contains(&path.display().to_string()),
@@ -37,7 +41,8 @@ fn refused(text: &str, expect: &[&str]) {
     }
 }
 
-const DOOR: &str = "[[door]]\nname = \"ssh\"\nsequence = [7001, 7002]\nprotected = [\"tcp/7022\"]\n";
+const DOOR: &str =
+    "[[door]]\nname = \"ssh\"\nsequence = [7001, 7002]\nprotected = [\"tcp/7022\"]\n";
 
 #[test]
 fn an_unknown_key_is_refused_with_its_line() {
@@ -120,7 +125,11 @@ fn check_config_prints_the_example_with_secrets_masked() {
     assert!(!out.stdout.contains("FLAG{secret}"), "{}", out.describe());
     // A flag beside --config overrides the file's global.
     let out = server(&["--check-config", "--max-tracked", "77"], example).expect_code(0);
-    assert!(out.stdout.contains("max-tracked = 77"), "{}", out.describe());
+    assert!(
+        out.stdout.contains("max-tracked = 77"),
+        "{}",
+        out.describe()
+    );
 }
 
 #[test]

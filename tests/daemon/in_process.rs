@@ -105,7 +105,10 @@ fn run_in_process_opens_the_door_for_the_knocker_only() {
         opens_within("127.0.0.2", &sequence, protected, Duration::from_secs(10)),
         "the knocker was never served"
     );
-    assert_eq!(connect_from("127.0.0.3", loopback(protected)), Reached::Reset);
+    assert_eq!(
+        connect_from("127.0.0.3", loopback(protected)),
+        Reached::Reset
+    );
     running.stop().unwrap();
 }
 

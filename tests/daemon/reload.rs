@@ -5,9 +5,7 @@ use std::time::Duration;
 use portknock::config::file;
 
 use super::in_process::{Running, door_file, knock, opens_within, served};
-use crate::util::{
-    Proc, Reached, bin, connect_from, free_port, free_ports, knock_from, loopback,
-};
+use crate::util::{Proc, Reached, bin, connect_from, free_port, free_ports, knock_from, loopback};
 
 /// Waits (bounded) for the daemon to take a reload: `probe` knocks the new
 /// sequence until it opens.
@@ -35,7 +33,10 @@ fn reload_changes_the_sequence_and_keeps_the_open_grant() {
     // The old sequence no longer opens.
     knock("127.0.0.4", &old);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(connect_from("127.0.0.4", loopback(protected)), Reached::Reset);
+    assert_eq!(
+        connect_from("127.0.0.4", loopback(protected)),
+        Reached::Reset
+    );
     running.stop().unwrap();
 }
 
@@ -50,7 +51,11 @@ fn an_invalid_file_changes_nothing() {
     assert!(opens_within("127.0.0.2", &sequence, protected, LIMIT));
     // Half a sequence from another source, then a broken file.
     knock("127.0.0.3", &sequence[..2]);
-    std::fs::write(&path, "[[door]]\nname = \"ssh\"\nsequence = []\nbogus = 1\n").unwrap();
+    std::fs::write(
+        &path,
+        "[[door]]\nname = \"ssh\"\nsequence = []\nbogus = 1\n",
+    )
+    .unwrap();
     running.reload.blocking_send(()).unwrap();
     // A reload that is refused is one that is still running: send another
     // request so the first is surely handled before we look.
@@ -94,4 +99,29 @@ fn sighup_reloads_the_binary_and_a_bad_file_is_logged_and_kept_out() {
     assert!(server.running(), "SIGHUP must not stop the server");
     let status = server.signal_and_wait("TERM", LIMIT);
     assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn a_reload_that_keeps_the_door_keeps_a_half_done_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("portknock.toml");
+    let sequence = free_ports(3);
+    let protected = free_port();
+    std::fs::write(&path, door_file(&sequence, protected, "1m")).unwrap();
+    let running = Running::start(file::load(&path).unwrap(), Some(&path));
+    // Served once, so the daemon is surely up before the half sequence.
+    assert!(opens_within("127.0.0.2", &sequence, protected, LIMIT));
+    knock("127.0.0.3", &sequence[..2]);
+    // The same door, the file rewritten: the reload goes through.
+    std::fs::write(&path, door_file(&sequence, protected, "1m")).unwrap();
+    running.reload.blocking_send(()).unwrap();
+    running.reload.blocking_send(()).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    knock_from("127.0.0.3", sequence[2]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        served(&connect_from("127.0.0.3", loopback(protected))),
+        "the half-done source lost its progress"
+    );
+    running.stop().unwrap();
 }

@@ -107,7 +107,9 @@ pub(super) async fn serve(
     {
         while triggers.recv().await.is_some() {
             let Some(source) = &source else {
-                warn!("reload requested, but the server was started without --config: nothing to re-read; carrying on unchanged");
+                warn!(
+                    "reload requested, but the server was started without --config: nothing to re-read; carrying on unchanged"
+                );
                 continue;
             };
             match reload_once(source, &current, &running, &server).await {
