@@ -43,3 +43,4 @@ pub mod service;
 pub mod spa;
 pub mod spa_listener;
 pub mod stats;
+pub mod stdout;
