@@ -29,7 +29,7 @@ pub fn print(text: &str) -> bool {
     written.is_ok()
 }
 
-/// [`print`] with a line end.
+/// [`print()`] with a line end.
 pub fn print_line(line: &str) -> bool {
     let mut text = String::with_capacity(line.len() + 1);
     text.push_str(line);
