@@ -34,7 +34,7 @@ use crate::config::KnockRules;
 use crate::counters::Counters;
 use crate::firewall::{Change, Firewall, FirewallError};
 use crate::firewall_worker::FirewallWorker;
-use crate::grants::{GrantChange, GrantTable};
+use crate::grants::{GrantChange, GrantRefused, GrantTable, RefusalLog};
 use crate::knock::{KnockTracker, Verdict};
 use knock_log::{Kind, KnockLogs};
 use order::{Knock, PassClock};
@@ -89,12 +89,14 @@ pub struct ServerSettings {
     pub rules: KnockRules,
     /// The protected TCP port opened by a grant.
     pub protected_port: u16,
+    /// Bound on open grants (`--max-grants`): new ones are refused at it.
+    pub max_grants: usize,
 }
 
 /// Scratch space of one receiver: the verdicts of the batch being handled.
 #[derive(Debug, Default)]
 pub struct GrantBatch {
-    verdicts: Vec<(Verdict, Option<GrantChange>, u16)>,
+    verdicts: Vec<(Verdict, Option<GrantOutcome>, u16)>,
 }
 
 /// The core and the open grants, behind one lock, plus the firewall queue.
@@ -110,10 +112,15 @@ pub struct Engine {
     logs: Mutex<KnockLogs>,
 }
 
+/// What became of a grant: opened or renewed, or refused at the cap (with
+/// the refusals to report if this one is logged).
+type GrantOutcome = Result<GrantChange, (GrantRefused, Option<u64>)>;
+
 #[derive(Debug)]
 struct State {
     tracker: KnockTracker,
     grants: GrantTable,
+    refusals: RefusalLog,
     /// The latest `now` given to the tracker, which needs them
     /// non-decreasing (arrival times of different passes may not be).
     last_now: Option<std::time::Instant>,
@@ -127,6 +134,21 @@ impl State {
             self.tracker.stats().evictions,
             self.tracker.heap_bytes(),
         );
+    }
+
+    /// Records a grant in the table; a refusal is counted and, within the
+    /// log budget, marked to be logged.
+    fn grant(
+        &mut self,
+        ip: IpAddr,
+        port: u16,
+        until: std::time::Instant,
+        counters: &Counters,
+    ) -> GrantOutcome {
+        self.grants.grant(ip, port, until).map_err(|refused| {
+            counters.record_grant_refused();
+            (refused, self.refusals.admit(Instant::now().into_std()))
+        })
     }
 
     /// `at`, or the latest time the tracker has seen if that is later.
@@ -147,7 +169,8 @@ impl Engine {
         Self {
             state: Mutex::new(State {
                 tracker: KnockTracker::new(&settings.rules),
-                grants: GrantTable::new(),
+                grants: GrantTable::new(settings.max_grants),
+                refusals: RefusalLog::default(),
                 last_now: None,
             }),
             protected_port: settings.protected_port,
@@ -185,7 +208,7 @@ impl Engine {
                 let change = match verdict {
                     Verdict::Grant { ip, until } => {
                         granted = true;
-                        Some(state.grants.grant(ip, self.protected_port, until))
+                        Some(state.grant(ip, self.protected_port, until, &self.counters))
                     }
                     _ => None,
                 };
@@ -198,7 +221,7 @@ impl Engine {
         }
         for &(verdict, change, port) in &batch.verdicts {
             self.log(&verdict, port, change);
-            if let (Verdict::Grant { ip, .. }, Some(_)) = (verdict, change) {
+            if let (Verdict::Grant { ip, .. }, Some(Ok(_))) = (verdict, change) {
                 self.queue(Change::Grant {
                     ip,
                     port: self.protected_port,
@@ -210,8 +233,9 @@ impl Engine {
     }
 
     /// Logs a verdict; lockouts and grants at info within their budget
-    /// (`server/knock_log.rs`), at debug beyond it.
-    fn log(&self, verdict: &Verdict, port: u16, change: Option<GrantChange>) {
+    /// (`server/knock_log.rs`), at debug beyond it; refused grants under
+    /// their own budget (`grants::RefusalLog`).
+    fn log(&self, verdict: &Verdict, port: u16, change: Option<GrantOutcome>) {
         let access = self.access.as_secs_f64();
         let at_info = |kind| self.knock_logs().admit(kind, Instant::now().into_std());
         match *verdict {
@@ -223,7 +247,8 @@ impl Engine {
                 let protected = self.protected_port;
                 let info = at_info(Kind::Grant);
                 match change {
-                    Some(GrantChange::Renewed) => {
+                    Some(Err((refused, log))) => log_refusal(&refused, log),
+                    Some(Ok(GrantChange::Renewed)) => {
                         budgeted!(info, %ip, port = protected, access_secs = access, "access renewed");
                     }
                     _ => {
@@ -285,17 +310,31 @@ impl Engine {
     /// Opens `port` for `ip` for `ttl` outside the knock core (an SPA
     /// grant): records it in the grant table, so the expiry timer revokes it
     /// like a sequence grant, and queues the firewall change. A grant for an
-    /// open `(ip, port)` renews it to the new end.
-    pub async fn grant(&self, ip: IpAddr, port: u16, ttl: Duration) -> GrantChange {
+    /// open `(ip, port)` renews it to the new end; a new one is refused
+    /// (counted, logged under a budget) while `max_grants` are open.
+    pub async fn grant(
+        &self,
+        ip: IpAddr,
+        port: u16,
+        ttl: Duration,
+    ) -> Result<GrantChange, GrantRefused> {
         let change = {
             let mut state = self.lock();
             let until = Instant::now().into_std() + ttl;
-            let change = state.grants.grant(ip, port, until);
+            let change = state.grant(ip, port, until, &self.counters);
             self.wake_expiry.notify_one();
             change
         };
-        self.queue(Change::Grant { ip, port, ttl }).await;
-        change
+        match change {
+            Ok(change) => {
+                self.queue(Change::Grant { ip, port, ttl }).await;
+                Ok(change)
+            }
+            Err((refused, log)) => {
+                log_refusal(&refused, log);
+                Err(refused)
+            }
+        }
     }
 
     /// Queues a change for the firewall worker without waiting, unless the
@@ -376,6 +415,20 @@ impl Engine {
                 _ = stop.changed() => return,
             }
         }
+    }
+}
+
+/// Warns of a refused grant if the budget let it through (`log`: the
+/// refusals suppressed since the last warning).
+fn log_refusal(refused: &GrantRefused, log: Option<u64>) {
+    if let Some(suppressed) = log {
+        warn!(
+            ip = %refused.ip,
+            port = refused.port,
+            max_grants = refused.max,
+            suppressed,
+            "grant refused: too many open grants (further refusals summarised)"
+        );
     }
 }
 

@@ -82,9 +82,14 @@ struct Args {
     close_after: Duration,
 
     /// Bound on tracked source IPs (knocks in progress and lockouts); when
-    /// full, the stalest in-progress entry is evicted.
+    /// full, evicted progress is kept compactly and resumes.
     #[arg(long, default_value_t = config::DEFAULT_MAX_TRACKED, value_parser = config::parse_max_tracked)]
     max_tracked: usize,
+
+    /// Bound on open grants (knock and SPA); at it, new grants are refused
+    /// (counted, logged) and open ones are never evicted.
+    #[arg(long, default_value_t = portknock::grants::DEFAULT_MAX_GRANTS, value_parser = portknock::grants::parse_max_grants)]
+    max_grants: usize,
 
     /// Userspace gate: cap on connections served at once.
     #[arg(long, default_value_t = gate::DEFAULT_MAX_CONNECTIONS, value_parser = portknock::service::parse_max_connections)]
@@ -293,6 +298,7 @@ async fn run(args: Args) -> Result<(), Failure> {
     let settings = ServerSettings {
         rules,
         protected_port: args.protected_port,
+        max_grants: args.max_grants,
     };
     let counters = Arc::new(Counters::new());
     // The gate and the stats endpoint run as the server's listeners, so
@@ -350,6 +356,12 @@ fn load_spa(args: &Args, path: &std::path::Path) -> Result<SpaSetup, Failure> {
     let setup = SpaSetup::load(&opts, now).map_err(usage)?;
     for warning in &setup.warnings {
         warn!(file = %path.display(), "access file: {warning}");
+    }
+    if let Some(loose) = &setup.loose_mode {
+        warn!("access file: {loose}");
+    }
+    for line in spa_listener::stanzas_without_hmac(setup.verifier.stanzas()) {
+        warn!(file = %path.display(), line, "access stanza has no HMAC_KEY: its packets are not authenticated and can be tampered with or forged by anyone who learns KEY (fwknop's legacy mode)");
     }
     for line in spa_listener::stanzas_without_open_ports(setup.verifier.stanzas()) {
         warn!(file = %path.display(), line, "access stanza has no OPEN_PORTS: any port may be requested (as with fwknopd)");

@@ -18,8 +18,9 @@ use crate::spa_listener::{DEFAULT_REPLAY_CACHE, SpaOptions};
 
 use super::issue::{Key, Problem};
 
-/// Default bound on open grants (`max-grants`).
-pub const DEFAULT_MAX_GRANTS: usize = 100_000;
+/// Default bound on open grants (`max-grants`): the one `--max-grants`
+/// uses (`grants.rs`).
+pub const DEFAULT_MAX_GRANTS: usize = crate::grants::DEFAULT_MAX_GRANTS;
 /// Default seconds before the built-in service closes a connection.
 pub const DEFAULT_CLOSE_AFTER: Duration = Duration::from_secs(3);
 

@@ -18,6 +18,7 @@ fn settings() -> ServerSettings {
     ServerSettings {
         rules: KnockRules::default(),
         protected_port: 2222,
+        max_grants: crate::grants::DEFAULT_MAX_GRANTS,
     }
 }
 
@@ -52,7 +53,8 @@ fn granting() -> Listener {
     Listener::new("granting", |engine, mut stop| async move {
         engine
             .grant(IpAddr::from([127, 0, 0, 9]), 2222, 60 * SEC)
-            .await;
+            .await
+            .unwrap();
         let _ = stop.wait_for(|&s| s).await;
     })
 }
