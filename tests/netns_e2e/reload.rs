@@ -43,9 +43,7 @@ fn probe(lab: &Lab, stop: &AtomicBool) -> Vec<Instant> {
                             if stop.load(Ordering::Relaxed) || Instant::now() > stop_at {
                                 break;
                             }
-                            if connect(source, to) {
-                                opened.push(Instant::now());
-                            }
+                            opened.extend(connect(source, to));
                         }
                         opened
                     })
@@ -59,7 +57,12 @@ fn probe(lab: &Lab, stop: &AtomicBool) -> Vec<Instant> {
     })
 }
 
-fn connect(source: IpAddr, to: SocketAddr) -> bool {
+/// Tries one connection from `source`; on success, the instant at which
+/// the kernel received the SYN-ACK, i.e. when the firewall let the SYN in.
+/// The prober's own clock is not used: on a loaded machine the thread may
+/// observe the completed handshake hundreds of ms late, long after the door
+/// closed again (measured: one late sample 1.8 s after a 31 ms window).
+fn connect(source: IpAddr, to: SocketAddr) -> Option<Instant> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(to),
         socket2::Type::STREAM,
@@ -67,10 +70,39 @@ fn connect(source: IpAddr, to: SocketAddr) -> bool {
     )
     .unwrap();
     socket.bind(&SocketAddr::new(source, 0).into()).unwrap();
-    let opened = socket.connect_timeout(&to.into(), PROBE_TIMEOUT).is_ok();
+    let started = Instant::now();
+    let opened = socket
+        .connect_timeout(&to.into(), PROBE_TIMEOUT)
+        .is_ok()
+        .then(|| handshake_instant(&socket, started));
     // Pace the next SYN a little: the probers must not starve the server.
     thread::sleep(Duration::from_millis(2));
     opened
+}
+
+/// When `socket` received its last ACK (the SYN-ACK, just after connect),
+/// from `TCP_INFO`'s `tcpi_last_ack_recv` (ms ago, jiffy resolution); never
+/// before `started`, the moment the SYN was about to be sent.
+fn handshake_instant(socket: &socket2::Socket, started: Instant) -> Instant {
+    use std::os::fd::AsRawFd;
+    // SAFETY: an all-zero tcp_info is valid, and getsockopt writes at most
+    // `len` bytes into it.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+    let now = Instant::now();
+    // SAFETY: `info` is valid for `len` bytes.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+    let ago = Duration::from_millis(u64::from(info.tcpi_last_ack_recv));
+    now.checked_sub(ago).unwrap_or(started).max(started)
 }
 
 /// Grants A, runs `flush` in the host namespace while B probes, and checks
@@ -92,7 +124,9 @@ fn survives(test: &str, tag: &str, backend: Backend, flush: &[&str]) {
         let prober = scope.spawn(|| probe(&lab, &stop));
         thread::sleep(Duration::from_millis(200));
         let flushed_at = Instant::now();
+        let wall = std::time::SystemTime::now();
         lab.lan.host.sh(flush);
+        println!("TIMES flush start {wall:?}, command took {:?}", flushed_at.elapsed());
         thread::sleep(PROBE_FOR);
         stop.store(true, Ordering::Relaxed);
         (prober.join().unwrap(), flushed_at)
@@ -109,6 +143,16 @@ fn survives(test: &str, tag: &str, backend: Backend, flush: &[&str]) {
         opened.len(),
         window.as_secs_f64() * 1000.0
     );
+    let first = opened.iter().min().map(|at| at.saturating_duration_since(flushed_at));
+    println!("TIMES first stranger success at +{first:?}");
+    let mut offsets: Vec<u128> = opened.iter().map(|at| at.saturating_duration_since(flushed_at).as_millis()).collect();
+    offsets.sort();
+    println!("TIMES offsets {offsets:?}");
+    for line in lab.server().logs().lines().filter(|l| {
+        l.contains("notification") || l.contains("verif") || l.contains("repaired")
+    }) {
+        println!("TIMES server {line}");
+    }
     assert!(
         opened.iter().all(|at| *at >= flushed_at),
         "B got in before the flush"
