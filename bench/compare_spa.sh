@@ -21,7 +21,7 @@ KPORT=7302
 SPA_PORT=62201
 STATS=127.0.0.1:7399
 NS=pkspa$$
-# tmpfs: our replay cache fsyncs every accepted packet; fwknopd's digest
+# tmpfs: our replay cache fsyncs once per batch of accepted packets; fwknopd's digest
 # cache is written per packet too. Both measure the rest, not the disk.
 WORK=$(mktemp -d /dev/shm/pkspa.XXXXXX)
 REL=$PWD/target/release

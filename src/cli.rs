@@ -1,10 +1,18 @@
 //! Glue shared by the three binaries: logging set-up, the shutdown signal,
 //! and exit codes. Nothing here is used by the library's own logic.
+//!
+//! Why logging drops output on error: a daemon's stderr is a pipe (journald,
+//! `2>&1 | head`, a terminal) whose reader may go away. Rust ignores
+//! SIGPIPE, so writes then fail with EPIPE, and `eprintln!` (which
+//! tracing-subscriber uses to report its own write errors) panics on that,
+//! killing whichever task happened to log. A lost log line is better than a
+//! half-alive server, so nothing here ever panics on a failed write.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
 
 /// Exit code: everything went as asked.
 pub const EXIT_OK: u8 = 0;
@@ -25,10 +33,56 @@ pub fn init_tracing(verbose: u8, quiet_level: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(LossyStderr)
+        .log_internal_errors(false)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .try_init();
+}
+
+/// Standard error that drops what it cannot write (a closed pipe, a full
+/// disk) instead of failing: the log writer of every binary.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LossyStderr;
+
+impl Write for LossyStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for LossyStderr {
+    type Writer = LossyStderr;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        LossyStderr
+    }
+}
+
+/// Makes SIGHUP harmless for a daemon until configuration reload exists:
+/// its default action would kill the process without tearing the firewall
+/// down. Each SIGHUP is logged at warn, and the daemon carries on. Call it
+/// inside the runtime, before the firewall is touched.
+pub fn survive_hangups() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = signal(SignalKind::hangup())?;
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                tracing::warn!(
+                    "SIGHUP received: configuration reload is not supported yet; carrying on unchanged"
+                );
+            }
+        });
+    }
+    Ok(())
 }
 
 /// Completes on SIGINT or SIGTERM.
@@ -57,8 +111,8 @@ pub async fn shutdown_signal() {
 }
 
 /// Prints an error chain on one line, prefixed with the program's name, and
-/// returns `code`.
+/// returns `code`. A closed stderr loses the line, never panics.
 pub fn fail(program: &str, err: &anyhow::Error, code: u8) -> ExitCode {
-    eprintln!("{program}: error: {err:#}");
+    let _ = writeln!(std::io::stderr(), "{program}: error: {err:#}");
     ExitCode::from(code)
 }

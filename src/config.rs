@@ -11,6 +11,20 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+pub mod door;
+pub mod file;
+pub mod globals;
+pub mod issue;
+pub mod render;
+pub mod server_config;
+
+pub use door::{AllowList, Door, DoorName, KnockPort, ProtectedPort, Proto, Timing};
+pub use file::{LoadError, Located};
+pub use globals::{Deny, GlobalOverrides, Globals, LogFormat, LogLevel, SpaSettings};
+pub use issue::{Issue, Issues, Key, Problem};
+pub use render::Reveal;
+pub use server_config::{SeedFlags, ServerConfig};
+
 /// Default knock sequence (DESIGN.md: `1234,5678,9012`).
 pub const DEFAULT_SEQUENCE: &str = "1234,5678,9012";
 /// Default protected TCP port.
@@ -87,6 +101,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, ConfigError> {
     let refuse = || ConfigError::Duration {
         value: text.to_string(),
     };
+    let duration = parse_duration_unbounded(text).ok_or_else(refuse)?;
+    if duration.is_zero() || duration > MAX_DURATION {
+        return Err(refuse());
+    }
+    Ok(duration)
+}
+
+/// Parses a non-negative duration like [`parse_duration`] without its
+/// bounds (a door checks its own); `None` if it does not parse.
+pub fn parse_duration_unbounded(text: &str) -> Option<Duration> {
     let trimmed = text.trim();
     let split = trimmed
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -97,18 +121,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, ConfigError> {
         "ms" => 0.001,
         "m" | "min" => 60.0,
         "h" => 3600.0,
-        _ => return Err(refuse()),
+        _ => return None,
     };
-    let value: f64 = number.parse().map_err(|_| refuse())?;
-    let seconds = value * scale;
-    if !seconds.is_finite() || seconds <= 0.0 || seconds > MAX_DURATION.as_secs_f64() {
-        return Err(refuse());
-    }
-    let duration = Duration::from_secs_f64(seconds);
-    if duration.is_zero() {
-        return Err(refuse());
-    }
-    Ok(duration)
+    let value: f64 = number.parse().ok()?;
+    Duration::try_from_secs_f64(value * scale).ok()
 }
 
 /// Parses the bound on tracked IPs: a whole number of at least 1.

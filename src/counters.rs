@@ -94,6 +94,7 @@ pub struct Counters {
     firewall_failures: AtomicU64,
     batches: AtomicU64,
     table_bytes: AtomicU64,
+    grants_refused: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -123,6 +124,8 @@ pub struct CountersSnapshot {
     pub batches: u64,
     /// Heap bytes held by the tracking table.
     pub table_bytes: u64,
+    /// New grants refused because `--max-grants` were open.
+    pub grants_refused: u64,
 }
 
 impl Counters {
@@ -151,6 +154,11 @@ impl Counters {
             Verdict::Ignored { .. } => &self.ignored,
         };
         counter.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a new grant refused at the `--max-grants` bound.
+    pub fn record_grant_refused(&self) {
+        self.grants_refused.fetch_add(1, Relaxed);
     }
 
     /// Counts an ended grant.
@@ -189,13 +197,14 @@ impl Counters {
             firewall_failures: self.firewall_failures.load(Relaxed),
             batches: self.batches.load(Relaxed),
             table_bytes: self.table_bytes.load(Relaxed),
+            grants_refused: self.grants_refused.load(Relaxed),
         }
     }
 }
 
 impl CountersSnapshot {
     /// The field names and values, in a fixed order.
-    pub fn fields(&self) -> [(&'static str, u64); 12] {
+    pub fn fields(&self) -> [(&'static str, u64); 13] {
         [
             ("packets", self.packets),
             ("progress", self.progress),
@@ -209,6 +218,7 @@ impl CountersSnapshot {
             ("firewall_failures", self.firewall_failures),
             ("batches", self.batches),
             ("table_bytes", self.table_bytes),
+            ("grants_refused", self.grants_refused),
         ]
     }
 
@@ -235,6 +245,7 @@ impl CountersSnapshot {
                 "firewall_failures" => &mut snapshot.firewall_failures,
                 "batches" => &mut snapshot.batches,
                 "table_bytes" => &mut snapshot.table_bytes,
+                "grants_refused" => &mut snapshot.grants_refused,
                 _ => continue,
             };
             *field = value;
@@ -292,7 +303,7 @@ mod tests {
         assert_eq!(SpaCountersSnapshot::from_json(&both), Some(spa));
         assert_eq!(
             snapshot.to_string(),
-            "packets=5 progress=0 grants=0 lockouts=0 ignored=0 expiries=0 evictions=2 tracked=3 firewall_ops=1 firewall_failures=1 batches=1 table_bytes=4096"
+            "packets=5 progress=0 grants=0 lockouts=0 ignored=0 expiries=0 evictions=2 tracked=3 firewall_ops=1 firewall_failures=1 batches=1 table_bytes=4096 grants_refused=0"
         );
     }
 }

@@ -5,10 +5,61 @@
 //! [`GrantTable::next_expiry`] for the one deadline to sleep until (a timer,
 //! not polling) and revokes what [`GrantTable::expire`] returns. Grants live
 //! apart from the knock tracker so a flood of knocks can never evict one.
+//!
+//! Bounded by `--max-grants` (issue 9: 300 000 spoofed correct sequences
+//! made 300 000 grants). At the cap a *new* grant is refused and an open
+//! one is never evicted: evicting would let whoever floods with a sniffed
+//! sequence shut real users out mid-session, while refusing only delays
+//! newcomers until a grant ends. Renewals of an open grant still work. The
+//! shell counts refusals and logs them under a [`RefusalLog`] budget, one
+//! line per burst rather than one per packet.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+/// Default bound on open grants: far above what one host's users need,
+/// small enough that a flood of spoofed grants costs a few megabytes.
+pub const DEFAULT_MAX_GRANTS: usize = 10_000;
+
+/// Largest accepted `--max-grants`: the configuration file's bound
+/// (`max-grants`), so a flag and a file accept the same values.
+pub const MAX_MAX_GRANTS: usize = crate::config::server_config::MAX_TABLE_BOUND as usize;
+
+/// How long refusals are summarised into one warning.
+pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A `--max-grants` value that was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("invalid --max-grants '{value}': expected a whole number from 1 to {MAX_MAX_GRANTS}")]
+pub struct MaxGrantsError {
+    /// The text given.
+    pub value: String,
+}
+
+/// Parses `--max-grants`: a whole number from 1 to [`MAX_MAX_GRANTS`].
+pub fn parse_max_grants(text: &str) -> Result<usize, MaxGrantsError> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_MAX_GRANTS).contains(&n) => Ok(n),
+        _ => Err(MaxGrantsError {
+            value: text.to_string(),
+        }),
+    }
+}
+
+/// A new grant refused because the table holds its maximum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[error("grant for {ip} port {port} refused: {max} grants are open (--max-grants)")]
+pub struct GrantRefused {
+    /// Who asked.
+    pub ip: IpAddr,
+    /// For which port.
+    pub port: u16,
+    /// The bound.
+    pub max: usize,
+}
 
 /// Whether a grant was new or extended an open one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,33 +70,49 @@ pub enum GrantChange {
     Renewed,
 }
 
-/// The open grants, keyed by `(ip, port)`.
-#[derive(Debug, Default)]
+/// The open grants, keyed by `(ip, port)`, at most `max` of them.
+#[derive(Debug)]
 pub struct GrantTable {
     until: HashMap<(IpAddr, u16), Instant>,
     by_deadline: BTreeSet<(Instant, IpAddr, u16)>,
+    max: usize,
 }
 
 impl GrantTable {
-    /// An empty table.
-    pub fn new() -> Self {
-        Self::default()
+    /// An empty table that holds at most `max` grants (at least one).
+    pub fn new(max: usize) -> Self {
+        Self {
+            until: HashMap::new(),
+            by_deadline: BTreeSet::new(),
+            max: max.max(1),
+        }
     }
 
-    /// Opens (or renews) access for `(ip, port)` until `until`.
-    pub fn grant(&mut self, ip: IpAddr, port: u16, until: Instant) -> GrantChange {
+    /// Opens (or renews) access for `(ip, port)` until `until`; a new
+    /// grant is refused while `max` are open.
+    pub fn grant(
+        &mut self,
+        ip: IpAddr,
+        port: u16,
+        until: Instant,
+    ) -> Result<GrantChange, GrantRefused> {
         let ip = ip.to_canonical();
-        match self.until.insert((ip, port), until) {
-            Some(old) => {
-                self.by_deadline.remove(&(old, ip, port));
-                self.by_deadline.insert((until, ip, port));
-                GrantChange::Renewed
-            }
-            None => {
-                self.by_deadline.insert((until, ip, port));
-                GrantChange::New
-            }
+        if let Some(old) = self.until.get_mut(&(ip, port)) {
+            self.by_deadline.remove(&(*old, ip, port));
+            *old = until;
+            self.by_deadline.insert((until, ip, port));
+            return Ok(GrantChange::Renewed);
         }
+        if self.until.len() >= self.max {
+            return Err(GrantRefused {
+                ip,
+                port,
+                max: self.max,
+            });
+        }
+        self.until.insert((ip, port), until);
+        self.by_deadline.insert((until, ip, port));
+        Ok(GrantChange::New)
     }
 
     /// Removes and returns every grant whose end is at or before `now`.
@@ -104,6 +171,32 @@ impl GrantTable {
     }
 }
 
+/// The budget of refusal warnings: the first refusal after a quiet
+/// [`REFUSAL_LOG_INTERVAL`] is logged at once, later ones in the interval
+/// are counted and reported with the next logged one.
+#[derive(Debug, Default)]
+pub struct RefusalLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RefusalLog {
+    /// Notes a refusal at `now`; `Some(n)` if it is to be logged, with
+    /// the `n` refusals suppressed since the last logged one.
+    pub fn admit(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(last) if now.saturating_duration_since(last) < REFUSAL_LOG_INTERVAL => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,14 +209,14 @@ mod tests {
     #[test]
     fn grants_expire_in_deadline_order_at_their_end() {
         let t0 = Instant::now();
-        let mut table = GrantTable::new();
+        let mut table = GrantTable::new(100);
         assert_eq!(
             table.grant(ip(1), 22, t0 + Duration::from_secs(30)),
-            GrantChange::New
+            Ok(GrantChange::New)
         );
         assert_eq!(
             table.grant(ip(2), 22, t0 + Duration::from_secs(10)),
-            GrantChange::New
+            Ok(GrantChange::New)
         );
         assert_eq!(table.next_expiry(), Some(t0 + Duration::from_secs(10)));
         assert!(table.is_granted(ip(2), 22, t0 + Duration::from_secs(9)));
@@ -146,11 +239,13 @@ mod tests {
     #[test]
     fn renewal_moves_the_deadline_and_leaves_one_grant() {
         let t0 = Instant::now();
-        let mut table = GrantTable::new();
-        table.grant(ip(1), 22, t0 + Duration::from_secs(30));
+        let mut table = GrantTable::new(100);
+        table
+            .grant(ip(1), 22, t0 + Duration::from_secs(30))
+            .unwrap();
         assert_eq!(
             table.grant(ip(1), 22, t0 + Duration::from_secs(50)),
-            GrantChange::Renewed
+            Ok(GrantChange::Renewed)
         );
         assert_eq!(table.len(), 1);
         assert!(table.expire(t0 + Duration::from_secs(30)).is_empty());
@@ -163,12 +258,71 @@ mod tests {
     #[test]
     fn mapped_ipv6_is_the_same_source_as_ipv4() {
         let t0 = Instant::now();
-        let mut table = GrantTable::new();
+        let mut table = GrantTable::new(100);
         let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
-        table.grant(mapped, 22, t0 + Duration::from_secs(5));
+        table
+            .grant(mapped, 22, t0 + Duration::from_secs(5))
+            .unwrap();
         assert!(table.is_granted(ip(1), 22, t0));
         assert!(table.remove(ip(1), 22));
         assert!(!table.remove(ip(1), 22));
         assert_eq!(table.next_expiry(), None);
+    }
+
+    #[test]
+    fn at_the_cap_a_new_grant_is_refused_and_open_ones_stay_and_renew() {
+        let t0 = Instant::now();
+        let end = t0 + Duration::from_secs(10);
+        let mut table = GrantTable::new(2);
+        table.grant(ip(1), 22, end).unwrap();
+        table.grant(ip(2), 22, end).unwrap();
+        assert_eq!(
+            table.grant(ip(3), 22, end),
+            Err(GrantRefused {
+                ip: ip(3),
+                port: 22,
+                max: 2
+            })
+        );
+        // Another port of an open IP is a new grant too.
+        assert!(table.grant(ip(1), 23, end).is_err());
+        assert_eq!(table.len(), 2);
+        assert!(table.is_granted(ip(1), 22, t0) && table.is_granted(ip(2), 22, t0));
+        let later = t0 + Duration::from_secs(20);
+        assert_eq!(table.grant(ip(2), 22, later), Ok(GrantChange::Renewed));
+        assert_eq!(table.expire(end), vec![(ip(1), 22)]);
+        assert_eq!(table.grant(ip(3), 22, later), Ok(GrantChange::New));
+        assert_eq!(table.next_expiry(), Some(later));
+    }
+
+    #[test]
+    fn max_grants_is_validated() {
+        assert_eq!(parse_max_grants("1"), Ok(1));
+        assert_eq!(parse_max_grants(" 10000 "), Ok(10_000));
+        assert_eq!(parse_max_grants("10000000"), Ok(MAX_MAX_GRANTS));
+        for bad in [
+            "0",
+            "-1",
+            "x",
+            "",
+            "1.5",
+            "10000001",
+            "99999999999999999999999",
+        ] {
+            let err = parse_max_grants(bad).unwrap_err();
+            assert!(err.to_string().contains("--max-grants"), "{err}");
+        }
+    }
+
+    #[test]
+    fn refusals_are_logged_once_per_interval_with_the_count_suppressed() {
+        let t0 = Instant::now();
+        let mut log = RefusalLog::default();
+        assert_eq!(log.admit(t0), Some(0));
+        for i in 1..1_000u32 {
+            assert_eq!(log.admit(t0 + Duration::from_millis(u64::from(i))), None);
+        }
+        assert_eq!(log.admit(t0 + REFUSAL_LOG_INTERVAL), Some(999));
+        assert_eq!(log.admit(t0 + REFUSAL_LOG_INTERVAL * 3), Some(0));
     }
 }

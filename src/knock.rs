@@ -12,30 +12,76 @@
 //!    [`Verdict::Grant`] and resets the progress.
 //! 4. Anything else is a wrong knock: [`Verdict::LockedOut`], progress reset.
 //!
-//! The table is bounded by `max_tracked`. Expired entries go first. Then a
-//! newcomer evicts the stalest entry of its own kind: a new knock in progress
-//! evicts the stalest in-progress entry (DESIGN.md), a new lockout the
-//! lockout nearest its end; only when there is none of its kind does it
-//! evict the other kind. So a flood of spoofed wrong knocks churns lockouts
-//! among themselves and never pushes out a client that is halfway through
-//! its sequence, and a flood of first knocks is first-in-first-out, so a
-//! client gets in if it finishes before `max_tracked` newer sources arrive.
-//! Losing a lockout costs little: it only lets that source knock again.
-//! Grants are not tracked here (see `grants.rs`), so they are never evicted.
+//! Two tolerances (DESIGN.md: a real client must not be locked out by the
+//! network or by someone else's flood):
+//! - **Duplicates** (knockd PR #90's rule): a knock on the port just
+//!   matched that is not the next expected port is a copy the network made
+//!   (UDP may duplicate) or a retry; it changes nothing and is answered
+//!   with [`Verdict::Progress`] at the unchanged count. A sequence that
+//!   repeats a port (`1111,1111,2222`) still advances, because the next
+//!   expected port is checked first.
+//! - **Eviction never turns into a lockout.** The table is bounded by
+//!   `max_tracked`. Expired entries go first. Progress the table must drop
+//!   is written to the ledger (`knock/ledger.rs`: 16-byte records, twice
+//!   `max_tracked` of them, first in first out); a source's next knock
+//!   finds its record there and is judged with exactly the progress it had,
+//!   so eviction changes no verdict while the record lasts. Only a source
+//!   whose record the ledger has also dropped is judged as a fresh start.
+//!
+//! Whom a newcomer displaces when the table is full (every displaced
+//! knock in progress goes to the ledger, never lost outright):
+//! - a **first knock** displaces the oldest entry that has matched one
+//!   knock only if that entry is younger than [`SETTLED`] (progress that
+//!   has waited longer is likely a client about to knock again), else the
+//!   lockout nearest its end; failing both, the newcomer itself goes to the
+//!   ledger.
+//! - **progress past the first knock** (restored from the ledger) displaces
+//!   a first-knock-only entry, else the least recently advanced one, else a
+//!   lockout: only a source that knows two ports gets here, which a flood of
+//!   spoofed first knocks cannot.
+//! - a **lockout** displaces the lockout nearest its end, else progress.
+//!   So a flood of spoofed wrong knocks churns lockouts among themselves.
+//!
+//! A client therefore survives a first-knock flood of `rate` new sources a
+//! second if it knocks again within `3 * max_tracked / rate` seconds while
+//! the table turns over faster than [`SETTLED`] (0.76 s for 20 000 at
+//! 79 000/s; before the ledger, 0.25 s), or within `2 * max_tracked / rate`
+//! (more than `2 * SETTLED`) when it turns over slower; once past its
+//! second knock only sources that know the sequence compete with it. Losing a
+//! lockout costs little: it only lets that source knock again. Grants are
+//! not tracked here (see `grants.rs`), so they are never evicted.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use crate::config::KnockRules;
 
+mod ledger;
 mod table;
 
+use ledger::{Fingerprint, Ledger};
 use table::{Entries, Key, LOCKED, Order};
+
+/// Age after which a first knock in the table is no longer displaced by a
+/// brand-new first knock. Clients knock a few hundred milliseconds apart
+/// (knock-client's default delay is 0.5 s; knockd's `knock -d` is set by
+/// hand to hundreds of ms when a server needs it), so an entry this old is
+/// likely a client about to knock again, while a brand-new first knock is
+/// all a spoofing flood can send without knowing the sequence. Below
+/// knock-client's delay, so a client's first knock is settled before its
+/// second arrives.
+pub const SETTLED: Duration = Duration::from_millis(300);
+
+/// Ledger records per tracked entry: a record costs about a quarter of an
+/// entry, and twice the table lets a client's first knock survive three
+/// times as many newer sources as the table alone (see the module doc).
+const LEDGER_PER_TRACKED: usize = 2;
 
 /// What the core decided about one knock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// The knock was the next expected port; `matched` of `total` done.
+    /// The knock was the next expected port (or a tolerated duplicate of
+    /// the one just matched); `matched` of `total` done.
     Progress {
         /// Source of the knock.
         ip: IpAddr,
@@ -82,10 +128,29 @@ impl Verdict {
 /// Counters of what the tracker did, for logs and benchmarks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TrackerStats {
-    /// Entries removed to make room while the table was full.
+    /// Entries removed to make room while the table was full (progress
+    /// among them went to the ledger), plus first knocks that went to the
+    /// ledger directly.
     pub evictions: u64,
     /// Entries removed because their window or lockout had passed.
     pub expirations: u64,
+    /// Knocks judged with progress restored from the ledger.
+    pub restored: u64,
+    /// Tolerated duplicates of the knock just matched.
+    pub duplicates: u64,
+    /// Progress the ledger forgot to make room: those sources are judged
+    /// as a fresh start at their next knock.
+    pub forgotten: u64,
+    /// Lockouts dropped to make room (those sources may knock again).
+    pub lockouts_evicted: u64,
+}
+
+/// Whom a newcomer to a full table may displace (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Newcomer {
+    FirstKnock,
+    Advanced,
+    Lockout,
 }
 
 /// Tracks every source IP's progress through the knock sequence.
@@ -101,10 +166,14 @@ pub struct KnockTracker {
     /// instants the rules define.
     epoch: Option<Instant>,
     entries: Entries,
-    /// In-progress entries by first knock, oldest first.
-    progress_order: Order,
+    /// Entries that matched one knock, by first knock, oldest first.
+    first_order: Order,
+    /// Entries that matched two knocks or more, least recently advanced
+    /// first.
+    advanced_order: Order,
     /// Lockouts by end, soonest first.
     lockout_order: Order,
+    ledger: Ledger,
     stats: TrackerStats,
 }
 
@@ -120,8 +189,10 @@ impl KnockTracker {
             max_tracked,
             epoch: None,
             entries: Entries::new(max_tracked),
-            progress_order: Order::new(),
+            first_order: Order::new(),
+            advanced_order: Order::new(),
             lockout_order: Order::new(),
+            ledger: Ledger::new(max_tracked.saturating_mul(LEDGER_PER_TRACKED)),
             stats: TrackerStats::default(),
         }
     }
@@ -133,8 +204,11 @@ impl KnockTracker {
         let key = Key::from_ip(ip);
         let t = self.ticks(now);
         self.prune_ticks(t);
+        let window = nanos(self.window);
         let found = self.entries.find(&key);
+        // Live progress: (matched, first knock), from the table or the ledger.
         let mut progress = None;
+        let mut fingerprint = None;
         if let Some(slot) = found.map(|at| *self.entries.slot(at)) {
             if slot.state == LOCKED {
                 if t < slot.at {
@@ -143,21 +217,40 @@ impl KnockTracker {
                         until: self.instant(slot.at),
                     };
                 }
-            } else if t.saturating_sub(slot.at) <= nanos(self.window) {
-                progress = Some(usize::from(slot.state));
+            } else if t.saturating_sub(slot.at) <= window {
+                progress = Some((usize::from(slot.state), slot.at));
+            }
+        } else if !self.ledger.is_empty() {
+            let fp = self.ledger.fingerprint(&key);
+            fingerprint = Some(fp);
+            if let Some((matched, first)) = self.ledger.take(fp) {
+                if t.saturating_sub(first) <= window {
+                    self.stats.restored += 1;
+                    progress = Some((usize::from(matched), first));
+                }
             }
         }
-        let matched = progress.unwrap_or(0);
+        let (matched, first) = progress.unwrap_or((0, t));
+        let total = self.sequence.len();
         if port != self.sequence[matched] {
+            if matched > 0 && port == self.sequence[matched - 1] {
+                // A duplicate of the knock just matched: nothing changes (a
+                // record taken from the ledger goes back).
+                self.stats.duplicates += 1;
+                if let (None, Some(fp)) = (found, fingerprint) {
+                    self.stats.forgotten += self.ledger.remember(fp, to_state(matched), first);
+                }
+                return Verdict::Progress { ip, matched, total };
+            }
             let until = t.saturating_add(nanos(self.lockout));
-            self.place(found, key, LOCKED, until);
+            self.place(found, key, LOCKED, until, fingerprint);
             return Verdict::LockedOut {
                 ip,
                 until: now + self.lockout,
             };
         }
         let done = matched + 1;
-        if done == self.sequence.len() {
+        if done == total {
             if let Some(at) = found {
                 self.drop_entry(at);
             }
@@ -166,16 +259,16 @@ impl KnockTracker {
                 until: now + self.access,
             };
         }
-        let state = u8::try_from(done).expect("sequence length is bounded by MAX_SEQUENCE_LEN");
+        let state = to_state(done);
         match (found, progress) {
-            // Advancing keeps the first knock, so the place in the order.
-            (Some(at), Some(_)) => self.entries.slot_mut(at).state = state,
-            _ => self.place(found, key, state, t),
+            // Advancing in the table keeps the first knock.
+            (Some(at), Some(_)) if matched > 1 => self.entries.slot_mut(at).state = state,
+            _ => self.place(found, key, state, first, fingerprint),
         }
         Verdict::Progress {
             ip,
             matched: done,
-            total: self.sequence.len(),
+            total,
         }
     }
 
@@ -187,7 +280,8 @@ impl KnockTracker {
         }
     }
 
-    /// Number of tracked source IPs (in progress or locked out).
+    /// Number of tracked source IPs (in progress or locked out), not
+    /// counting the ledger's records.
     pub fn tracked(&self) -> usize {
         self.entries.len()
     }
@@ -202,9 +296,9 @@ impl KnockTracker {
         self.sequence.len()
     }
 
-    /// Bytes the table holds on the heap now (slab and index).
+    /// Bytes the table and the ledger hold on the heap now.
     pub fn heap_bytes(&self) -> usize {
-        self.entries.heap_bytes()
+        self.entries.heap_bytes() + self.ledger.heap_bytes()
     }
 
     fn ticks(&mut self, now: Instant) -> u64 {
@@ -216,14 +310,20 @@ impl KnockTracker {
         self.epoch.expect("set by the first call") + Duration::from_nanos(ticks)
     }
 
+    /// Drops expired entries from the front of each order. The advanced
+    /// order is by last advance, not first knock, so an expired entry
+    /// behind a live one waits at most one more window (it is judged
+    /// fresh meanwhile: every lookup checks the window).
     fn prune_ticks(&mut self, t: u64) {
         let window = nanos(self.window);
-        while let Some(at) = self.progress_order.front() {
-            if t.saturating_sub(self.entries.slot(at).at) <= window {
-                break;
+        for which in [Newcomer::FirstKnock, Newcomer::Advanced] {
+            while let Some(at) = self.order(which).front() {
+                if t.saturating_sub(self.entries.slot(at).at) <= window {
+                    break;
+                }
+                self.drop_entry(at);
+                self.stats.expirations += 1;
             }
-            self.drop_entry(at);
-            self.stats.expirations += 1;
         }
         while let Some(at) = self.lockout_order.front() {
             if t < self.entries.slot(at).at {
@@ -235,8 +335,9 @@ impl KnockTracker {
     }
 
     /// Gives `key` the state `state` from time `at`, appended as the newest
-    /// of its order; a new key first makes room if the table is full.
-    fn place(&mut self, found: Option<u32>, key: Key, state: u8, at: u64) {
+    /// of its order. A new key first makes room if the table is full; a
+    /// first knock that may not displace anyone goes to the ledger instead.
+    fn place(&mut self, found: Option<u32>, key: Key, state: u8, at: u64, fp: Option<Fingerprint>) {
         let slot = match found {
             Some(slot) => {
                 self.unlink(slot);
@@ -246,34 +347,49 @@ impl KnockTracker {
                 slot
             }
             None => {
-                if self.entries.len() >= self.max_tracked {
-                    self.evict_one(state == LOCKED);
+                if self.entries.len() >= self.max_tracked && !self.make_room(kind_of(state), at) {
+                    let fp = fp.unwrap_or_else(|| self.ledger.fingerprint(&key));
+                    self.stats.forgotten += self.ledger.remember(fp, state, at);
+                    self.stats.evictions += 1;
+                    return;
                 }
                 self.entries.add(key, state, at)
             }
         };
-        let order = if state == LOCKED {
-            &mut self.lockout_order
-        } else {
-            &mut self.progress_order
+        let order = match kind_of(state) {
+            Newcomer::FirstKnock => &mut self.first_order,
+            Newcomer::Advanced => &mut self.advanced_order,
+            Newcomer::Lockout => &mut self.lockout_order,
         };
         order.push_back(&mut self.entries, slot);
     }
 
-    /// Makes room for a newcomer: removes the stalest entry of its kind
-    /// (the lockout ending soonest for a new lockout, the oldest knock in
-    /// progress otherwise), or of the other kind if there is none.
-    fn evict_one(&mut self, for_lockout: bool) {
-        let (own, other) = if for_lockout {
-            (&self.lockout_order, &self.progress_order)
-        } else {
-            (&self.progress_order, &self.lockout_order)
+    /// Makes room for a newcomer of kind `kind` arriving at `t` (see the
+    /// module doc); false if it may not displace anyone.
+    fn make_room(&mut self, kind: Newcomer, t: u64) -> bool {
+        let first = self.first_order.front();
+        let advanced = self.advanced_order.front();
+        let lockout = self.lockout_order.front();
+        let victim = match kind {
+            Newcomer::FirstKnock => first
+                .filter(|&at| t.saturating_sub(self.entries.slot(at).at) < nanos(SETTLED))
+                .or(lockout),
+            Newcomer::Advanced => first.or(advanced).or(lockout),
+            Newcomer::Lockout => lockout.or(first).or(advanced),
         };
-        let victim = own.front().or_else(|| other.front());
-        if let Some(at) = victim {
-            self.drop_entry(at);
-            self.stats.evictions += 1;
+        let Some(at) = victim else {
+            return false;
+        };
+        let slot = *self.entries.slot(at);
+        if slot.state == LOCKED {
+            self.stats.lockouts_evicted += 1;
+        } else {
+            let fp = self.ledger.fingerprint(&slot.key());
+            self.stats.forgotten += self.ledger.remember(fp, slot.state, slot.at);
         }
+        self.drop_entry(at);
+        self.stats.evictions += 1;
+        true
     }
 
     fn drop_entry(&mut self, at: u32) {
@@ -281,22 +397,45 @@ impl KnockTracker {
         self.entries.remove(at);
     }
 
+    fn order(&self, kind: Newcomer) -> &Order {
+        match kind {
+            Newcomer::FirstKnock => &self.first_order,
+            Newcomer::Advanced => &self.advanced_order,
+            Newcomer::Lockout => &self.lockout_order,
+        }
+    }
+
     #[cfg(test)]
     fn oldest_in_progress(&self) -> Option<IpAddr> {
-        self.progress_order
+        self.first_order
             .front()
             .map(|at| self.entries.slot(at).ip())
     }
 
     /// Takes slot `at` out of the order its state puts it in.
     fn unlink(&mut self, at: u32) {
-        let order = if self.entries.slot(at).state == LOCKED {
-            &mut self.lockout_order
-        } else {
-            &mut self.progress_order
+        let kind = kind_of(self.entries.slot(at).state);
+        let order = match kind {
+            Newcomer::FirstKnock => &mut self.first_order,
+            Newcomer::Advanced => &mut self.advanced_order,
+            Newcomer::Lockout => &mut self.lockout_order,
         };
         order.unlink(&mut self.entries, at);
     }
+}
+
+/// The order (and newcomer kind) of an entry in `state`.
+fn kind_of(state: u8) -> Newcomer {
+    match state {
+        LOCKED => Newcomer::Lockout,
+        1 => Newcomer::FirstKnock,
+        _ => Newcomer::Advanced,
+    }
+}
+
+/// Knocks matched as a slot state.
+fn to_state(matched: usize) -> u8 {
+    u8::try_from(matched).expect("sequence length is bounded by MAX_SEQUENCE_LEN")
 }
 
 /// A duration in nanoseconds, saturating (durations are bounded by config).

@@ -16,6 +16,7 @@
 //! | [`firewall_worker`] | the thread that owns the backend and applies changes in batches |
 //! | [`server`] | the I/O shell: UDP knocks -> core -> firewall; expiry of grants |
 //! | [`gate`] | userspace backend's listener: resets strangers, serves or proxies the granted |
+//! | [`log_budget`] | info lines per window for events anyone can trigger; the rest at debug, summarised |
 //! | [`counters`] | what the server received and decided |
 //! | [`cli`] | glue for the binaries: logging, stop signal, exit codes |
 //! | [`net`] | socket helpers: v6-only wildcards side by side |
@@ -35,6 +36,7 @@ pub mod firewall_worker;
 pub mod gate;
 pub mod grants;
 pub mod knock;
+pub mod log_budget;
 pub mod net;
 pub mod server;
 pub mod service;

@@ -10,6 +10,11 @@
 //! - the firewall worker (`firewall_worker.rs`), one thread that owns the
 //!   backend, so a knock never waits behind a slow firewall command.
 //!
+//! Plus the [`Listener`]s given to [`run_with`] (SPA, gate, stats). Every
+//! task is supervised (`server/tasks.rs`): one that ends before shutdown,
+//! or a firewall worker whose queue closes, stops the whole server through
+//! its teardown with an error naming it, rather than running half-alive.
+//!
 //! Time comes from `tokio::time::Instant`, so tests can pause it.
 
 use std::future::Future;
@@ -23,15 +28,29 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::KnockRules;
 use crate::counters::Counters;
 use crate::firewall::{Change, Firewall, FirewallError};
 use crate::firewall_worker::FirewallWorker;
-use crate::grants::{GrantChange, GrantTable};
+use crate::grants::{GrantChange, GrantRefused, GrantTable, RefusalLog};
 use crate::knock::{KnockTracker, Verdict};
+use knock_log::{Kind, KnockLogs};
 use order::{Knock, PassClock};
+use tasks::Tasks;
+pub use tasks::{DRAIN_LIMIT, Listener};
+
+/// Logs at info when `$info` (within the budget), else at debug.
+macro_rules! budgeted {
+    ($info:expr, $($field:tt)*) => {
+        if $info {
+            info!($($field)*)
+        } else {
+            debug!($($field)*)
+        }
+    };
+}
 
 /// How often the expiry task forgets stale progress while anyone is
 /// tracked (never while the table is empty: idle stays idle).
@@ -43,6 +62,15 @@ pub enum ServerError {
     /// The firewall backend could not be set up.
     #[error("firewall setup failed")]
     Setup(#[source] FirewallError),
+    /// A task ended before shutdown (a panic or a return), or the firewall
+    /// worker stopped taking changes; the server stopped and tore down.
+    #[error("server task '{task}' ended before shutdown ({reason}); the server stopped")]
+    TaskEnded {
+        /// Which task: receiver, expiry, firewall worker, or a listener's name.
+        task: &'static str,
+        /// How it ended.
+        reason: String,
+    },
     /// A socket could not be bound.
     #[error("cannot listen on {addr}")]
     Bind {
@@ -61,12 +89,14 @@ pub struct ServerSettings {
     pub rules: KnockRules,
     /// The protected TCP port opened by a grant.
     pub protected_port: u16,
+    /// Bound on open grants (`--max-grants`): new ones are refused at it.
+    pub max_grants: usize,
 }
 
 /// Scratch space of one receiver: the verdicts of the batch being handled.
 #[derive(Debug, Default)]
 pub struct GrantBatch {
-    verdicts: Vec<(Verdict, Option<GrantChange>, u16)>,
+    verdicts: Vec<(Verdict, Option<GrantOutcome>, u16)>,
 }
 
 /// The core and the open grants, behind one lock, plus the firewall queue.
@@ -78,12 +108,19 @@ pub struct Engine {
     firewall: tokio::sync::mpsc::Sender<Change>,
     counters: Arc<Counters>,
     wake_expiry: Notify,
+    /// Budgets of the lockout and grant lines (never locked with `state`).
+    logs: Mutex<KnockLogs>,
 }
+
+/// What became of a grant: opened or renewed, or refused at the cap (with
+/// the refusals to report if this one is logged).
+type GrantOutcome = Result<GrantChange, (GrantRefused, Option<u64>)>;
 
 #[derive(Debug)]
 struct State {
     tracker: KnockTracker,
     grants: GrantTable,
+    refusals: RefusalLog,
     /// The latest `now` given to the tracker, which needs them
     /// non-decreasing (arrival times of different passes may not be).
     last_now: Option<std::time::Instant>,
@@ -97,6 +134,21 @@ impl State {
             self.tracker.stats().evictions,
             self.tracker.heap_bytes(),
         );
+    }
+
+    /// Records a grant in the table; a refusal is counted and, within the
+    /// log budget, marked to be logged.
+    fn grant(
+        &mut self,
+        ip: IpAddr,
+        port: u16,
+        until: std::time::Instant,
+        counters: &Counters,
+    ) -> GrantOutcome {
+        self.grants.grant(ip, port, until).map_err(|refused| {
+            counters.record_grant_refused();
+            (refused, self.refusals.admit(Instant::now().into_std()))
+        })
     }
 
     /// `at`, or the latest time the tracker has seen if that is later.
@@ -117,7 +169,8 @@ impl Engine {
         Self {
             state: Mutex::new(State {
                 tracker: KnockTracker::new(&settings.rules),
-                grants: GrantTable::new(),
+                grants: GrantTable::new(settings.max_grants),
+                refusals: RefusalLog::default(),
                 last_now: None,
             }),
             protected_port: settings.protected_port,
@@ -125,6 +178,7 @@ impl Engine {
             firewall,
             counters,
             wake_expiry: Notify::new(),
+            logs: Mutex::default(),
         }
     }
 
@@ -154,7 +208,7 @@ impl Engine {
                 let change = match verdict {
                     Verdict::Grant { ip, until } => {
                         granted = true;
-                        Some(state.grants.grant(ip, self.protected_port, until))
+                        Some(state.grant(ip, self.protected_port, until, &self.counters))
                     }
                     _ => None,
                 };
@@ -167,7 +221,7 @@ impl Engine {
         }
         for &(verdict, change, port) in &batch.verdicts {
             self.log(&verdict, port, change);
-            if let (Verdict::Grant { ip, .. }, Some(_)) = (verdict, change) {
+            if let (Verdict::Grant { ip, .. }, Some(Ok(_))) = (verdict, change) {
                 self.queue(Change::Grant {
                     ip,
                     port: self.protected_port,
@@ -178,8 +232,12 @@ impl Engine {
         }
     }
 
-    fn log(&self, verdict: &Verdict, port: u16, change: Option<GrantChange>) {
+    /// Logs a verdict; lockouts and grants at info within their budget
+    /// (`server/knock_log.rs`), at debug beyond it; refused grants under
+    /// their own budget (`grants::RefusalLog`).
+    fn log(&self, verdict: &Verdict, port: u16, change: Option<GrantOutcome>) {
         let access = self.access.as_secs_f64();
+        let at_info = |kind| self.knock_logs().admit(kind, Instant::now().into_std());
         match *verdict {
             Verdict::Progress { ip, matched, total } => {
                 debug!(%ip, port, matched, total, verdict = "progress", "knock");
@@ -187,11 +245,15 @@ impl Engine {
             Verdict::Grant { ip, .. } => {
                 debug!(%ip, port, verdict = "grant", "knock");
                 let protected = self.protected_port;
+                let info = at_info(Kind::Grant);
                 match change {
-                    Some(GrantChange::Renewed) => {
-                        info!(%ip, port = protected, access_secs = access, "access renewed");
+                    Some(Err((refused, log))) => log_refusal(&refused, log),
+                    Some(Ok(GrantChange::Renewed)) => {
+                        budgeted!(info, %ip, port = protected, access_secs = access, "access renewed");
                     }
-                    _ => info!(%ip, port = protected, access_secs = access, "access granted"),
+                    _ => {
+                        budgeted!(info, %ip, port = protected, access_secs = access, "access granted")
+                    }
                 }
             }
             Verdict::LockedOut { ip, until } => {
@@ -199,7 +261,8 @@ impl Engine {
                 let secs = until
                     .saturating_duration_since(Instant::now().into_std())
                     .as_secs_f64();
-                info!(%ip, port, lockout_secs = secs, "wrong knock: locked out");
+                let info = at_info(Kind::Lockout);
+                budgeted!(info, %ip, port, lockout_secs = secs, "wrong knock: locked out");
             }
             Verdict::Ignored { ip, .. } => {
                 debug!(%ip, port, verdict = "ignored", "knock ignored: locked out");
@@ -226,8 +289,18 @@ impl Engine {
             };
             (expired, next)
         };
+        let next = {
+            let mut logs = self.knock_logs();
+            logs.summaries_due(now.into_std());
+            let summary = logs.next_summary().map(Instant::from_std);
+            match (next, summary) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        };
         for (ip, port) in expired {
-            info!(%ip, port, "access expired");
+            let info = self.knock_logs().admit(Kind::Grant, now.into_std());
+            budgeted!(info, %ip, port, "access expired");
             self.counters.record_expiry();
             self.queue(Change::Revoke { ip, port }).await;
         }
@@ -237,17 +310,31 @@ impl Engine {
     /// Opens `port` for `ip` for `ttl` outside the knock core (an SPA
     /// grant): records it in the grant table, so the expiry timer revokes it
     /// like a sequence grant, and queues the firewall change. A grant for an
-    /// open `(ip, port)` renews it to the new end.
-    pub async fn grant(&self, ip: IpAddr, port: u16, ttl: Duration) -> GrantChange {
+    /// open `(ip, port)` renews it to the new end; a new one is refused
+    /// (counted, logged under a budget) while `max_grants` are open.
+    pub async fn grant(
+        &self,
+        ip: IpAddr,
+        port: u16,
+        ttl: Duration,
+    ) -> Result<GrantChange, GrantRefused> {
         let change = {
             let mut state = self.lock();
             let until = Instant::now().into_std() + ttl;
-            let change = state.grants.grant(ip, port, until);
+            let change = state.grant(ip, port, until, &self.counters);
             self.wake_expiry.notify_one();
             change
         };
-        self.queue(Change::Grant { ip, port, ttl }).await;
-        change
+        match change {
+            Ok(change) => {
+                self.queue(Change::Grant { ip, port, ttl }).await;
+                Ok(change)
+            }
+            Err((refused, log)) => {
+                log_refusal(&refused, log);
+                Err(refused)
+            }
+        }
     }
 
     /// Queues a change for the firewall worker without waiting, unless the
@@ -268,6 +355,12 @@ impl Engine {
         self.lock().grants.remove(ip, port);
     }
 
+    /// Completes when the firewall worker no longer takes changes (its
+    /// queue closed: the worker thread died).
+    pub async fn firewall_stopped(&self) {
+        self.firewall.closed().await;
+    }
+
     /// Every open grant as a [`Change::Grant`] with its remaining time:
     /// what a firewall repair re-applies.
     pub fn live_grants(&self) -> Vec<Change> {
@@ -286,6 +379,18 @@ impl Engine {
     /// Number of open grants.
     pub fn open_grants(&self) -> usize {
         self.lock().grants.len()
+    }
+
+    fn knock_logs(&self) -> MutexGuard<'_, KnockLogs> {
+        self.logs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Logs what the knock path's budgets demoted and did not report yet
+    /// (on the way out).
+    pub fn flush_log_summaries(&self) {
+        self.knock_logs().flush();
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -313,16 +418,19 @@ impl Engine {
     }
 }
 
-/// A listener that runs beside the knock sockets and shares the engine
-/// (the SPA listener, `spa_listener.rs`): started with the engine and the
-/// stop signal; the server waits for it to finish before tearing down.
-pub type Listener = Box<
-    dyn FnOnce(
-            Arc<Engine>,
-            watch::Receiver<bool>,
-        ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
-        + Send,
->;
+/// Warns of a refused grant if the budget let it through (`log`: the
+/// refusals suppressed since the last warning).
+fn log_refusal(refused: &GrantRefused, log: Option<u64>) {
+    if let Some(suppressed) = log {
+        warn!(
+            ip = %refused.ip,
+            port = refused.port,
+            max_grants = refused.max,
+            suppressed,
+            "grant refused: too many open grants (further refusals summarised)"
+        );
+    }
+}
 
 /// Binds one UDP socket per address and port. IPv6 sockets are v6-only so
 /// `0.0.0.0` and `::` can both be bound. Each gets a large receive buffer
@@ -385,21 +493,23 @@ pub async fn run_with(
         move || engine.upgrade().map_or_else(Vec::new, |e| e.live_grants())
     });
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut tasks = Tasks::default();
     let sequence = match sockets.is_empty() {
         true => "off".to_string(),
         false => settings.rules.sequence.to_string(),
     };
     for listener in listeners {
-        tasks.spawn(listener(engine.clone(), stop_rx.clone()));
+        let (name, task) = listener.start(engine.clone(), stop_rx.clone());
+        tasks.spawn(name, task);
     }
     if !sockets.is_empty() {
         let engine = engine.clone();
         let stop = stop_rx.clone();
         let counters = counters.clone();
-        tasks.spawn(receiver::receive_knocks(sockets, engine, counters, stop));
+        let task = receiver::receive_knocks(sockets, engine, counters, stop);
+        tasks.spawn("receiver", task);
     }
-    tasks.spawn({
+    tasks.spawn("expiry", {
         let engine = engine.clone();
         async move { engine.run_expiry(stop_rx).await }
     });
@@ -413,17 +523,36 @@ pub async fn run_with(
         "knock server ready"
     );
 
-    shutdown.await;
-    info!("shutting down: removing firewall rules");
+    let died = tokio::select! {
+        () = shutdown => None,
+        ended = tasks.first_ended() => Some(ended),
+        () = engine.firewall_stopped() => Some(("firewall worker", "its change queue closed".to_string())),
+    };
+    match &died {
+        None => info!("shutting down: removing firewall rules"),
+        Some((task, reason)) => error!(
+            task,
+            reason = %reason,
+            "a server task ended before shutdown: stopping the server and removing firewall rules"
+        ),
+    }
     let _ = stop_tx.send(true);
-    while tasks.join_next().await.is_some() {}
+    tasks.drain().await;
+    engine.flush_log_summaries();
     drop(engine);
     worker.finish().await;
     info!(summary = %counters.snapshot(), "knock server stopped");
-    Ok(())
+    match died {
+        None => Ok(()),
+        Some((task, reason)) => Err(ServerError::TaskEnded { task, reason }),
+    }
 }
 
+mod knock_log;
 pub mod order;
 pub mod receiver;
+#[cfg(test)]
+mod supervision_tests;
+mod tasks;
 #[cfg(test)]
 mod tests;

@@ -3,14 +3,16 @@
 //! [`Engine`], beside (or instead of) the classic knock sequence.
 //!
 //! Why three stages:
-//! - receivers (one async task per socket) copy each datagram and hand it to
-//!   a bounded queue; when the queue is full the packet is dropped and
-//!   counted, so a flood costs a copy and never grows memory;
-//! - one verifier thread owns the [`ReplayCache`] (a single-owner file) and
-//!   judges packets. The checks themselves take microseconds, but an
-//!   accepted packet is fsync'd into the replay cache before it may open
-//!   anything, which takes milliseconds on a disk: that must not stall the
-//!   async reactor that also serves knocks and the gate;
+//! - reader threads (one per core per socket) take datagrams straight from
+//!   the socket and run the stateless checks (HMAC, decryption) in
+//!   parallel; they read only as fast as packets are judged, so a burst
+//!   waits in the kernel's receive buffer, never in a userspace queue that
+//!   drops (`pipeline.rs`);
+//! - one committer thread owns the [`ReplayCache`] (a single-owner file):
+//!   the replay check-and-record per digest, then one fsync per batch
+//!   before any grant of the batch. The fsync takes milliseconds on a disk:
+//!   it must not stall the async reactor that also serves knocks and the
+//!   gate, and one per batch (not per packet) keeps a burst's throughput;
 //! - one async task carries accepted packets out through
 //!   [`Engine::grant`], so SPA grants share the grant table and the expiry
 //!   timer with sequence grants.
@@ -23,49 +25,49 @@
 //! count of what was demoted, so a flood cannot flood the log.
 //!
 //! For a load generator's SPA mode: read [`SpaListener::counters`]
-//! (received, dropped at the queue, accepted, rejected, grants; served by
+//! (received, dropped (always 0 now: drops happen in the kernel only),
+//! accepted, rejected, grants; served by
 //! `--stats-listen` as the `spa_` fields, which `knock-bench --mode spa`
 //! reads); each grant
 //! line carries `latency_us` from receipt to the queued firewall change.
 //! Every packet must be freshly encoded ([`crate::spa::encode`] draws new
 //! randomness; a resent packet is a replay) with a current timestamp, and
-//! distinct allow-IPs make distinct grants (the same one renews). Accepted
-//! throughput is bound by the replay cache's fsync per packet: put
-//! `--spa-replay-cache` on tmpfs to measure the rest.
+//! distinct allow-IPs make distinct grants (the same one renews).
 
-mod log_budget;
+mod pipeline;
 mod setup;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::sync_channel;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, watch};
-use tracing::{debug, info, warn};
+use tokio::sync::{Notify, mpsc, watch};
+use tracing::{debug, error, info};
 
+pub use crate::log_budget::{Admit, LogBudget};
 use crate::server::{Engine, Listener};
-use crate::spa::{
-    Accepted, MAX_PACKET_LEN, PortSpec, Proto, RejectReason, Rejected, ReplayCache, Verdict,
-    Verifier,
-};
-pub use log_budget::{Admit, LogBudget};
+use crate::spa::{Accepted, PortSpec, Proto, RejectReason, Rejected, ReplayCache, Verifier};
 pub use setup::{
     DEFAULT_REPLAY_CACHE, SpaOptions, SpaSetup, SpaSetupError, open_tcp_ports, parse_max_age,
-    stanzas_without_open_ports,
+    stanzas_without_hmac, stanzas_without_open_ports,
 };
 
-/// Packets waiting for the verifier beyond this are dropped (and counted).
-pub const QUEUE_CAPACITY: usize = 1024;
+pub use pipeline::BATCH_MAX;
+
+/// Accepted packets waiting for the grant task; the committer blocks (and
+/// so do the readers) when it is full, nothing is dropped.
+const PLAN_QUEUE: usize = 1024;
 
 /// What the SPA listener has seen and decided.
 #[derive(Debug, Default)]
 pub struct SpaCounters {
     /// Datagrams received.
     pub received: AtomicU64,
-    /// Datagrams dropped because the verifier queue was full.
+    /// Datagrams dropped inside the server: always 0 since the backlog is
+    /// kept in the kernel (kept for the stats format).
     pub dropped: AtomicU64,
     /// Packets accepted.
     pub accepted: AtomicU64,
@@ -144,12 +146,6 @@ pub struct SpaListener {
     counters: Arc<SpaCounters>,
 }
 
-struct Packet {
-    bytes: Vec<u8>,
-    source: IpAddr,
-    received: Instant,
-}
-
 impl SpaListener {
     /// A listener on `sockets` judging packets with `verifier`, recording
     /// accepted ones in `replay`.
@@ -174,11 +170,12 @@ impl SpaListener {
 
     /// The listener as a [`Listener`] for [`crate::server::run_with`].
     pub fn into_listener(self) -> Listener {
-        Box::new(move |engine, stop| Box::pin(self.run(engine, stop)))
+        Listener::new("spa listener", move |engine, stop| self.run(engine, stop))
     }
 
-    /// Runs until `stop` turns true, then drains what was queued.
-    pub async fn run(self, engine: Arc<Engine>, stop: watch::Receiver<bool>) {
+    /// Runs until `stop` turns true, then finishes the packets already
+    /// handed to the committer.
+    pub async fn run(self, engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
         let SpaListener {
             sockets,
             verifier,
@@ -186,76 +183,145 @@ impl SpaListener {
             counters,
         } = self;
         let addrs: Vec<SocketAddr> = sockets.iter().filter_map(|s| s.local_addr().ok()).collect();
-        let (queue, packets) = sync_channel::<Packet>(QUEUE_CAPACITY);
-        let (plans_tx, plans) = mpsc::channel::<(GrantPlan, Instant)>(QUEUE_CAPACITY);
-        let verifier_thread = {
-            let counters = counters.clone();
-            std::thread::Builder::new()
-                .name("spa-verifier".into())
-                .spawn(move || verify_loop(&verifier, replay, packets, &plans_tx, &counters))
-        };
-        let verifier_thread = match verifier_thread {
-            Ok(thread) => thread,
+        let readers_per_socket = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .clamp(1, MAX_READERS_PER_SOCKET);
+        let stop_flag = Arc::new(AtomicBool::new(false));
+        let (plans_tx, plans) = mpsc::channel::<(GrantPlan, Instant)>(PLAN_QUEUE);
+        let granter = tokio::spawn(carry_out(plans, engine, counters.clone()));
+        let ended = Arc::new(Notify::new());
+        let threads = match start_threads(
+            sockets,
+            readers_per_socket,
+            Arc::new(verifier),
+            replay,
+            plans_tx,
+            &counters,
+            &Lifeline {
+                stop: stop_flag.clone(),
+                ended: ended.clone(),
+            },
+        ) {
+            Ok(threads) => threads,
             Err(err) => {
-                warn!(error = %err, "cannot start the SPA verifier thread: SPA is off");
+                stop_flag.store(true, Relaxed);
+                // Returning early ends the listener: the server stops.
+                error!(error = %err, "cannot start the SPA threads");
                 return;
             }
         };
-        let granter = tokio::spawn(carry_out(plans, engine, counters.clone()));
-        info!(addrs = ?addrs, queue = QUEUE_CAPACITY, "spa listener ready");
-        let mut receivers = tokio::task::JoinSet::new();
-        for socket in sockets {
-            receivers.spawn(receive(
-                socket,
-                queue.clone(),
-                counters.clone(),
-                stop.clone(),
-            ));
+        info!(
+            addrs = ?addrs,
+            readers_per_socket,
+            batch_max = BATCH_MAX,
+            "spa listener ready"
+        );
+        // Until the stop signal, or a thread that ends before it (a panic):
+        // then the listener ends, and with it the server (supervision).
+        while !*stop.borrow_and_update() {
+            tokio::select! {
+                changed = stop.changed() => if changed.is_err() { break },
+                () = ended.notified() => {
+                    error!("an SPA thread ended unexpectedly: stopping the listener");
+                    break;
+                }
+            }
         }
-        drop(queue);
-        while receivers.join_next().await.is_some() {}
-        let _ = tokio::task::spawn_blocking(move || verifier_thread.join()).await;
+        stop_flag.store(true, Relaxed);
+        let _ = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        })
+        .await;
         let _ = granter.await;
         info!(summary = %counters.summary(), "spa listener stopped");
     }
 }
 
-async fn receive(
-    socket: UdpSocket,
-    queue: SyncSender<Packet>,
-    counters: Arc<SpaCounters>,
-    mut stop: watch::Receiver<bool>,
-) {
-    // One byte more than the largest valid packet, so an oversize one is
-    // seen as such (and rejected as too long), not truncated to a valid size.
-    let mut buf = vec![0u8; MAX_PACKET_LEN + 1];
-    let mut full_since: Option<Instant> = None;
-    loop {
-        tokio::select! {
-            received = socket.recv_from(&mut buf) => match received {
-                Ok((len, source)) => {
-                    counters.received.fetch_add(1, Relaxed);
-                    let packet = Packet {
-                        bytes: buf[..len].to_vec(),
-                        source: source.ip().to_canonical(),
-                        received: Instant::now(),
-                    };
-                    match queue.try_send(packet) {
-                        Ok(()) => full_since = None,
-                        Err(TrySendError::Full(_)) => {
-                            counters.dropped.fetch_add(1, Relaxed);
-                            if full_since.is_none() {
-                                full_since = Some(Instant::now());
-                                warn!(capacity = QUEUE_CAPACITY, "spa queue full: dropping packets");
-                            }
-                        }
-                        Err(TrySendError::Disconnected(_)) => return,
-                    }
-                }
-                Err(err) => debug!(error = %err, "spa receive error"),
-            },
-            _ = stop.changed() => return,
+/// Readers per socket at most (one per core up to this).
+const MAX_READERS_PER_SOCKET: usize = 8;
+
+/// Starts the committer and the readers; they stop when `stop` is set.
+fn start_threads(
+    sockets: Vec<UdpSocket>,
+    readers_per_socket: usize,
+    verifier: Arc<Verifier>,
+    replay: ReplayCache,
+    plans: mpsc::Sender<(GrantPlan, Instant)>,
+    counters: &Arc<SpaCounters>,
+    lifeline: &Lifeline,
+) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+    let Lifeline { stop, ended } = lifeline;
+    let budget = Arc::new(Mutex::new(LogBudget::default()));
+    let (to_committer, from_readers) = sync_channel(2 * BATCH_MAX);
+    let mut threads = Vec::new();
+    {
+        let (verifier, counters, budget) = (verifier.clone(), counters.clone(), budget.clone());
+        let ended = EndGuard(ended.clone());
+        threads.push(
+            std::thread::Builder::new()
+                .name("spa-commit".into())
+                .spawn(move || {
+                    let _ended = ended;
+                    pipeline::commit_loop(
+                        &verifier,
+                        replay,
+                        &from_readers,
+                        &plans,
+                        &counters,
+                        &budget,
+                    )
+                })?,
+        );
+    }
+    for socket in sockets {
+        let socket = socket.into_std()?;
+        socket.set_nonblocking(false)?;
+        socket.set_read_timeout(Some(pipeline::READ_TIMEOUT))?;
+        for _ in 0..readers_per_socket {
+            let socket = socket.try_clone()?;
+            let to_committer = to_committer.clone();
+            let (verifier, counters, budget, stop) = (
+                verifier.clone(),
+                counters.clone(),
+                budget.clone(),
+                stop.clone(),
+            );
+            let ended = EndGuard(ended.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name("spa-read".into())
+                    .spawn(move || {
+                        let _ended = ended;
+                        let shared = pipeline::Shared {
+                            verifier: &verifier,
+                            counters: &counters,
+                            budget: &budget,
+                            stop: &stop,
+                        };
+                        pipeline::read_loop(&socket, &to_committer, &shared)
+                    })?,
+            );
         }
+    }
+    Ok(threads)
+}
+
+/// What the SPA threads share with the listener: the flag that stops them
+/// and the signal that one of them ended.
+struct Lifeline {
+    stop: Arc<AtomicBool>,
+    ended: Arc<Notify>,
+}
+
+/// Held by each SPA thread: tells the listener when the thread ends, by
+/// return or by panic (dropped while unwinding).
+struct EndGuard(Arc<Notify>);
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        self.0.notify_one();
     }
 }
 
@@ -263,42 +329,6 @@ fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-fn verify_loop(
-    verifier: &Verifier,
-    mut replay: ReplayCache,
-    packets: Receiver<Packet>,
-    plans: &mpsc::Sender<(GrantPlan, Instant)>,
-    counters: &SpaCounters,
-) {
-    let mut budget = LogBudget::default();
-    while let Ok(packet) = packets.recv() {
-        let verdict = verifier.verify(&packet.bytes, packet.source, unix_now(), &mut replay);
-        match verdict {
-            Verdict::Accept(accepted) => {
-                counters.accepted.fetch_add(1, Relaxed);
-                let plan = GrantPlan::for_accepted(&accepted);
-                let line = verifier.stanzas().get(accepted.stanza).map(|s| s.line);
-                info!(
-                    source = %packet.source,
-                    allow_ip = %plan.ip,
-                    ports = %join(&accepted.ports),
-                    timeout_secs = plan.ttl.as_secs(),
-                    stanza_line = line,
-                    user = ?accepted.message.username,
-                    "spa packet accepted"
-                );
-                if plans.blocking_send((plan, packet.received)).is_err() {
-                    return;
-                }
-            }
-            Verdict::Reject(rejected) => {
-                counters.rejected.fetch_add(1, Relaxed);
-                log_rejection(verifier, &rejected, packet.source, &mut budget);
-            }
-        }
-    }
 }
 
 fn log_rejection(verifier: &Verifier, rejected: &Rejected, source: IpAddr, budget: &mut LogBudget) {
@@ -350,6 +380,8 @@ async fn carry_out(
         for &port in &plan.tcp_ports {
             let change = engine.grant(plan.ip, port, plan.ttl).await;
             counters.grants.fetch_add(1, Relaxed);
+            // A refusal at --max-grants is counted and logged by the engine.
+            let Ok(change) = change else { continue };
             let word = match change {
                 crate::grants::GrantChange::New => "access granted",
                 crate::grants::GrantChange::Renewed => "access renewed",

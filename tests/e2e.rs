@@ -258,3 +258,44 @@ fn sigterm_stops_the_server_cleanly() {
     assert!(status.success(), "{status}\n{}", server.logs());
     assert!(server.printed("knock server stopped"), "{}", server.logs());
 }
+
+/// Issue 9 item 6: at `--max-grants` a new source is refused while the
+/// open grants stay, and gets in once one of them has ended.
+#[test]
+fn issue_9_item_6_max_grants_refuses_a_third_source_until_a_grant_ends() {
+    let mut spec = ServerSpec::new();
+    spec.access = "4";
+    spec.extra = vec!["--max-grants".into(), "2".into()];
+    let mut server = spec.start();
+    let addr = loopback(spec.protected_port);
+    knock_and_check(&spec, "127.0.0.11").expect_code(0);
+    thread::sleep(Duration::from_secs(2));
+    knock_and_check(&spec, "127.0.0.12").expect_code(0);
+
+    knock(&spec, "127.0.0.13").expect_code(0);
+    server.wait_for("grant refused", Duration::from_secs(5));
+    assert_eq!(
+        connect_from("127.0.0.13", addr),
+        Reached::Reset,
+        "a third grant opened\n{}",
+        server.logs()
+    );
+    for open in ["127.0.0.11", "127.0.0.12"] {
+        assert!(
+            served(&connect_from(open, addr)),
+            "{open} lost its grant\n{}",
+            server.logs()
+        );
+    }
+
+    // The first grant ends (4 s after it began); the third source gets in
+    // while the second is still open.
+    server.wait_for("access expired", Duration::from_secs(10));
+    knock_and_check(&spec, "127.0.0.13").expect_code(0);
+    assert!(
+        served(&connect_from("127.0.0.13", addr)),
+        "{}",
+        server.logs()
+    );
+    assert_eq!(server.count("grant refused"), 1, "{}", server.logs());
+}

@@ -11,5 +11,6 @@ mod crash;
 mod instance;
 mod iptables_rules;
 mod lab;
+mod life;
 mod privilege;
 mod reload;

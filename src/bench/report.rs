@@ -125,6 +125,7 @@ impl Report {
             firewall_failures: b.firewall_failures - a.firewall_failures,
             batches: b.batches - a.batches,
             table_bytes: b.table_bytes,
+            grants_refused: b.grants_refused - a.grants_refused,
         })
     }
 

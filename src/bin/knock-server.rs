@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use clap::Parser;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use portknock::cli::{self, EXIT_FAILURE, EXIT_USAGE};
 use portknock::config::{self, KnockRules, Sequence};
@@ -22,7 +22,7 @@ use portknock::firewall::{
 };
 use portknock::gate::{self, GateSettings, GateTarget};
 use portknock::net;
-use portknock::server::{self, ServerSettings};
+use portknock::server::{self, Listener, ServerSettings};
 use portknock::service::ServiceSettings;
 use portknock::spa::DEFAULT_SPA_PORT;
 use portknock::spa_listener::{self, SpaListener, SpaOptions, SpaSetup};
@@ -82,9 +82,14 @@ struct Args {
     close_after: Duration,
 
     /// Bound on tracked source IPs (knocks in progress and lockouts); when
-    /// full, the stalest in-progress entry is evicted.
+    /// full, evicted progress is kept compactly and resumes.
     #[arg(long, default_value_t = config::DEFAULT_MAX_TRACKED, value_parser = config::parse_max_tracked)]
     max_tracked: usize,
+
+    /// Bound on open grants (knock and SPA); at it, new grants are refused
+    /// (counted, logged) and open ones are never evicted.
+    #[arg(long, default_value_t = portknock::grants::DEFAULT_MAX_GRANTS, value_parser = portknock::grants::parse_max_grants)]
+    max_grants: usize,
 
     /// Userspace gate: cap on connections served at once.
     #[arg(long, default_value_t = gate::DEFAULT_MAX_CONNECTIONS, value_parser = portknock::service::parse_max_connections)]
@@ -204,6 +209,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Failure> {
+    // Before the firewall is touched: SIGHUP must not kill us untorn-down.
+    cli::survive_hangups().map_err(|err| anyhow!(err).context("cannot handle SIGHUP"))?;
     config::check_protected_port(&args.sequence, args.protected_port).map_err(usage)?;
     let binds = if args.bind.is_empty() {
         net::WILDCARDS.to_vec()
@@ -291,52 +298,40 @@ async fn run(args: Args) -> Result<(), Failure> {
     let settings = ServerSettings {
         rules,
         protected_port: args.protected_port,
+        max_grants: args.max_grants,
     };
     let counters = Arc::new(Counters::new());
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let gate_task = gate.map(|gate_settings| {
-        let mut stop = stop_rx.clone();
-        tokio::spawn(gate::run(
-            gate_listeners,
-            access,
-            gate_settings,
+    // The gate and the stats endpoint run as the server's listeners, so
+    // the server stops (with teardown) if either ends early.
+    if let Some(gate_settings) = gate {
+        listeners.push(Listener::new("gate", move |_, stop| {
+            let gate = gate::run(gate_listeners, access, gate_settings, stopped(stop));
             async move {
-                let _ = stop.changed().await;
-            },
-        ))
-    });
-    let stats_task = stats_listener.map(|listener| {
-        let mut stop = stop_rx.clone();
-        tokio::spawn(portknock::stats::serve(
-            listener,
-            counters.clone(),
-            spa_counters,
-            async move {
-                let _ = stop.changed().await;
-            },
-        ))
-    });
-    let shutdown = async move {
-        cli::shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    };
+                if let Err(err) = gate.await {
+                    error!(error = %err, "userspace gate failed");
+                }
+            }
+        }));
+    }
+    if let Some(listener) = stats_listener {
+        let counters = counters.clone();
+        listeners.push(Listener::new("stats", move |_, stop| {
+            portknock::stats::serve(listener, counters, spa_counters, stopped(stop))
+        }));
+    }
+    let shutdown = cli::shutdown_signal();
     let result = server::run_with(settings, sockets, listeners, firewall, counters, shutdown).await;
-    if let Some(task) = gate_task {
-        // The server returns early only on a setup failure: stop the gate too.
-        drop(stop_rx);
-        task.abort();
-        let _ = task.await;
-    }
-    if let Some(task) = stats_task {
-        task.abort();
-        let _ = task.await;
-    }
     result.map_err(|err| match err {
         server::ServerError::Setup(
             FirewallError::NeedsPrivilege { .. } | FirewallError::ToolMissing { .. },
         ) => usage(err),
         other => other.into(),
     })
+}
+
+/// Completes when the server's stop signal turns true (or its sender is gone).
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|&stopped| stopped).await;
 }
 
 /// Loads the access file and the replay cache, and checks the SPA port
@@ -361,6 +356,12 @@ fn load_spa(args: &Args, path: &std::path::Path) -> Result<SpaSetup, Failure> {
     let setup = SpaSetup::load(&opts, now).map_err(usage)?;
     for warning in &setup.warnings {
         warn!(file = %path.display(), "access file: {warning}");
+    }
+    if let Some(loose) = &setup.loose_mode {
+        warn!("access file: {loose}");
+    }
+    for line in spa_listener::stanzas_without_hmac(setup.verifier.stanzas()) {
+        warn!(file = %path.display(), line, "access stanza has no HMAC_KEY: its packets are not authenticated and can be tampered with or forged by anyone who learns KEY (fwknop's legacy mode)");
     }
     for line in spa_listener::stanzas_without_open_ports(setup.verifier.stanzas()) {
         warn!(file = %path.display(), line, "access stanza has no OPEN_PORTS: any port may be requested (as with fwknopd)");

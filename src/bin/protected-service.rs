@@ -3,6 +3,7 @@
 //! Thin: flags -> [`ServiceSettings`] -> listeners -> [`service::run`] with a
 //! shutdown future fed by SIGINT/SIGTERM. Everything else lives in the library.
 
+use std::io::Write;
 use std::net::IpAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -52,7 +53,8 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("protected-service: error: {err:#}");
+            // A closed stderr loses the line, never panics.
+            let _ = writeln!(std::io::stderr(), "protected-service: error: {err:#}");
             ExitCode::FAILURE
         }
     }
@@ -82,7 +84,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         max_connections = settings.max_connections,
         "protected service started"
     );
-    println!("protected-service listening on {}", bound.join(", "));
+    // Tests wait for this line; a closed stdout must not stop the service.
+    let _ = writeln!(
+        std::io::stdout(),
+        "protected-service listening on {}",
+        bound.join(", ")
+    );
     service::run(listeners, settings, portknock::cli::shutdown_signal())
         .await
         .context("serving")

@@ -259,6 +259,9 @@ pub fn rc_stanza(path: &Path, name: &str) -> Result<RcStanza, SpaClientError> {
         cause,
     };
     let file = load_fwknoprc(path).map_err(rc_error)?;
+    if let Some(loose) = &file.loose_mode {
+        tracing::warn!("rc file: {loose}");
+    }
     for warning in &file.warnings {
         tracing::warn!(file = %path.display(), "rc file: {warning}");
     }

@@ -68,6 +68,14 @@ impl Model {
                 total: seq.len(),
             };
         }
+        if matched > 0 && port == seq[matched - 1] {
+            // A duplicate of the knock just matched (knockd PR #90).
+            return Verdict::Progress {
+                ip,
+                matched,
+                total: seq.len(),
+            };
+        }
         self.progress.remove(&ip);
         let until = now + rules.lockout;
         self.locked_until.insert(ip, until);
@@ -76,10 +84,25 @@ impl Model {
 }
 
 fn run(rules: &KnockRules, steps: &[Step]) -> Vec<(IpAddr, u16, Instant, Verdict)> {
+    run_until_lossy(rules, steps, false)
+}
+
+/// Runs `steps`; with `stop_at_loss`, stops before the first knock after
+/// the tracker lost state to its bound (a lockout dropped or progress the
+/// ledger forgot), the only way eviction may change a verdict.
+fn run_until_lossy(
+    rules: &KnockRules,
+    steps: &[Step],
+    stop_at_loss: bool,
+) -> Vec<(IpAddr, u16, Instant, Verdict)> {
     let mut tracker = KnockTracker::new(rules);
     let mut now = Instant::now();
     let mut out = Vec::new();
     for &(host, port, delta) in steps {
+        let stats = tracker.stats();
+        if stop_at_loss && stats.forgotten + stats.lockouts_evicted > 0 {
+            break;
+        }
         now += Duration::from_millis(delta);
         let ip = IpAddr::from([127, 0, 0, host]);
         let verdict = tracker.knock(ip, port, now);
@@ -92,7 +115,80 @@ fn run(rules: &KnockRules, steps: &[Step]) -> Vec<(IpAddr, u16, Instant, Verdict
     out
 }
 
+/// A client knocking `seq` with `gaps[i]` spoofed sources (first or wrong
+/// knocks, `wrong` choosing) arriving between its knocks, `spacing_us`
+/// apart; returns the client's verdicts.
+fn client_in_flood(
+    seq: &[u16],
+    bound: usize,
+    gaps: &[usize],
+    wrong: &[bool],
+    spacing_us: u64,
+) -> Vec<Verdict> {
+    let rules = rules(seq.to_vec(), bound);
+    let mut tracker = KnockTracker::new(&rules);
+    let mut now = Instant::now();
+    let client = IpAddr::from([192, 0, 2, 7]);
+    let mut spoofed = 0u32;
+    let mut verdicts = Vec::new();
+    for (i, &port) in seq.iter().enumerate() {
+        verdicts.push(tracker.knock(client, port, now));
+        for _ in 0..gaps.get(i).copied().unwrap_or(0) {
+            let source = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + spoofed));
+            let port = if wrong[spoofed as usize % wrong.len()] {
+                1
+            } else {
+                seq[0]
+            };
+            now += Duration::from_micros(spacing_us);
+            tracker.knock(source, port, now);
+            spoofed += 1;
+            assert!(tracker.tracked() <= bound, "table over its bound");
+        }
+    }
+    verdicts
+}
+
 proptest! {
+    /// Eviction changes no verdict: with any bound, the tracker decides
+    /// exactly as the unbounded plain model until it first loses state (a
+    /// lockout dropped, or progress the ledger had to forget).
+    #[test]
+    fn eviction_changes_no_verdict_while_the_ledger_remembers(
+        (seq, steps) in strategy(),
+        bound in 1usize..5,
+    ) {
+        let rules = rules(seq, bound);
+        let mut model = Model::default();
+        for (ip, port, now, verdict) in run_until_lossy(&rules, &steps, true) {
+            prop_assert_eq!(verdict, model.knock(&rules, ip, port, now));
+        }
+    }
+
+    /// A client is never locked out by a flood of spoofed sources (first or
+    /// wrong knocks, any pace) as long as fewer than twice the bound of them
+    /// arrive between two of its knocks: the ledger holds its progress.
+    #[test]
+    fn a_flood_below_the_ledger_never_locks_a_client_out(
+        seq in prop::collection::vec(1000u16..1003, 2..5),
+        bound in 1usize..40,
+        gaps in prop::collection::vec(0.0f64..1.0, 4),
+        wrong in prop::collection::vec(any::<bool>(), 1..8),
+        spacing_us in prop::sample::select(vec![0u64, 10, 1_000, 5_000]),
+    ) {
+        let gaps: Vec<usize> = gaps.iter().map(|f| (f * (2 * bound - 1) as f64) as usize).collect();
+        let verdicts = client_in_flood(&seq, bound, &gaps, &wrong, spacing_us);
+        // At most 3 gaps of 78 sources 5 ms apart: within the 2 s window.
+        let last = verdicts.len() - 1;
+        for (i, verdict) in verdicts.iter().enumerate() {
+            if i == last {
+                prop_assert!(matches!(verdict, Verdict::Grant { .. }), "{:?}", verdicts);
+            } else {
+                prop_assert!(matches!(verdict, Verdict::Progress { .. }), "{:?}", verdicts);
+            }
+        }
+    }
+
     /// Without eviction, the tracker decides exactly as the plain model.
     #[test]
     fn the_tracker_matches_the_plain_rules((seq, steps) in strategy()) {
@@ -116,6 +212,16 @@ proptest! {
         let mut locked: HashMap<IpAddr, Instant> = HashMap::new();
         for (ip, port, now, verdict) in run(&rules, &steps) {
             let mine = history.entry(ip).or_default();
+            // A progress at the count already reached is a tolerated
+            // duplicate (or a fresh start after the window, on the same
+            // port): it replaces the knock it repeats.
+            let repeat = matches!(
+                (mine.last(), verdict),
+                (Some((_, _, Verdict::Progress { matched: a, .. })), Verdict::Progress { matched: b, .. }) if *a == b
+            );
+            if repeat {
+                mine.pop();
+            }
             mine.push((port, now, verdict));
             match verdict {
                 Verdict::Progress { .. } | Verdict::Grant { .. } => {

@@ -69,6 +69,11 @@ impl Slot {
     pub(super) fn ip(&self) -> IpAddr {
         self.key.into()
     }
+
+    /// The key of the source this slot tracks.
+    pub(super) fn key(&self) -> Key {
+        self.key
+    }
 }
 
 /// The slab of slots and the index from address to slot.

@@ -22,6 +22,7 @@ fn settings() -> ServerSettings {
             ..KnockRules::default()
         },
         protected_port: 2222,
+        max_grants: crate::grants::DEFAULT_MAX_GRANTS,
     }
 }
 
@@ -204,6 +205,7 @@ async fn run_listens_on_real_sockets_and_tears_down_on_shutdown() {
     let settings = ServerSettings {
         rules,
         protected_port: 2222,
+        max_grants: crate::grants::DEFAULT_MAX_GRANTS,
     };
     let running = RunningServer::start(settings, sockets);
     let (calls, counters) = (running.calls.clone(), running.counters.clone());
@@ -247,6 +249,7 @@ async fn knocks_queued_on_several_sockets_are_judged_in_arrival_order() {
     let settings = ServerSettings {
         rules,
         protected_port: 2222,
+        max_grants: crate::grants::DEFAULT_MAX_GRANTS,
     };
     receiver::wait_until_arrivals_are_stamped().await;
     for last in 1..=SOURCES {
@@ -315,4 +318,49 @@ impl RunningServer {
         self.stop.send(()).unwrap();
         self.task.await.unwrap().unwrap();
     }
+}
+
+/// Issue 9 item 6: at `max_grants`, knock and SPA grants alike are refused
+/// and counted, nothing reaches the firewall for them, and the open grant
+/// still renews.
+#[tokio::test(start_paused = true)]
+async fn at_max_grants_new_grants_are_refused_and_counted_renewals_work() {
+    let (changes, mut queued) = tokio::sync::mpsc::channel(16);
+    let counters = Arc::new(Counters::new());
+    let settings = ServerSettings {
+        max_grants: 1,
+        ..settings()
+    };
+    let engine = Engine::new(&settings, changes, counters.clone());
+    assert_eq!(engine.grant(ip(1), 2222, SEC).await, Ok(GrantChange::New));
+    let refused = engine.grant(ip(2), 2222, SEC).await.unwrap_err();
+    assert_eq!((refused.ip, refused.max), (ip(2), 1));
+    for port in [1234, 5678, 9012] {
+        engine.handle_knock(ip(3), port).await;
+    }
+    assert_eq!(engine.open_grants(), 1);
+    assert_eq!(counters.snapshot().grants_refused, 2);
+    assert_eq!(
+        engine.grant(ip(1), 2222, SEC).await,
+        Ok(GrantChange::Renewed)
+    );
+    let mut applied = Vec::new();
+    while let Ok(change) = queued.try_recv() {
+        applied.push(change);
+    }
+    assert_eq!(
+        applied,
+        vec![
+            Change::Grant {
+                ip: ip(1),
+                port: 2222,
+                ttl: SEC
+            },
+            Change::Grant {
+                ip: ip(1),
+                port: 2222,
+                ttl: SEC
+            },
+        ]
+    );
 }

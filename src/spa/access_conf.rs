@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use super::b64;
 use super::digest::DigestType;
+use super::key_file::{self, KeyFileError, LooseMode, ReadFailure};
 use super::keys::{EncryptionMode, KeyError, SpaKeys};
 use super::message::PortSpec;
 use super::source::SourceSpec;
@@ -93,6 +94,8 @@ pub struct AccessConf {
     pub stanzas: Vec<AccessStanza>,
     /// Lines that were accepted but have no effect.
     pub warnings: Vec<ConfWarning>,
+    /// The file's permissions are looser than 0600 (set by [`load_access_conf`]).
+    pub loose_mode: Option<LooseMode>,
 }
 
 /// A line that was accepted but ignored.
@@ -119,6 +122,9 @@ pub enum AccessConfError {
         #[source]
         source: std::io::Error,
     },
+    /// The file's type, size or permissions are refused.
+    #[error("refusing access file: {0}")]
+    Unsafe(#[source] KeyFileError),
     /// A key before the first `SOURCE`.
     #[error("line {line}: {key} appears before the first SOURCE line (stanzas start at SOURCE)")]
     BeforeSource {
@@ -196,11 +202,16 @@ pub fn load_access_conf(
     path: &Path,
     opts: AccessConfOptions,
 ) -> Result<AccessConf, AccessConfError> {
-    let text = std::fs::read_to_string(path).map_err(|source| AccessConfError::Read {
-        path: path.to_path_buf(),
-        source,
+    let file = key_file::read(path).map_err(|failure| match failure {
+        ReadFailure::Io(source) => AccessConfError::Read {
+            path: path.to_path_buf(),
+            source,
+        },
+        ReadFailure::Refused(e) => AccessConfError::Unsafe(e),
     })?;
-    parse_access_conf(&text, opts)
+    let mut conf = parse_access_conf(&file.text, opts)?;
+    conf.loose_mode = file.loose;
+    Ok(conf)
 }
 
 /// Parses access.conf text.
@@ -316,7 +327,11 @@ pub fn parse_access_conf(
         .into_iter()
         .map(|r| validate(r, opts))
         .collect::<Result<_, _>>()?;
-    Ok(AccessConf { stanzas, warnings })
+    Ok(AccessConf {
+        stanzas,
+        warnings,
+        loose_mode: None,
+    })
 }
 
 fn is_stanza_key(key: &str) -> bool {

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use super::access_conf::parse_bool;
 use super::b64;
 use super::digest::DigestType;
+use super::key_file::{self, KeyFileError, LooseMode, ReadFailure};
 use super::keys::{EncryptionMode, KeyError, SpaKeys};
 use super::message::PortSpec;
 
@@ -58,6 +59,8 @@ pub struct RcFile {
     stanzas: Vec<Settings>,
     /// Lines accepted but unused.
     pub warnings: Vec<RcWarning>,
+    /// The file's permissions are looser than 0600 (set by [`load_fwknoprc`]).
+    pub loose_mode: Option<LooseMode>,
 }
 
 /// A line that has no effect on portknock's client.
@@ -82,6 +85,9 @@ pub enum RcError {
         #[source]
         source: std::io::Error,
     },
+    /// The file's type, size or permissions are refused.
+    #[error("refusing rc file: {0}")]
+    Unsafe(#[source] KeyFileError),
     /// A line that is not `[name]`, a comment, or `KEY value`.
     #[error("line {line}: expected [stanza], a comment, or KEY VALUE")]
     Syntax {
@@ -161,11 +167,16 @@ impl Settings {
 
 /// Reads and parses an rc file.
 pub fn load_fwknoprc(path: &Path) -> Result<RcFile, RcError> {
-    let text = std::fs::read_to_string(path).map_err(|source| RcError::Read {
-        path: path.to_path_buf(),
-        source,
+    let file = key_file::read(path).map_err(|failure| match failure {
+        ReadFailure::Io(source) => RcError::Read {
+            path: path.to_path_buf(),
+            source,
+        },
+        ReadFailure::Refused(e) => RcError::Unsafe(e),
     })?;
-    parse_fwknoprc(&text)
+    let mut rc = parse_fwknoprc(&file.text)?;
+    rc.loose_mode = file.loose;
+    Ok(rc)
 }
 
 /// Parses rc text.
@@ -262,7 +273,11 @@ pub fn parse_fwknoprc(text: &str) -> Result<RcFile, RcError> {
             _ => warnings.push(RcWarning { line: line_no, key }),
         }
     }
-    Ok(RcFile { stanzas, warnings })
+    Ok(RcFile {
+        stanzas,
+        warnings,
+        loose_mode: None,
+    })
 }
 
 impl RcFile {

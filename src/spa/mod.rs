@@ -23,8 +23,10 @@
 //! | `access_conf.rs` | fwknopd's `access.conf` |
 //! | `source.rs` | the `SOURCE` address list |
 //! | `fwknoprc.rs` | the client's `~/.fwknoprc` |
+//! | `key_file.rs` | reading key files: mode checks as fwknop's |
 //! | `keygen.rs` | `--keygen` |
 //! | `replay.rs` | the persistent, bounded replay cache |
+//! | `replay_file.rs` | its file: private directory, no links, bounded reads |
 //! | `b64.rs` | fwknop's unpadded base64 |
 
 mod access_conf;
@@ -33,11 +35,13 @@ mod cipher;
 mod digest;
 mod encoder;
 mod fwknoprc;
+mod key_file;
 mod keygen;
 mod keys;
 mod message;
 mod port_spec;
 mod replay;
+mod replay_file;
 mod source;
 mod verdict;
 mod verifier;
@@ -52,12 +56,17 @@ pub use encoder::{EncodeError, SpaRequest, encode, encode_with};
 pub use fwknoprc::{
     AllowIp, DEFAULT_SPA_PORT, RcError, RcFile, RcStanza, RcWarning, load_fwknoprc, parse_fwknoprc,
 };
+pub use key_file::{KeyFileError, LooseMode, MAX_KEY_FILE_LEN};
 pub use keygen::{GeneratedKeys, KeyGenError};
 pub use keys::{EncryptionMode, KeyError, SecretBytes, SpaKeys};
 pub use message::{BadPortSpec, MessageError, MessageType, PortSpec, Proto, SpaMessage};
-pub use replay::{ReplayCache, ReplayDigest, ReplayError, ReplayStore};
+pub use replay::{
+    MAX_ENTRIES as MAX_REPLAY_ENTRIES, MAX_FILE_LEN as MAX_REPLAY_FILE_LEN, ReplayCache,
+    ReplayDigest, ReplayError, ReplayStore,
+};
 pub use source::{IpNet, SourceSpec};
 pub use verdict::{Accepted, RejectReason, Rejected, Verdict};
 pub use verifier::{
-    DEFAULT_MAX_AGE_SECS, GPG_MIN_LEN, MAX_PACKET_LEN, MIN_PACKET_LEN, ServerPolicy, Verifier,
+    Checked, DEFAULT_MAX_AGE_SECS, GPG_MIN_LEN, MAX_PACKET_LEN, MIN_PACKET_LEN, ServerPolicy,
+    Verifier,
 };

@@ -1,42 +1,58 @@
 //! The replay cache: every packet that authenticated and decoded, keyed by
 //! SHA-256 of its text, so the same packet never opens the firewall twice.
+//! (The outer base64 is decoded canonically only, so one packet has one
+//! text: see `b64.rs`.)
 //!
 //! fwknopd keeps such a cache in `digest.cache`; ours is an append-only file
-//! of `<b64 digest> <packet timestamp>` lines, fsync'd before
-//! [`ReplayStore::insert`] returns, so a grant is never reported for a packet
-//! the cache could forget in a crash (SIGKILL included). Entries whose packet
-//! timestamp is older than the age window are pruned: the timestamp check
-//! rejects those packets anyway. Pruning rewrites the file atomically
-//! (temp file, fsync, rename, fsync of the directory).
+//! of `<b64 digest> <packet timestamp>` lines. Records are made in memory
+//! ([`ReplayStore::record`]) and made durable in groups
+//! ([`ReplayStore::commit`]: one write, one fsync): the listener commits a
+//! batch before any grant of that batch is carried out, so a grant is never
+//! made for a packet the cache could forget in a crash (SIGKILL included).
+//! Entries whose packet timestamp is older than the age window are pruned:
+//! the timestamp check rejects those packets anyway. Pruning rewrites the
+//! file atomically (see `replay_file.rs` for how the file is protected).
+//!
+//! If the file is deleted or replaced under us, the next commit (or
+//! [`ReplayCache::check_file`], which the listener calls every second) logs
+//! at error level and rewrites it from memory, which holds every live
+//! entry: a restart after that still refuses used packets. The cache holds
+//! at most [`MAX_ENTRIES`] live entries; beyond, recording fails and the
+//! packet is refused (fail closed).
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
-use super::b64;
+use super::replay_file::{self, CacheFile};
+pub use super::replay_file::{MAX_ENTRIES, MAX_FILE_LEN};
 
 /// A replay-cache key: SHA-256 of the packet text exactly as received.
 pub type ReplayDigest = [u8; 32];
 
-/// First line of a cache file.
-const HEADER: &str =
-    "# portknock SPA replay cache v1: <base64 sha256 of packet> <packet unix time>";
 /// File lines (live + dead) below which an insert never triggers compaction.
-const MIN_COMPACT_LINES: usize = 1024;
+pub(super) const MIN_COMPACT_LINES: usize = 1024;
 
 /// Where the decoder records and looks up packets it has seen.
 pub trait ReplayStore {
-    /// Whether `digest` was recorded.
+    /// Whether `digest` was recorded (committed or not).
     fn contains(&self, digest: &ReplayDigest) -> bool;
-    /// Records `digest` for a packet stamped `packet_time`, durably, before
-    /// returning. An error makes the decoder refuse the packet (fail closed).
+    /// Records `digest` for a packet stamped `packet_time`; durable only
+    /// after the next [`ReplayStore::commit`]. An error makes the decoder
+    /// refuse the packet (fail closed).
+    fn record(&mut self, digest: ReplayDigest, packet_time: u64) -> Result<(), ReplayError>;
+    /// Makes every record since the last commit durable. An error means
+    /// those packets must not open anything.
+    fn commit(&mut self, now: u64) -> Result<(), ReplayError>;
+    /// [`ReplayStore::record`] then [`ReplayStore::commit`].
     fn insert(
         &mut self,
         digest: ReplayDigest,
         packet_time: u64,
         now: u64,
-    ) -> Result<(), ReplayError>;
+    ) -> Result<(), ReplayError> {
+        self.record(digest, packet_time)?;
+        self.commit(now)
+    }
 }
 
 /// A replay-cache file that cannot be used.
@@ -47,9 +63,9 @@ pub struct ReplayError {
     pub path: PathBuf,
     /// What was being done.
     pub op: &'static str,
-    /// The OS error.
+    /// The OS error, or why the file is refused.
     #[source]
-    pub source: io::Error,
+    pub source: std::io::Error,
 }
 
 /// A bounded replay cache, in memory or backed by a file.
@@ -58,15 +74,10 @@ pub struct ReplayCache {
     entries: HashMap<ReplayDigest, u64>,
     max_age_secs: u64,
     file: Option<CacheFile>,
-    /// Size (file lines, or entries in memory) at which the next insert prunes.
+    /// Lines recorded but not yet committed, and how many.
+    pending: (String, usize),
+    /// Size (file lines, or entries in memory) at which the next commit prunes.
     compact_at: usize,
-}
-
-#[derive(Debug)]
-struct CacheFile {
-    path: PathBuf,
-    handle: File,
-    lines: usize,
 }
 
 impl ReplayCache {
@@ -76,38 +87,23 @@ impl ReplayCache {
             entries: HashMap::new(),
             max_age_secs,
             file: None,
+            pending: (String::new(), 0),
             compact_at: MIN_COMPACT_LINES,
         }
     }
 
     /// Opens (or creates) the cache file at `path`, loads its live entries,
     /// and rewrites it without the expired ones. Unparsable lines (a line
-    /// torn by a crash) are skipped.
+    /// torn by a crash) are skipped. Refused: a directory others may write,
+    /// a link, a non-regular file, a file larger than [`MAX_FILE_LEN`].
     pub fn open(path: &Path, max_age_secs: u64, now: u64) -> Result<Self, ReplayError> {
-        let mut entries = HashMap::new();
-        match File::open(path) {
-            Ok(f) => {
-                for line in BufReader::new(f).lines() {
-                    let line = line.map_err(|e| err(path, "read", e))?;
-                    if let Some((d, t)) = parse_line(&line) {
-                        entries.insert(d, t);
-                    }
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(err(path, "open", e)),
-        }
+        replay_file::check_dir(path)?;
+        let entries = replay_file::load(path)?;
         let mut cache = ReplayCache {
             entries,
-            max_age_secs,
-            file: None,
-            compact_at: MIN_COMPACT_LINES,
+            ..ReplayCache::in_memory(max_age_secs)
         };
-        cache.file = Some(CacheFile {
-            path: path.to_path_buf(),
-            handle: placeholder(path)?,
-            lines: 0,
-        });
+        cache.file = Some(replay_file::rewrite(path, &HashMap::new())?);
         cache.prune(now)?;
         Ok(cache)
     }
@@ -123,18 +119,38 @@ impl ReplayCache {
     }
 
     /// Drops entries whose packets are past the age window at `now` and, for
-    /// a file-backed cache, rewrites the file atomically. Returns how many
-    /// entries were dropped.
+    /// a file-backed cache, rewrites the file atomically (pending records
+    /// included). Returns how many entries were dropped.
     pub fn prune(&mut self, now: u64) -> Result<usize, ReplayError> {
         let before = self.entries.len();
         let max_age = self.max_age_secs;
         self.entries.retain(|_, t| t.saturating_add(max_age) >= now);
         if let Some(file) = &mut self.file {
-            file.handle = rewrite(&file.path, &self.entries)?;
-            file.lines = self.entries.len();
+            *file = replay_file::rewrite(&file.path, &self.entries)?;
         }
+        self.pending = (String::new(), 0);
         self.compact_at = MIN_COMPACT_LINES.max(2 * self.entries.len());
         Ok(before - self.entries.len())
+    }
+
+    /// Whether the file is still the one we write; if it was deleted or
+    /// replaced, logs at error level and rewrites it from memory. Returns
+    /// whether it had to be rewritten. A no-op in memory.
+    pub fn check_file(&mut self) -> Result<bool, ReplayError> {
+        let Some(file) = &mut self.file else {
+            return Ok(false);
+        };
+        if file.is_ours() {
+            return Ok(false);
+        }
+        tracing::error!(
+            path = %file.path.display(),
+            entries = self.entries.len(),
+            "spa replay cache file was deleted or replaced: rewriting it from memory"
+        );
+        *file = replay_file::rewrite(&file.path, &self.entries)?;
+        self.pending = (String::new(), 0);
+        Ok(true)
     }
 }
 
@@ -143,83 +159,50 @@ impl ReplayStore for ReplayCache {
         self.entries.contains_key(digest)
     }
 
-    fn insert(
-        &mut self,
-        digest: ReplayDigest,
-        packet_time: u64,
-        now: u64,
-    ) -> Result<(), ReplayError> {
-        if let Some(file) = &mut self.file {
-            let line = format!("{} {packet_time}\n", b64::encode(&digest));
-            file.handle
-                .write_all(line.as_bytes())
-                .map_err(|e| err(&file.path, "append to", e))?;
-            file.handle
-                .sync_data()
-                .map_err(|e| err(&file.path, "fsync", e))?;
-            file.lines += 1;
+    fn record(&mut self, digest: ReplayDigest, packet_time: u64) -> Result<(), ReplayError> {
+        if self.entries.len() >= MAX_ENTRIES && !self.entries.contains_key(&digest) {
+            let path = self
+                .file
+                .as_ref()
+                .map(|f| f.path.clone())
+                .unwrap_or_default();
+            return Err(ReplayError {
+                path,
+                op: "record a packet in",
+                source: std::io::Error::other(format!(
+                    "it holds {MAX_ENTRIES} live entries, its cap: refusing packets until old ones expire"
+                )),
+            });
+        }
+        if self.file.is_some() {
+            self.pending
+                .0
+                .push_str(&replay_file::line(&digest, packet_time));
+            self.pending.1 += 1;
         }
         self.entries.insert(digest, packet_time);
+        Ok(())
+    }
+
+    fn commit(&mut self, now: u64) -> Result<(), ReplayError> {
+        if let Some(file) = &mut self.file {
+            if self.pending.1 == 0 {
+                return Ok(());
+            }
+            if !file.is_ours() {
+                // Rewrites every entry, the pending ones included.
+                self.check_file()?;
+            } else {
+                let (text, lines) = std::mem::take(&mut self.pending);
+                file.append(&text, lines)?;
+            }
+        }
         let lines = self.file.as_ref().map_or(self.entries.len(), |f| f.lines);
         if lines >= self.compact_at {
             self.prune(now)?;
         }
         Ok(())
     }
-}
-
-fn err(path: &Path, op: &'static str, source: io::Error) -> ReplayError {
-    ReplayError {
-        path: path.to_path_buf(),
-        op,
-        source,
-    }
-}
-
-fn parse_line(line: &str) -> Option<(ReplayDigest, u64)> {
-    let (d, t) = line.split_once(' ')?;
-    let digest: ReplayDigest = b64::decode(d.as_bytes())?.try_into().ok()?;
-    Some((digest, t.trim().parse().ok()?))
-}
-
-/// A handle replaced by the first rewrite; opening it checks the directory.
-fn placeholder(path: &Path) -> Result<File, ReplayError> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| err(path, "create", e))
-}
-
-/// Writes `entries` to a temp file, fsyncs, renames over `path`, fsyncs the
-/// directory, and returns an append handle on the new file.
-fn rewrite(path: &Path, entries: &HashMap<ReplayDigest, u64>) -> Result<File, ReplayError> {
-    let mut tmp_name = path.as_os_str().to_owned();
-    tmp_name.push(".tmp");
-    let tmp = PathBuf::from(tmp_name);
-    let mut text = String::with_capacity(HEADER.len() + 1 + entries.len() * 56);
-    text.push_str(HEADER);
-    text.push('\n');
-    for (d, t) in entries {
-        text.push_str(&format!("{} {t}\n", b64::encode(d)));
-    }
-    let mut f = File::create(&tmp).map_err(|e| err(&tmp, "create", e))?;
-    f.write_all(text.as_bytes())
-        .map_err(|e| err(&tmp, "write", e))?;
-    f.sync_all().map_err(|e| err(&tmp, "fsync", e))?;
-    drop(f);
-    fs::rename(&tmp, path).map_err(|e| err(path, "rename temp file onto", e))?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| err(dir, "fsync directory", e))?;
-    OpenOptions::new()
-        .append(true)
-        .open(path)
-        .map_err(|e| err(path, "reopen", e))
 }
 
 #[cfg(test)]

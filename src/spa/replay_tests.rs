@@ -1,4 +1,7 @@
 use super::*;
+use crate::spa::b64;
+use crate::spa::replay_file::HEADER;
+use std::fs;
 
 fn d(n: u8) -> ReplayDigest {
     [n; 32]
@@ -119,4 +122,146 @@ fn survives_sigkill() {
     );
     let c = ReplayCache::open(&path, 120, 1000).unwrap();
     assert!(c.contains(&d(9)), "entry written before SIGKILL was lost");
+}
+
+fn private_dir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Issue 9 item 12: a planted `replay.tmp` link made root overwrite its target.
+#[test]
+fn a_planted_temp_link_is_never_followed() {
+    let dir = private_dir();
+    let path = dir.path().join("replay");
+    let victim = dir.path().join("victim");
+    fs::write(&victim, "precious\n").unwrap();
+    std::os::unix::fs::symlink(&victim, dir.path().join("replay.tmp")).unwrap();
+    let mut c = ReplayCache::open(&path, 120, 1000).unwrap();
+    c.insert(d(1), 1000, 1000).unwrap();
+    c.prune(1000).unwrap();
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+    // No temporary file is left behind either.
+    let names: Vec<String> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+}
+
+#[test]
+fn a_link_or_a_non_regular_file_as_the_cache_is_refused() {
+    let dir = private_dir();
+    let victim = dir.path().join("victim");
+    fs::write(&victim, "precious\n").unwrap();
+    let link = dir.path().join("replay");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let e = ReplayCache::open(&link, 120, 0).unwrap_err().to_string();
+    assert!(e.contains("symbolic link") && e.contains("replay"), "{e}");
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+
+    let fifo = dir.path().join("fifo");
+    let name = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid C string and mode.
+    assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+    let e = ReplayCache::open(&fifo, 120, 0).unwrap_err().to_string();
+    assert!(e.contains("not a regular file"), "{e}");
+    let e = ReplayCache::open(Path::new("/dev/zero"), 120, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not a regular file"), "{e}");
+}
+
+#[test]
+fn a_directory_others_may_write_is_refused() {
+    let dir = private_dir();
+    let path = dir.path().join("replay");
+    for mode in [0o770, 0o777, 0o1777, 0o702] {
+        chmod(dir.path(), mode);
+        let e = ReplayCache::open(&path, 120, 0).unwrap_err().to_string();
+        assert!(e.contains(&format!("mode {mode:04o}")), "{e}");
+        assert!(e.contains(&dir.path().display().to_string()), "{e}");
+        assert!(!path.exists());
+    }
+    for mode in [0o700, 0o750, 0o755] {
+        chmod(dir.path(), mode);
+        ReplayCache::open(&path, 120, 0).unwrap();
+    }
+}
+
+#[test]
+fn an_oversize_cache_is_refused_at_start() {
+    let dir = private_dir();
+    let path = dir.path().join("replay");
+    let f = fs::File::create(&path).unwrap();
+    f.set_len(MAX_FILE_LEN + 1).unwrap();
+    drop(f);
+    let e = ReplayCache::open(&path, 120, 0).unwrap_err().to_string();
+    assert!(e.contains(&format!("{} bytes", MAX_FILE_LEN + 1)), "{e}");
+    assert!(e.contains("move it away"), "{e}");
+}
+
+/// Today a deleted cache let a used packet in after a restart.
+#[test]
+fn a_deleted_or_replaced_cache_file_is_rewritten_from_memory() {
+    let dir = private_dir();
+    let path = dir.path().join("replay");
+    let mut c = ReplayCache::open(&path, 120, 1000).unwrap();
+    c.insert(d(1), 1000, 1000).unwrap();
+
+    // Deleted, then checked (the listener does so every second).
+    fs::remove_file(&path).unwrap();
+    assert!(c.check_file().unwrap());
+    assert!(!c.check_file().unwrap(), "once rewritten it is ours again");
+    assert!(ReplayCache::open(&path, 120, 1000).unwrap().contains(&d(1)));
+    let mut c = ReplayCache::open(&path, 120, 1000).unwrap();
+
+    // Deleted, then a commit: the new record and the old ones are kept.
+    fs::remove_file(&path).unwrap();
+    c.insert(d(2), 1000, 1000).unwrap();
+    let reopened = ReplayCache::open(&path, 120, 1000).unwrap();
+    assert!(reopened.contains(&d(1)) && reopened.contains(&d(2)));
+    let mut c = reopened;
+
+    // Replaced by another (empty) file.
+    let other = dir.path().join("other");
+    fs::write(&other, format!("{HEADER}\n")).unwrap();
+    fs::rename(&other, &path).unwrap();
+    c.insert(d(3), 1000, 1000).unwrap();
+    drop(c);
+    let reopened = ReplayCache::open(&path, 120, 1000).unwrap();
+    assert!([1, 2, 3].iter().all(|&n| reopened.contains(&d(n))));
+}
+
+#[test]
+fn records_are_durable_at_the_commit_as_one_group() {
+    let dir = private_dir();
+    let path = dir.path().join("replay");
+    let mut c = ReplayCache::open(&path, 120, 1000).unwrap();
+    for n in 1..=3 {
+        c.record(d(n), 1000).unwrap();
+        assert!(c.contains(&d(n)), "a record is seen at once");
+    }
+    assert_eq!(fs::read_to_string(&path).unwrap().lines().count(), 1);
+    c.commit(1000).unwrap();
+    assert_eq!(fs::read_to_string(&path).unwrap().lines().count(), 4);
+    c.commit(1000).unwrap();
+    assert_eq!(fs::read_to_string(&path).unwrap().lines().count(), 4);
+}
+
+#[test]
+fn a_full_cache_refuses_new_packets() {
+    let mut c = ReplayCache::in_memory(u64::MAX / 2);
+    for i in 0..MAX_ENTRIES as u32 {
+        let mut key = [0u8; 32];
+        key[..4].copy_from_slice(&i.to_le_bytes());
+        c.record(key, 1).unwrap();
+    }
+    let e = c.record(d(255), 1).unwrap_err().to_string();
+    assert!(e.contains("cap"), "{e}");
+    assert!(!c.contains(&d(255)));
 }

@@ -2,9 +2,14 @@
 //! running fwknopd's checks in fwknopd's order (FWKNOP-SPA.md §6).
 //!
 //! Cheap checks first: size, the re-added prefix, the alphabet, the source
-//! stanza match, the replay cache, and only then crypto, HMAC (constant time)
-//! strictly before any decryption. Every step works on the payload after the
-//! size check, so no allocation exceeds a small multiple of
+//! stanza match, and only then crypto, HMAC (constant time) strictly before
+//! any decryption; then the replay cache, then the policy. The work is split
+//! in two so a listener can run the stateless half ([`Verifier::check`]) on
+//! several threads and the replay half ([`Verifier::conclude`]), which must
+//! check-and-record each digest atomically, on one. (fwknopd looks up the
+//! cache before the crypto; doing it after costs a replayed packet its HMAC
+//! but lets the crypto run in parallel.) Every step works on the payload
+//! after the size check, so no allocation exceeds a small multiple of
 //! [`MAX_PACKET_LEN`]. No clock is read: `now` is passed in.
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -58,6 +63,17 @@ pub struct Verifier {
     policy: ServerPolicy,
 }
 
+/// A packet that passed [`Verifier::check`]: its replay digest and what
+/// each matching stanza made of it, waiting for [`Verifier::conclude`].
+#[derive(Debug)]
+pub struct Checked {
+    digest: ReplayDigest,
+    outcomes: Vec<(usize, Outcome)>,
+}
+
+/// What one stanza made of a packet: its message, or how far it got.
+type Outcome = Result<SpaMessage, (Stage, RejectReason)>;
+
 /// How far a stanza got before failing; the furthest failure is reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Stage {
@@ -96,7 +112,9 @@ impl Verifier {
 
     /// Judges `packet` (the UDP payload) from `source` at `now` (unix
     /// seconds). A packet that authenticates and decodes is recorded in
-    /// `replay` before the policy checks, as fwknopd does.
+    /// `replay` before the policy checks, as fwknopd does, and committed
+    /// before an acceptance is returned. [`Verifier::check`] then
+    /// [`Verifier::conclude`] then [`ReplayStore::commit`].
     pub fn verify(
         &self,
         packet: &[u8],
@@ -104,34 +122,90 @@ impl Verifier {
         now: u64,
         replay: &mut dyn ReplayStore,
     ) -> Verdict {
-        let reject = |reason| {
-            Verdict::Reject(Rejected {
-                reason,
+        let checked = match self.check(packet, source) {
+            Ok(checked) => checked,
+            Err(rejected) => return Verdict::Reject(rejected),
+        };
+        let verdict = self.conclude(checked, source, now, replay);
+        if matches!(verdict, Verdict::Accept(_)) && replay.commit(now).is_err() {
+            return Verdict::Reject(Rejected {
+                reason: RejectReason::ReplayCacheFailed,
                 stanza: None,
                 message: None,
-            })
-        };
-        if let Err(reason) = precheck(packet) {
-            return reject(reason);
+            });
         }
+        verdict
+    }
+
+    /// The first, stateless half of [`Verifier::verify`]: sizes, alphabet,
+    /// stanza choice by source, HMAC and decryption for every matching
+    /// stanza. Needs no replay cache, so packets can be checked on several
+    /// threads at once. A packet that authenticates with no stanza is
+    /// rejected here, whether or not it was seen before.
+    pub fn check(&self, packet: &[u8], source: IpAddr) -> Result<Checked, Rejected> {
+        let reject = |reason| Rejected {
+            reason,
+            stanza: None,
+            message: None,
+        };
+        precheck(packet).map_err(reject)?;
         let candidates: Vec<usize> = (0..self.stanzas.len())
             .filter(|&i| self.stanzas[i].source.matches(source))
             .collect();
         if candidates.is_empty() {
-            return reject(RejectReason::NoStanzaForSource);
-        }
-        let digest: ReplayDigest = Sha256::digest(packet).into();
-        if replay.contains(&digest) {
-            return reject(RejectReason::Replay);
+            return Err(reject(RejectReason::NoStanzaForSource));
         }
         if packet.len() >= GPG_MIN_LEN {
-            return reject(RejectReason::TreatedAsGpg { len: packet.len() });
+            return Err(reject(RejectReason::TreatedAsGpg { len: packet.len() }));
+        }
+        let outcomes: Vec<(usize, Outcome)> = candidates
+            .into_iter()
+            .map(|idx| (idx, authenticate(&self.stanzas[idx], packet)))
+            .collect();
+        if outcomes.iter().all(|(_, o)| o.is_err()) {
+            let best = outcomes
+                .into_iter()
+                .filter_map(|(idx, o)| o.err().map(|(stage, reason)| (stage, idx, reason)))
+                .reduce(|best, f| if f.0 > best.0 { f } else { best });
+            return Err(match best {
+                Some((_, idx, reason)) => Rejected {
+                    reason,
+                    stanza: Some(idx),
+                    message: None,
+                },
+                None => reject(RejectReason::NoStanzaForSource),
+            });
+        }
+        Ok(Checked {
+            digest: Sha256::digest(packet).into(),
+            outcomes,
+        })
+    }
+
+    /// The second half of [`Verifier::verify`], for one thread at a time:
+    /// the replay check and record (atomic per digest, since the caller
+    /// owns `replay`), then the policy. The record is not yet durable: the
+    /// caller commits `replay` before it carries out an acceptance.
+    pub fn conclude(
+        &self,
+        checked: Checked,
+        source: IpAddr,
+        now: u64,
+        replay: &mut dyn ReplayStore,
+    ) -> Verdict {
+        let Checked { digest, outcomes } = checked;
+        if replay.contains(&digest) {
+            return Verdict::Reject(Rejected {
+                reason: RejectReason::Replay,
+                stanza: None,
+                message: None,
+            });
         }
         let mut best: Option<Failure> = None;
         let mut recorded = false;
-        for idx in candidates {
+        for (idx, outcome) in outcomes {
             let stanza = &self.stanzas[idx];
-            let failure = match authenticate(stanza, packet) {
+            let failure = match outcome {
                 Err((stage, reason)) => Failure {
                     stage,
                     reason,
@@ -140,8 +214,12 @@ impl Verifier {
                 },
                 Ok(msg) => {
                     if !recorded {
-                        if replay.insert(digest, msg.timestamp, now).is_err() {
-                            return reject(RejectReason::ReplayCacheFailed);
+                        if replay.record(digest, msg.timestamp).is_err() {
+                            return Verdict::Reject(Rejected {
+                                reason: RejectReason::ReplayCacheFailed,
+                                stanza: None,
+                                message: None,
+                            });
                         }
                         recorded = true;
                     }
@@ -175,7 +253,11 @@ impl Verifier {
                 stanza: Some(f.stanza),
                 message: f.message,
             }),
-            None => reject(RejectReason::NoStanzaForSource),
+            None => Verdict::Reject(Rejected {
+                reason: RejectReason::NoStanzaForSource,
+                stanza: None,
+                message: None,
+            }),
         }
     }
 
@@ -291,7 +373,7 @@ fn authenticate(stanza: &AccessStanza, packet: &[u8]) -> Result<SpaMessage, (Sta
         Stage::Unauthenticated
     };
     let decrypt_failed = (decrypt_stage, RejectReason::DecryptFailed);
-    let blob = b64::decode(&body).ok_or(decrypt_failed.clone())?;
+    let blob = b64::decode_payload(&body).ok_or(decrypt_failed.clone())?;
     let plain =
         cipher::decrypt(&blob, keys.key.expose(), keys.mode).ok_or(decrypt_failed.clone())?;
     let rand_ok = plain.len() > RAND_VAL_LEN

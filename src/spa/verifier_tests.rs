@@ -212,10 +212,12 @@ fn failing_replay_store_fails_closed() {
         fn contains(&self, _: &ReplayDigest) -> bool {
             false
         }
-        fn insert(
+        fn commit(&mut self, _: u64) -> Result<(), crate::spa::replay::ReplayError> {
+            Ok(())
+        }
+        fn record(
             &mut self,
             _: ReplayDigest,
-            _: u64,
             _: u64,
         ) -> Result<(), crate::spa::replay::ReplayError> {
             Err(crate::spa::replay::ReplayError {
@@ -234,4 +236,85 @@ fn failing_replay_store_fails_closed() {
         reason(v.verify(p.as_bytes(), src(), NOW, &mut Broken)),
         RejectReason::ReplayCacheFailed
     );
+}
+
+/// Every other spelling of `p` that a lenient base64 decoder reads as the
+/// same bytes: `=` padding appended, unused trailing bits of the last
+/// character set.
+fn respellings(p: &str) -> Vec<String> {
+    let full = format!("{}{p}", crate::spa::cipher::SALTED_PREFIX_B64);
+    let bytes = b64::decode(full.as_bytes()).unwrap();
+    let mut out = vec![format!("{p}="), format!("{p}==")];
+    let (head, last) = p.split_at(p.len() - 1);
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for &c in ALPHABET {
+        let text = format!("{head}{}", c as char);
+        let full = format!("{}{text}", crate::spa::cipher::SALTED_PREFIX_B64);
+        if text != last && b64::decode(full.as_bytes()).as_deref() == Some(&bytes[..]) {
+            out.push(text);
+        }
+    }
+    out.retain(|t| t != p);
+    out
+}
+
+/// Issue 9 item 11: one captured packet opened access once per spelling.
+#[test]
+fn a_respelled_packet_is_not_a_new_packet_without_hmac() {
+    let conf = "SOURCE ANY\nKEY_BASE64 kB+G5+KiLS8N2x64DYM+VuPU+Gj7A7uITpF9Y4Ozqms=\n";
+    let opts = AccessConfOptions {
+        allow_missing_hmac: true,
+    };
+    let v = Verifier::new(
+        parse_access_conf(conf, opts).unwrap().stanzas,
+        ServerPolicy::default(),
+    );
+    // A packet whose text has unused trailing bits (length not 0 mod 4).
+    let p = (0..)
+        .map(|i| {
+            let user = format!("u{}", "x".repeat(i));
+            packet(
+                &v,
+                &SpaRequest::new(&user, Ipv4Addr::new(127, 0, 0, 2), vec![tcp(22)], NOW),
+            )
+        })
+        .find(|p| (p.len() + crate::spa::cipher::SALTED_PREFIX_B64.len()) % 4 == 2)
+        .unwrap();
+    let variants = respellings(&p);
+    // `=`, `==`, and 15 other last characters (4 unused bits).
+    assert_eq!(variants.len(), 17, "{variants:?}");
+    let mut cache = ReplayCache::in_memory(120);
+    assert!(matches!(
+        v.verify(p.as_bytes(), src(), NOW, &mut cache),
+        Verdict::Accept(_)
+    ));
+    for variant in &variants {
+        let got = reason(v.verify(variant.as_bytes(), src(), NOW, &mut cache));
+        assert_eq!(got, RejectReason::DecryptFailed, "{variant}");
+    }
+    // Not even first: a respelled packet never reaches the cache.
+    let mut fresh = ReplayCache::in_memory(120);
+    for variant in &variants {
+        let got = reason(v.verify(variant.as_bytes(), src(), NOW, &mut fresh));
+        assert_eq!(got, RejectReason::DecryptFailed, "{variant}");
+    }
+    assert!(fresh.is_empty());
+}
+
+#[test]
+fn a_respelled_packet_fails_its_hmac() {
+    let v = verifier(CONF, ServerPolicy::default());
+    let p = packet(
+        &v,
+        &SpaRequest::new("root", Ipv4Addr::new(127, 0, 0, 2), vec![tcp(2222)], NOW),
+    );
+    let mut cache = ReplayCache::in_memory(120);
+    assert!(matches!(
+        v.verify(p.as_bytes(), src(), NOW, &mut cache),
+        Verdict::Accept(_)
+    ));
+    for variant in [format!("{p}="), format!("{p}==")] {
+        let got = reason(v.verify(variant.as_bytes(), src(), NOW, &mut cache));
+        assert_eq!(got, RejectReason::HmacMismatch, "{variant}");
+    }
 }

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use crate::spa::{
-    AccessConfError, AccessConfOptions, AccessStanza, ConfWarning, Proto, ReplayCache, ReplayError,
-    ServerPolicy, Verifier, load_access_conf,
+    AccessConfError, AccessConfOptions, AccessStanza, ConfWarning, LooseMode, Proto, ReplayCache,
+    ReplayError, ServerPolicy, Verifier, load_access_conf,
 };
 
 /// Default replay cache: fwknopd keeps its digest cache under /var/lib
@@ -62,6 +62,8 @@ pub struct SpaSetup {
     pub replay: ReplayCache,
     /// Lines of the access file that have no effect.
     pub warnings: Vec<ConfWarning>,
+    /// The access file's permissions are looser than 0600.
+    pub loose_mode: Option<LooseMode>,
 }
 
 impl SpaSetup {
@@ -109,6 +111,7 @@ impl SpaSetup {
             verifier: Verifier::new(conf.stanzas, policy),
             replay,
             warnings: conf.warnings,
+            loose_mode: conf.loose_mode,
         })
     }
 }
@@ -143,6 +146,16 @@ pub fn stanzas_without_open_ports(stanzas: &[AccessStanza]) -> Vec<usize> {
     stanzas
         .iter()
         .filter(|s| s.open_ports.is_none())
+        .map(|s| s.line)
+        .collect()
+}
+
+/// Lines of the stanzas without an HMAC key (`--spa-allow-no-hmac`): their
+/// packets are unauthenticated, so the server warns about each at start.
+pub fn stanzas_without_hmac(stanzas: &[AccessStanza]) -> Vec<usize> {
+    stanzas
+        .iter()
+        .filter(|s| s.keys.hmac_key.is_none())
         .map(|s| s.line)
         .collect()
 }

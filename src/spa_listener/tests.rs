@@ -91,6 +91,7 @@ async fn an_accepted_packet_grants_its_tcp_port_once_and_a_replay_is_refused() {
     let settings = ServerSettings {
         rules: KnockRules::default(),
         protected_port: 2222,
+        max_grants: crate::grants::DEFAULT_MAX_GRANTS,
     };
     let server = tokio::spawn(run_with(
         settings,
@@ -156,4 +157,18 @@ async fn an_accepted_packet_grants_its_tcp_port_once_and_a_replay_is_refused() {
     );
     assert_eq!(calls.last(), Some(&Call::Teardown));
     assert_eq!(spa.accepted.load(Relaxed), 1);
+}
+
+#[tokio::test]
+async fn a_thread_that_panics_wakes_the_listener() {
+    let ended = Arc::new(Notify::new());
+    let guard = EndGuard(ended.clone());
+    let thread = std::thread::spawn(move || {
+        let _ended = guard;
+        panic!("a reader thread dies");
+    });
+    assert!(thread.join().is_err());
+    tokio::time::timeout(Duration::from_secs(5), ended.notified())
+        .await
+        .expect("the end of a panicking thread was not reported");
 }

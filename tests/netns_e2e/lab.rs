@@ -85,6 +85,13 @@ impl Lab {
     /// Builds the namespaces, starts the service and the server; `None`
     /// (after a loud SKIPPED line) without root or the tools.
     pub fn start(test: &str, tag: &str, backend: Backend, timing: Timing) -> Option<Lab> {
+        let mut lab = Lab::prepare(test, tag, backend, timing)?;
+        lab.start_server();
+        Some(lab)
+    }
+
+    /// [`Lab::start`] without starting the server.
+    pub fn prepare(test: &str, tag: &str, backend: Backend, timing: Timing) -> Option<Lab> {
         if !privileged(test) {
             return None;
         }
@@ -95,16 +102,14 @@ impl Lab {
         cmd.args(["--port", &PORT.to_string(), "--close-after", CLOSE_AFTER]);
         let mut service = Proc::spawn(cmd);
         service.wait_for("protected-service listening", Duration::from_secs(10));
-        let mut lab = Lab {
+        Some(Lab {
             server: None,
             _service: service,
             lan,
             backend,
             timing,
             rules_before,
-        };
-        lab.start_server();
-        Some(lab)
+        })
     }
 
     /// Starts `knock-server` in the host namespace and waits until it is ready.

@@ -70,6 +70,16 @@ pub struct Proc {
 }
 
 fn collect(stream: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
+    collect_until(stream, into, None);
+}
+
+/// Collects lines into `into`; after a line containing `last`, stops and
+/// closes the stream (the writer's next writes fail with EPIPE).
+fn collect_until(
+    stream: impl Read + Send + 'static,
+    into: Arc<Mutex<String>>,
+    last: Option<String>,
+) {
     thread::spawn(move || {
         let reader = BufReader::new(stream);
         for line in reader.lines() {
@@ -77,6 +87,13 @@ fn collect(stream: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
             let mut buf = into.lock().unwrap();
             buf.push_str(&line);
             buf.push('\n');
+            if last
+                .as_ref()
+                .is_some_and(|last| line.contains(last.as_str()))
+            {
+                buf.push_str("[harness: stderr closed here]\n");
+                break;
+            }
         }
     });
 }
@@ -88,8 +105,31 @@ impl Proc {
         Proc::start(cmd)
     }
 
+    /// Starts `cmd` with its output captured and `RUST_LOG` set to `level`.
+    pub fn spawn_logging(mut cmd: Command, level: &str) -> Proc {
+        cmd.env("RUST_LOG", level);
+        Proc::start(cmd)
+    }
+
+    /// Starts `cmd` with debug logs, waits (bounded) until it printed
+    /// `needle` on stderr, then closes the reading end of its stderr, as a
+    /// journald restart or `2>&1 | head` would: every later log line of
+    /// the program meets a broken pipe. Its later stderr is not captured.
+    pub fn spawn_then_close_stderr(mut cmd: Command, needle: &str, timeout: Duration) -> Proc {
+        cmd.env("RUST_LOG", "debug");
+        let mut proc = Proc::start_with(cmd, Some(needle.to_string()));
+        proc.wait_for(needle, timeout);
+        proc
+    }
+
     /// Starts `cmd` as it is, with its output captured.
-    fn start(mut cmd: Command) -> Proc {
+    fn start(cmd: Command) -> Proc {
+        Proc::start_with(cmd, None)
+    }
+
+    /// Starts `cmd`, capturing stdout, and stderr up to a line containing
+    /// `stderr_until` (all of it if None).
+    fn start_with(mut cmd: Command, stderr_until: Option<String>) -> Proc {
         let command = render(&cmd);
         cmd.stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -100,7 +140,7 @@ impl Proc {
         let stdout = Arc::new(Mutex::new(String::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
         collect(child.stdout.take().unwrap(), stdout.clone());
-        collect(child.stderr.take().unwrap(), stderr.clone());
+        collect_until(child.stderr.take().unwrap(), stderr.clone(), stderr_until);
         Proc {
             command,
             child,
@@ -155,6 +195,20 @@ impl Proc {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Sends a signal to this process (by PID).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Sends a signal to this process (by PID) and waits for it to exit.

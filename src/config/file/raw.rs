@@ -1,0 +1,140 @@
+//! The file as serde reads it: every key of the TOML file, each value that
+//! gets a check of its own kept with its span, and the way back from an
+//! [`Issue`]'s place (door, key, item) to the span it points at.
+
+use std::fmt;
+use std::ops::Range;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::config::issue::{Issue, Key};
+
+/// A number or a string in the file, kept as text for its parser and the
+/// error message (`window = 10`, `window = "250ms"`, `sequence = [1234, "5678:tcp"]`).
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Scalar(pub(super) String);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number or a string")
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+        }
+        de.deserialize_any(Visitor)
+    }
+}
+
+pub(super) type List<T> = Spanned<Vec<Spanned<T>>>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(super) struct RawFile {
+    pub(super) bind: Option<List<String>>,
+    pub(super) firewall: Option<Spanned<String>>,
+    pub(super) deny: Option<Spanned<String>>,
+    pub(super) keep_established: Option<bool>,
+    pub(super) max_tracked: Option<Spanned<i64>>,
+    pub(super) max_grants: Option<Spanned<i64>>,
+    pub(super) instance: Option<Spanned<String>>,
+    pub(super) iptables_position: Option<Spanned<String>>,
+    pub(super) log_level: Option<Spanned<String>>,
+    pub(super) log_format: Option<Spanned<String>>,
+    pub(super) stats_listen: Option<Spanned<String>>,
+    pub(super) metrics_listen: Option<Spanned<String>>,
+    pub(super) upstream: Option<Spanned<String>>,
+    pub(super) flag: Option<Spanned<String>>,
+    pub(super) close_after: Option<Spanned<Scalar>>,
+    pub(super) max_connections: Option<Spanned<i64>>,
+    pub(super) spa: Option<RawSpa>,
+    #[serde(default)]
+    pub(super) door: Vec<Spanned<RawDoor>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(super) struct RawSpa {
+    pub(super) port: Option<Spanned<i64>>,
+    pub(super) access: Spanned<String>,
+    pub(super) allow_no_hmac: Option<bool>,
+    pub(super) max_age: Option<Spanned<i64>>,
+    pub(super) require_source_match: Option<bool>,
+    pub(super) replay_cache: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(super) struct RawDoor {
+    pub(super) name: Spanned<String>,
+    pub(super) sequence: List<Scalar>,
+    pub(super) window: Option<Spanned<Scalar>>,
+    pub(super) access: Option<Spanned<Scalar>>,
+    pub(super) lockout: Option<Spanned<Scalar>>,
+    pub(super) protected: List<Scalar>,
+    pub(super) allow: Option<List<String>>,
+}
+
+/// The span of item `item` of `list`, or of the whole list.
+fn list_span<T>(list: &List<T>, item: Option<usize>) -> Range<usize> {
+    match item.and_then(|i| list.get_ref().get(i)) {
+        Some(entry) => entry.span(),
+        None => list.span(),
+    }
+}
+
+impl RawDoor {
+    /// The span an issue about `key` (item `item`) of this door points at.
+    fn span(&self, key: Key, item: Option<usize>) -> Option<Range<usize>> {
+        match key {
+            Key::Name => Some(self.name.span()),
+            Key::Sequence => Some(list_span(&self.sequence, item)),
+            Key::Protected => Some(list_span(&self.protected, item)),
+            Key::Window => self.window.as_ref().map(Spanned::span),
+            Key::Access => self.access.as_ref().map(Spanned::span),
+            Key::Lockout => self.lockout.as_ref().map(Spanned::span),
+            Key::Allow => self.allow.as_ref().map(|l| list_span(l, item)),
+            _ => None,
+        }
+    }
+}
+
+impl RawFile {
+    pub(super) fn span(&self, issue: &Issue) -> Option<Range<usize>> {
+        if let Some(door) = issue.door.and_then(|i| self.door.get(i)) {
+            return door
+                .get_ref()
+                .span(issue.key, issue.item)
+                .or(Some(door.span()));
+        }
+        let num = |v: &Option<Spanned<i64>>| v.as_ref().map(Spanned::span);
+        let text = |v: &Option<Spanned<String>>| v.as_ref().map(Spanned::span);
+        match issue.key {
+            Key::Bind => self.bind.as_ref().map(|l| list_span(l, issue.item)),
+            Key::MaxTracked => num(&self.max_tracked),
+            Key::MaxGrants => num(&self.max_grants),
+            Key::MaxConnections => num(&self.max_connections),
+            Key::StatsListen => text(&self.stats_listen),
+            Key::MetricsListen => text(&self.metrics_listen),
+            Key::Flag => text(&self.flag),
+            Key::CloseAfter => self.close_after.as_ref().map(Spanned::span),
+            Key::SpaPort => self.spa.as_ref().and_then(|s| num(&s.port)),
+            Key::SpaMaxAge => self.spa.as_ref().and_then(|s| num(&s.max_age)),
+            _ => None,
+        }
+    }
+}
