@@ -298,7 +298,10 @@ mod tests {
     #[test]
     fn deletions_in_our_own_table_mean_broken() {
         for ty in DELETIONS {
-            assert_eq!(classify(&message(ty, 1, "portknock"), &ours()), Notice::Broken);
+            assert_eq!(
+                classify(&message(ty, 1, "portknock"), &ours()),
+                Notice::Broken
+            );
         }
         for ty in ELEMENT_DELETIONS {
             let notice = classify(&message(ty, 1, "portknock"), &ours());
@@ -309,11 +312,23 @@ mod tests {
     #[test]
     fn deletions_in_a_shared_table_mean_changed_and_elements_nothing() {
         for ty in DELETIONS {
-            assert_eq!(classify(&message(ty, 2, "filter"), &shared()), Notice::Changed);
-            assert_eq!(classify(&message(ty, 10, "filter"), &shared()), Notice::Changed);
+            assert_eq!(
+                classify(&message(ty, 2, "filter"), &shared()),
+                Notice::Changed
+            );
+            assert_eq!(
+                classify(&message(ty, 10, "filter"), &shared()),
+                Notice::Changed
+            );
         }
-        assert_eq!(classify(&message(14, 2, "filter"), &shared()), Notice::Nothing);
-        assert_eq!(classify(&message(8, 1, "filter"), &shared()), Notice::Nothing);
+        assert_eq!(
+            classify(&message(14, 2, "filter"), &shared()),
+            Notice::Nothing
+        );
+        assert_eq!(
+            classify(&message(8, 1, "filter"), &shared()),
+            Notice::Nothing
+        );
         assert_eq!(classify(&message(8, 2, "nat"), &shared()), Notice::Nothing);
     }
 

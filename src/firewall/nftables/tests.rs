@@ -167,12 +167,31 @@ fn set_elements_are_read_from_both_sets_across_lines() {
 
     let ttl = Duration::from_secs(3);
     let live = [
-        Change::Grant { ip: ip("192.0.2.1"), port: 2222, ttl },
-        Change::Grant { ip: ip("192.0.2.1"), port: 22, ttl },
-        Change::Grant { ip: ip("::ffff:192.0.2.2"), port: 22, ttl },
-        Change::Grant { ip: ip("2001:db8::2"), port: 2222, ttl },
+        Change::Grant {
+            ip: ip("192.0.2.1"),
+            port: 2222,
+            ttl,
+        },
+        Change::Grant {
+            ip: ip("192.0.2.1"),
+            port: 22,
+            ttl,
+        },
+        Change::Grant {
+            ip: ip("::ffff:192.0.2.2"),
+            port: 22,
+            ttl,
+        },
+        Change::Grant {
+            ip: ip("2001:db8::2"),
+            port: 2222,
+            ttl,
+        },
     ];
     assert_eq!(absent_grants(listing, &live), vec![live[1], live[3]]);
     // A flushed set: every live grant is missing.
-    assert_eq!(absent_grants("table inet portknock {}", &live), live.to_vec());
+    assert_eq!(
+        absent_grants("table inet portknock {}", &live),
+        live.to_vec()
+    );
 }
