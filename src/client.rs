@@ -10,6 +10,7 @@
 //! immediate reset/EOF is closed; no answer at all (a firewall dropping the
 //! SYN) is filtered.
 
+pub mod printer;
 pub mod report;
 pub mod spa;
 

@@ -19,7 +19,12 @@
 //!   (UDP may duplicate) or a retry; it changes nothing and is answered
 //!   with [`Verdict::Progress`] at the unchanged count. A sequence that
 //!   repeats a port (`1111,1111,2222`) still advances, because the next
-//!   expected port is checked first.
+//!   expected port is checked first. The last knock of a sequence counts
+//!   too: a source that completed the sequence stays tracked as completed
+//!   until its window ends, and a copy of its last knock changes nothing
+//!   (no second grant, no lockout), while a knock on the first port starts
+//!   afresh (so a one-port sequence, or one whose last port is its first,
+//!   renews as before) and any other knock is judged as a fresh start.
 //! - **Eviction never turns into a lockout.** The table is bounded by
 //!   `max_tracked`. Expired entries go first. Progress the table must drop
 //!   is written to the ledger (`knock/ledger.rs`: 16-byte records, twice
@@ -230,8 +235,26 @@ impl KnockTracker {
                 }
             }
         }
-        let (matched, first) = progress.unwrap_or((0, t));
         let total = self.sequence.len();
+        let (matched, first) = match progress {
+            // Completed within the window: a copy of the last knock changes
+            // nothing; any other knock starts afresh (see the module doc).
+            Some((done, first)) if done == total => {
+                if port == self.sequence[total - 1] && port != self.sequence[0] {
+                    self.stats.duplicates += 1;
+                    if let (None, Some(fp)) = (found, fingerprint) {
+                        self.stats.forgotten += self.ledger.remember(fp, to_state(total), first);
+                    }
+                    return Verdict::Progress {
+                        ip,
+                        matched: total,
+                        total,
+                    };
+                }
+                (0, t)
+            }
+            other => other.unwrap_or((0, t)),
+        };
         if port != self.sequence[matched] {
             if matched > 0 && port == self.sequence[matched - 1] {
                 // A duplicate of the knock just matched: nothing changes (a
@@ -251,7 +274,11 @@ impl KnockTracker {
         }
         let done = matched + 1;
         if done == total {
-            if let Some(at) = found {
+            if total > 1 {
+                // Kept as completed until the window ends, so a copy of
+                // this last knock is a duplicate, not a wrong knock.
+                self.place(found, key, to_state(total), first, fingerprint);
+            } else if let Some(at) = found {
                 self.drop_entry(at);
             }
             return Verdict::Grant {

@@ -1,30 +1,65 @@
 //! portknock: a port-knocking system.
 //!
 //! A protected TCP service stays closed until a client knocks a secret
-//! sequence of UDP ports within a time window; the server then opens the
-//! firewall for that client's address only, for a limited time.
+//! sequence of UDP ports within a time window, or sends one authenticated
+//! SPA packet; the server then opens the firewall for that client's
+//! address only, for a limited time.
 //!
-//! Component map (data flows one way: packet -> core -> verdict -> firewall):
+//! # Component map, by layer
+//!
+//! Data flows one way: packet -> core -> verdict -> grant -> firewall. A
+//! room may call rooms of its own layer and of the layers above it in this
+//! list, never those below. (One allowance: [`config`] names the
+//! firewall's plain value types, the backend kind and instance name, to
+//! validate them; it calls nothing there.)
+//!
+//! **Core: pure rooms.** No sockets, no clock (`now` is passed in), no
+//! tokio, no firewall. They must stay pure: that is what lets them be
+//! tested densely, with property tests and injected time. Reading a file
+//! the user named (a config, key files) is their only I/O, at the edge.
 //!
 //! | module | job |
 //! |---|---|
-//! | [`client`] | knocking and the access check (open, closed, filtered) |
-//! | [`config`] | validated configuration; the one place that rejects bad values |
-//! | [`knock`] | the core: a pure state machine judging `(ip, port, now)` |
-//! | [`grants`] | open grants and their expiry, pure |
-//! | [`firewall`] | the backend trait and its implementations |
+//! | [`knock`] | the core: a pure state machine judging `(ip, port, now)`; bounded table |
+//! | [`grants`] | open grants and their expiry; the single source of truth |
+//! | [`spa`] | fwknop-compatible SPA: decoder, encoder, policy, key files (and the replay-cache file) |
+//! | [`config`] | the validated configuration: the one place that rejects bad values |
+//! | [`log_budget`] | how many lines a flood may log per window, pure |
+//! | [`counters`] | what the server received and decided: atomics, no I/O |
+//!
+//! **Shell: I/O rooms.** Sockets, threads, timers; they carry the core's
+//! verdicts out.
+//!
+//! | module | job |
+//! |---|---|
+//! | [`firewall`] | the backend trait and its implementations (nftables, iptables, userspace) |
 //! | [`firewall_worker`] | the thread that owns the backend and applies changes in batches |
-//! | [`server`] | the I/O shell: UDP knocks -> core -> firewall; expiry of grants |
-//! | [`gate`] | userspace backend's listener: resets strangers, serves or proxies the granted |
-//! | [`log_budget`] | info lines per window for events anyone can trigger; the rest at debug, summarised |
-//! | [`counters`] | what the server received and decided |
-//! | [`cli`] | glue for the binaries: logging, stop signal, exit codes |
+//! | [`server`] | the composition root: UDP knocks -> core -> grants -> firewall worker; expiry |
+//! | [`spa_listener`] | the server's SPA listener: UDP -> verifier thread -> grants in the engine |
+//! | [`gate`] | the userspace backend's listener: resets strangers, serves or proxies the granted |
+//! | [`stats`] | the loopback stats endpoint: counters as one JSON line per connection |
 //! | [`net`] | socket helpers: v6-only wildcards side by side |
 //! | [`service`] | the protected service: greeting, flag, timed close, connection cap |
-//! | [`spa`] | fwknop-compatible Single Packet Authorization: decoder, encoder, key files, replay cache |
-//! | [`spa_listener`] | the server's SPA listener: UDP -> verifier thread -> grants in the engine |
-//! | [`stats`] | the loopback stats endpoint: counters as one JSON line per connection |
-//! | [`bench`](mod@bench) | the load generator behind `knock-bench`: traffic, probes, reports |
+//! | [`client`] | knocking, SPA sending and the access check (open, closed, filtered); how the client prints |
+//!
+//! **Who may call a firewall backend:** only [`firewall_worker`], on its own
+//! thread (setup, batched apply, repair, teardown), so a knock never waits
+//! behind a firewall command and the kernel state follows the grant table
+//! from one place. The [`server`] chooses and builds the backend and hands
+//! it to the worker; it and [`spa_listener`] then only send changes;
+//! [`gate`] shares the userspace backend's access list. The core layer
+//! never calls a backend.
+//!
+//! **Glue for the binaries** (`src/bin/`): flags become a validated config,
+//! then a library call; nothing in the layers above uses these.
+//!
+//! | module | job |
+//! |---|---|
+//! | [`cli`] | logging on stderr, stop signal, exit codes |
+//! | [`stdout`] | printing that a closed pipe cannot crash |
+//! | [`bench`](mod@bench) | the load generator behind `knock-bench`: traffic, probes, reports (to move to its own crate) |
+
+#![warn(missing_docs)]
 
 pub mod bench;
 pub mod cli;
@@ -43,3 +78,4 @@ pub mod service;
 pub mod spa;
 pub mod spa_listener;
 pub mod stats;
+pub mod stdout;

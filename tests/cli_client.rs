@@ -156,8 +156,8 @@ fn check_succeeds_against_an_open_port_and_prints_the_seed_lines() {
         "Port Knocking Client".to_string(),
         "[*] Sending knock sequence to 127.0.0.1".to_string(),
         format!("[*] Sequence: {p1} → {p2}"),
-        format!("[1/2] Knocking... → Knocked on port {p1}"),
-        format!("[2/2] Knocking... → Knocked on port {p2}"),
+        format!("[1/2] Knocking...   → Knocked on port {p1}"),
+        format!("[2/2] Knocking...   → Knocked on port {p2}"),
         "[+] Knock sequence completed".to_string(),
         format!("[+] SUCCESS! Port {port} is now accessible"),
     ] {

@@ -6,6 +6,7 @@ mod util;
 mod bench;
 mod cli;
 mod cli_client;
+mod client_output;
 mod container;
 mod daemon;
 mod e2e;

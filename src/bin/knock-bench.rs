@@ -196,7 +196,10 @@ fn main() -> ExitCode {
                 return cli::fail("knock-bench", &err, EXIT_FAILURE);
             }
         }
-        None => print!("{text}"),
+        None => {
+            // A reader that left early (`| head`) loses the report, not the run.
+            portknock::stdout::print(&text);
+        }
     }
     ExitCode::SUCCESS
 }

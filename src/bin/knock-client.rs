@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use clap::Parser;
+use portknock::client::printer::Printer;
 use portknock::client::spa::{self as spa_client, SpaClientError, SpaFlags, SpaPlan};
 use portknock::client::{self, ClientError, PortState, report};
 use portknock::config::{
@@ -222,7 +223,7 @@ fn main() -> ExitCode {
     if cli.keygen {
         return match GeneratedKeys::generate() {
             Ok(keys) => {
-                print!("{}", keys.render());
+                portknock::stdout::print(&keys.render());
                 ExitCode::SUCCESS
             }
             Err(err) => fail(&err.into(), 1),
@@ -274,104 +275,111 @@ async fn run(plan: &Plan) -> anyhow::Result<bool> {
     if let Some(source) = plan.source {
         client::check_source(source)?;
     }
-    let say = |line: &str| {
-        if !plan.quiet {
-            println!("{line}");
-        }
-    };
-    say(report::BANNER);
+    let out = Printer::for_stdout(plan.quiet);
+    out.banner();
     let label = report::target_label(&plan.host, ip);
     let protected = SocketAddr::new(ip, plan.protected_port);
 
-    if let (Some(spa), false) = (&plan.spa, plan.check_only) {
-        return send_spa(plan, spa, ip, &label).await;
-    }
-
-    if plan.check_only {
-        say(&report::check_only_line(&label, plan.protected_port));
+    let ok = if let (Some(spa), false) = (&plan.spa, plan.check_only) {
+        send_spa(plan, &out, spa, ip, &label).await?
+    } else if plan.check_only {
+        out.say(&report::check_only_line(&label, plan.protected_port));
+        out.say(&report::attempting_line(plan.protected_port));
         let state = client::check_port(protected, plan.source, plan.timeout).await?;
         let line = report::check_only_result_line(plan.protected_port, state);
-        return Ok(verdict(plan, &line, state == PortState::Open));
-    }
-
-    say(&report::sending_line(&label));
-    if plan.test_wrong {
-        let wrong = client::wrong_sequence(&plan.sequence);
-        say(&report::wrong_sequence_line(&wrong));
-        knock(plan, ip, &wrong).await?;
-        let state = check(plan, protected).await?;
-        let line = report::after_wrong_line(plan.protected_port, state);
-        if state == PortState::Open {
-            return Ok(verdict(plan, &line, false));
-        }
-        say(&line);
-        say(report::during_lockout_line());
-        say(&report::sequence_line(plan.sequence.ports()));
-        knock(plan, ip, plan.sequence.ports()).await?;
-        let state = check(plan, protected).await?;
-        // Name this client's address, as the server sees it, not the target's.
-        let me = client::sending_address(protected, plan.source).unwrap_or(ip);
-        let line = report::lockout_line(plan.protected_port, me, state);
-        return Ok(verdict(plan, &line, state != PortState::Open));
-    }
-
-    say(&report::sequence_line(plan.sequence.ports()));
-    knock(plan, ip, plan.sequence.ports()).await?;
-    if !plan.check {
-        say(&report::hint_line(&plan.host, plan.protected_port));
-        return Ok(true);
-    }
-    let state = check(plan, protected).await?;
-    let line = report::check_line(plan.protected_port, state, plan.timeout);
-    Ok(verdict(plan, &line, state == PortState::Open))
+        out.verdict(&line, state == PortState::Open)
+    } else if plan.test_wrong {
+        test_wrong(plan, &out, ip, &label).await?
+    } else {
+        out.say(&report::sending_line(&label));
+        out.say(&report::sequence_line(plan.sequence.ports()));
+        knock(plan, &out, ip, plan.sequence.ports()).await?;
+        check_or_hint(plan, &out, protected).await?
+    };
+    out.close();
+    Ok(ok)
 }
 
-/// Prints a verdict line (failures even when quiet, on stderr) and returns `ok`.
-fn verdict(plan: &Plan, line: &str, ok: bool) -> bool {
-    match (ok, plan.quiet) {
-        (true, true) => {}
-        (true, false) | (false, false) => println!("{line}"),
-        (false, true) => eprintln!("{line}"),
+/// The wrong sequence, then the right one during the lockout: both checks
+/// must find the port shut.
+async fn test_wrong(plan: &Plan, out: &Printer, ip: IpAddr, label: &str) -> anyhow::Result<bool> {
+    let protected = SocketAddr::new(ip, plan.protected_port);
+    out.say(&report::sending_line(label));
+    let wrong = client::wrong_sequence(&plan.sequence);
+    out.say(&report::wrong_sequence_line(&wrong));
+    knock(plan, out, ip, &wrong).await?;
+    let state = check(plan, out, protected).await?;
+    let line = report::after_wrong_line(plan.protected_port, state);
+    if !out.verdict(&line, state != PortState::Open) {
+        return Ok(false);
     }
-    ok
+    out.blank();
+    out.say(report::during_lockout_line());
+    out.say(&report::sequence_line(plan.sequence.ports()));
+    knock(plan, out, ip, plan.sequence.ports()).await?;
+    let state = check(plan, out, protected).await?;
+    // Name this client's address, as the server sees it, not the target's.
+    let me = client::sending_address(protected, plan.source).unwrap_or(ip);
+    let line = report::lockout_line(plan.protected_port, me, state);
+    Ok(out.verdict(&line, state != PortState::Open))
 }
 
-async fn knock(plan: &Plan, ip: IpAddr, ports: &[u16]) -> Result<(), ClientError> {
+/// Knocks `ports` in order, a line each, between blank lines.
+async fn knock(plan: &Plan, out: &Printer, ip: IpAddr, ports: &[u16]) -> Result<(), ClientError> {
     let total = ports.len();
+    out.blank();
     client::send_knocks(ip, ports, plan.delay, plan.source, |index, port| {
-        if !plan.quiet {
-            println!("{}", report::knock_line(index, total, port));
-        }
+        out.say(&report::knock_line(index, total, port));
     })
     .await?;
-    if !plan.quiet {
-        println!("{}", report::completed_line());
-    }
+    out.blank();
+    out.say(report::completed_line());
+    out.blank();
     Ok(())
 }
 
-async fn check(plan: &Plan, protected: SocketAddr) -> Result<PortState, ClientError> {
-    if !plan.quiet {
-        println!("{}", report::waiting_line(plan.wait, plan.protected_port));
-    }
+/// Waits, then checks the protected port.
+async fn check(
+    plan: &Plan,
+    out: &Printer,
+    protected: SocketAddr,
+) -> Result<PortState, ClientError> {
+    out.say(&report::waiting_line(plan.wait));
     tokio::time::sleep(plan.wait).await;
+    out.say(&report::attempting_line(plan.protected_port));
     let state = client::check_port(protected, plan.source, plan.timeout).await?;
     tracing::debug!(%protected, %state, "check");
     Ok(state)
 }
 
+/// With `--check`, the check and its verdict; without, the hint.
+async fn check_or_hint(
+    plan: &Plan,
+    out: &Printer,
+    protected: SocketAddr,
+) -> Result<bool, ClientError> {
+    if !plan.check {
+        out.say(&report::hint_line(&plan.host, plan.protected_port));
+        return Ok(true);
+    }
+    let state = check(plan, out, protected).await?;
+    let line = report::check_line(plan.protected_port, state, plan.timeout);
+    Ok(out.verdict(&line, state == PortState::Open))
+}
+
 /// Sends the SPA packet, then checks like after a sequence.
-async fn send_spa(plan: &Plan, spa: &SpaPlan, ip: IpAddr, label: &str) -> anyhow::Result<bool> {
-    let say = |line: &str| {
-        if !plan.quiet {
-            println!("{line}");
-        }
-    };
+async fn send_spa(
+    plan: &Plan,
+    out: &Printer,
+    spa: &SpaPlan,
+    ip: IpAddr,
+    label: &str,
+) -> anyhow::Result<bool> {
     let target = SocketAddr::new(ip, spa.server_port);
-    say(&report::spa_sending_line(label, spa.server_port));
+    out.say(&report::spa_sending_line(label, spa.server_port));
     let allow = spa_client::allow_address(spa.allow, target, plan.source)?;
     let access: Vec<String> = spa.access.iter().map(PortSpec::to_string).collect();
-    say(&report::spa_access_line(
+    out.say(&report::spa_access_line(
         &access.join(","),
         allow,
         spa.client_timeout,
@@ -385,13 +393,9 @@ async fn send_spa(plan: &Plan, spa: &SpaPlan, ip: IpAddr, label: &str) -> anyhow
     };
     let packet = portknock::spa::encode(&request, &spa.keys)?;
     let sent = spa_client::send_packet(target, packet.as_bytes(), plan.source).await?;
-    say(&report::spa_sent_line(sent));
-    if !plan.check {
-        say(&report::hint_line(&plan.host, plan.protected_port));
-        return Ok(true);
-    }
+    out.blank();
+    out.say(&report::spa_sent_line(sent));
+    out.blank();
     let protected = SocketAddr::new(ip, plan.protected_port);
-    let state = check(plan, protected).await?;
-    let line = report::check_line(plan.protected_port, state, plan.timeout);
-    Ok(verdict(plan, &line, state == PortState::Open))
+    Ok(check_or_hint(plan, out, protected).await?)
 }

@@ -9,10 +9,11 @@ use std::time::Duration;
 use super::PortState;
 use crate::service::format_seconds;
 
-/// The banner printed first, three lines.
-pub const BANNER: &str = "==================================================\n  \
-     Port Knocking Client\n\
-     ==================================================";
+/// The rule above and below the title and at the end: 60 `=`, as the seed.
+pub const RULE: &str = "============================================================";
+
+/// The title between the two rules of the banner.
+pub const TITLE: &str = "Port Knocking Client";
 
 /// `1234 → 5678 → 9012`.
 pub fn arrow_list(ports: &[u16]) -> String {
@@ -49,9 +50,9 @@ pub fn sequence_line(ports: &[u16]) -> String {
     format!("[*] Sequence: {}", arrow_list(ports))
 }
 
-/// `[1/3] Knocking... → Knocked on port 1234`.
+/// `[1/3] Knocking...   → Knocked on port 1234` (three spaces, as the seed).
 pub fn knock_line(index: usize, total: usize, port: u16) -> String {
-    format!("[{index}/{total}] Knocking... → Knocked on port {port}")
+    format!("[{index}/{total}] Knocking...   → Knocked on port {port}")
 }
 
 /// `[+] Knock sequence completed`.
@@ -82,12 +83,27 @@ pub fn spa_sent_line(bytes: usize) -> String {
     format!("[+] SPA packet sent ({bytes} bytes)")
 }
 
-/// `[*] Waiting 1s, then checking port 2222...`.
-pub fn waiting_line(wait: Duration, port: u16) -> String {
+/// `[*] Waiting 1.0s before checking protected port...`.
+pub fn waiting_line(wait: Duration) -> String {
     format!(
-        "[*] Waiting {}s, then checking port {port}...",
-        format_seconds(wait)
+        "[*] Waiting {}s before checking protected port...",
+        decimal_seconds(wait)
     )
+}
+
+/// `[*] Attempting to connect to port 2222... ` (the trailing space is the
+/// seed's: it printed the verdict after it).
+pub fn attempting_line(port: u16) -> String {
+    format!("[*] Attempting to connect to port {port}... ")
+}
+
+/// Seconds with at least one decimal, as the seed's Python printed a
+/// float: `1.0`, `0.5`, `1.25`.
+pub fn decimal_seconds(duration: Duration) -> String {
+    match duration.subsec_nanos() {
+        0 => format!("{}.0", duration.as_secs()),
+        _ => format_seconds(duration),
+    }
 }
 
 /// The hint after knocking without `--check`.
@@ -173,14 +189,20 @@ mod tests {
         );
         assert_eq!(
             knock_line(1, 3, 1234),
-            "[1/3] Knocking... → Knocked on port 1234"
+            "[1/3] Knocking...   → Knocked on port 1234"
         );
         assert_eq!(completed_line(), "[+] Knock sequence completed");
         assert_eq!(
             check_line(2222, PortState::Open, Duration::from_secs(2)),
             "[+] SUCCESS! Port 2222 is now accessible"
         );
-        assert_eq!(BANNER.lines().count(), 3);
+        assert_eq!(RULE.len(), 60);
+        assert!(RULE.chars().all(|c| c == '='));
+        assert_eq!(TITLE, "Port Knocking Client");
+        assert_eq!(
+            attempting_line(2222),
+            "[*] Attempting to connect to port 2222... "
+        );
         assert_eq!(
             check_only_line("127.0.0.1", 2222),
             "[*] Checking port 2222 on 127.0.0.1 without knocking"
@@ -193,7 +215,6 @@ mod tests {
             check_only_result_line(2222, PortState::Filtered),
             format!("[-] Port 2222 is {}", PortState::Filtered)
         );
-        assert!(BANNER.contains("Port Knocking Client"));
     }
 
     #[test]
@@ -246,13 +267,16 @@ mod tests {
     #[test]
     fn waiting_uses_the_seed_number_format() {
         assert_eq!(
-            waiting_line(Duration::from_secs(1), 2222),
-            "[*] Waiting 1s, then checking port 2222..."
+            waiting_line(Duration::from_secs(1)),
+            "[*] Waiting 1.0s before checking protected port..."
         );
         assert_eq!(
-            waiting_line(Duration::from_millis(1500), 2222),
-            "[*] Waiting 1.5s, then checking port 2222..."
+            waiting_line(Duration::from_millis(1500)),
+            "[*] Waiting 1.5s before checking protected port..."
         );
+        assert_eq!(decimal_seconds(Duration::ZERO), "0.0");
+        assert_eq!(decimal_seconds(Duration::from_millis(250)), "0.25");
+        assert_eq!(decimal_seconds(Duration::from_secs(10)), "10.0");
     }
 
     #[test]

@@ -51,11 +51,28 @@ impl Model {
                 self.progress.remove(&ip);
             }
         }
-        let (matched, first) = self.progress.get(&ip).copied().unwrap_or((0, now));
         let seq = rules.sequence.ports();
+        let (matched, first) = match self.progress.get(&ip).copied() {
+            // Completed: a copy of the last knock is a duplicate.
+            Some((done, _)) if done == seq.len() => {
+                if port == seq[done - 1] && port != seq[0] {
+                    return Verdict::Progress {
+                        ip,
+                        matched: done,
+                        total: seq.len(),
+                    };
+                }
+                (0, now)
+            }
+            other => other.unwrap_or((0, now)),
+        };
         if port == seq[matched] {
             if matched + 1 == seq.len() {
-                self.progress.remove(&ip);
+                if seq.len() > 1 {
+                    self.progress.insert(ip, (seq.len(), first));
+                } else {
+                    self.progress.remove(&ip);
+                }
                 return Verdict::Grant {
                     ip,
                     until: now + rules.access,

@@ -52,7 +52,52 @@ fn the_full_sequence_in_order_grants_access_for_the_access_duration() {
             until: t0 + 32 * SEC
         }
     );
-    assert_eq!(t.tracked(), 0, "progress resets after a grant");
+    assert_eq!(t.tracked(), 1, "kept as completed until the window ends");
+    // A copy of the last knock (the network duplicated it) changes
+    // nothing: no second grant, no lockout.
+    assert_eq!(
+        t.knock(ip(1), 9012, t0 + 2 * SEC),
+        Verdict::Progress {
+            ip: ip(1),
+            matched: 3,
+            total: 3
+        }
+    );
+    // The first port starts afresh (a renewal); the window then forgets it.
+    assert_eq!(
+        t.knock(ip(1), 1234, t0 + 3 * SEC),
+        Verdict::Progress {
+            ip: ip(1),
+            matched: 1,
+            total: 3
+        }
+    );
+    t.prune(t0 + 14 * SEC);
+    assert_eq!(t.tracked(), 0, "progress resets when its window ends");
+}
+
+#[test]
+fn after_a_grant_another_knock_than_the_last_or_first_port_is_a_wrong_knock() {
+    let (mut t, t0) = tracker();
+    for (i, port) in [1234, 5678, 9012].into_iter().enumerate() {
+        t.knock(ip(1), port, t0 + SEC * i as u32);
+    }
+    assert!(matches!(
+        t.knock(ip(1), 5678, t0 + 3 * SEC),
+        Verdict::LockedOut { .. }
+    ));
+}
+
+#[test]
+fn a_one_port_sequence_renews_on_every_knock() {
+    let mut t = KnockTracker::new(&rules("1234", 100));
+    let t0 = Instant::now();
+    for i in 0..3u32 {
+        assert!(matches!(
+            t.knock(ip(1), 1234, t0 + SEC * i),
+            Verdict::Grant { .. }
+        ));
+    }
 }
 
 #[test]
@@ -511,9 +556,10 @@ fn a_flood_of_new_sources_holds_the_table_at_its_bound_and_spares_the_newest() {
         }
     }
     assert_eq!(t.tracked(), bound);
-    assert_eq!(t.oldest_in_progress(), Some(flood(n - bound as u32)));
-    // Every source but the granted client went in; the bound pushed the rest out.
-    assert_eq!(t.stats().evictions, u64::from(n) - bound as u64);
+    // The granted client stays as completed (one slot): the newest
+    // `bound - 1` flood sources fill the rest.
+    assert_eq!(t.oldest_in_progress(), Some(flood(n - bound as u32 + 1)));
+    assert_eq!(t.stats().evictions, u64::from(n) - bound as u64 + 1);
     // The table stays under 128 bytes an entry; the ledger adds two
     // records of under 40 bytes (16 in the ring, the rest its index).
     assert!(t.entries.heap_bytes() <= 128 * bound);
