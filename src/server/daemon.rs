@@ -18,104 +18,28 @@
 //! `daemon/reload.rs`.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use thiserror::Error;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use super::{Listener, Parts, ServerError, ServerSettings};
-use crate::config::{AllowList, Deny, Issues, LoadError, Proto, ServerConfig};
+use crate::config::{AllowList, Deny, Proto, ServerConfig};
 use crate::counters::Counters;
-use crate::firewall::instance::{InstanceError, InstanceLock};
+use crate::firewall::instance::InstanceLock;
 use crate::firewall::userspace::AccessList;
-use crate::firewall::{Firewall, FirewallError, FirewallKind, FirewallOptions, select};
+use crate::firewall::{Firewall, FirewallKind, FirewallOptions, select};
 use crate::gate::{self, GateSettings, GateTarget};
 use crate::net;
 use crate::service::ServiceSettings;
-use crate::spa_listener::{self, SpaListener, SpaSetup, SpaSetupError};
+use crate::spa_listener::{self, SpaListener, SpaSetup};
 
+mod error;
 mod reload;
 
+pub use error::{DaemonError, EXIT_FAILURE, EXIT_USAGE};
 pub use reload::{ConfigSource, Reloads, hangups, request_reload};
-
-/// Exit code of a runtime failure.
-pub const EXIT_FAILURE: u8 = 1;
-/// Exit code of bad input: nothing was started.
-pub const EXIT_USAGE: u8 = 2;
-
-/// Why the daemon did not start, or stopped with an error.
-#[derive(Debug, Error)]
-pub enum DaemonError {
-    /// The configuration file was refused.
-    #[error(transparent)]
-    Load(#[from] LoadError),
-    /// The configuration (with the flags beside it) was refused.
-    #[error("invalid configuration:\n{0}")]
-    Config(#[from] Issues),
-    /// A flag's value was refused.
-    #[error(transparent)]
-    Flag(#[from] crate::config::ConfigError),
-    /// A valid configuration that today's core cannot run.
-    #[error("{0}")]
-    Unsupported(String),
-    /// `upstream` is not `HOST:PORT`.
-    #[error("invalid upstream '{0}': expected HOST:PORT, e.g. 127.0.0.1:2223")]
-    Upstream(String),
-    /// The SPA access file or replay cache was refused.
-    #[error(transparent)]
-    Spa(#[from] SpaSetupError),
-    /// The firewall backend cannot be used.
-    #[error(transparent)]
-    Firewall(FirewallError),
-    /// Another server owns the firewall instance.
-    #[error(transparent)]
-    Instance(#[from] InstanceError),
-    /// A socket could not be bound.
-    #[error("cannot listen {what} {addr}: {source}")]
-    Bind {
-        /// What the socket was for.
-        what: &'static str,
-        /// The address.
-        addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The server failed while running (or its firewall setup failed).
-    #[error(transparent)]
-    Server(#[from] ServerError),
-}
-
-impl DaemonError {
-    /// 2 for bad input or missing rights/tools (nothing was started),
-    /// 1 for a runtime failure.
-    pub fn exit_code(&self) -> u8 {
-        let usage_firewall = |err: &FirewallError| {
-            matches!(
-                err,
-                FirewallError::NeedsPrivilege { .. }
-                    | FirewallError::ToolMissing { .. }
-                    | FirewallError::NotBuilt { .. }
-            )
-        };
-        match self {
-            DaemonError::Load(_)
-            | DaemonError::Config(_)
-            | DaemonError::Flag(_)
-            | DaemonError::Unsupported(_)
-            | DaemonError::Upstream(_)
-            | DaemonError::Spa(_) => EXIT_USAGE,
-            DaemonError::Firewall(err) | DaemonError::Server(ServerError::Setup(err))
-                if usage_firewall(err) =>
-            {
-                EXIT_USAGE
-            }
-            _ => EXIT_FAILURE,
-        }
-    }
-}
 
 /// Tunables of the userspace gate that the configuration does not hold yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
