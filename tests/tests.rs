@@ -10,6 +10,7 @@ mod client_output;
 mod container;
 mod e2e;
 mod fd_exhaustion;
+mod faults;
 mod firewall;
 mod gate_limits;
 mod knock_log;
