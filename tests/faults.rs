@@ -112,14 +112,19 @@ impl Tmpfs {
         ));
         let probe = self.mount.join("probe");
         let out = self.sh(&format!("echo x > '{}'", probe.display()));
-        assert!(!out.status.success(), "the tmpfs is not full\n{}", out.describe());
+        assert!(
+            !out.status.success(),
+            "the tmpfs is not full\n{}",
+            out.describe()
+        );
         self.sh(&format!("rm -f '{}'", probe.display()));
     }
 
     /// Deletes the filler.
     fn free(&self) {
         let filler = self.mount.join("filler");
-        self.sh(&format!("rm '{}'", filler.display())).expect_code(0);
+        self.sh(&format!("rm '{}'", filler.display()))
+            .expect_code(0);
     }
 }
 
@@ -202,8 +207,16 @@ fn spa_on_a_full_disk_refuses_logs_and_opens_again_once_space_is_back() {
     }
     let (allow, text) = refused.unwrap_or_else(|| panic!("no commit failed\n{}", server.logs()));
     server.wait_for("code=\"replay_cache_failed\"", WAIT);
-    assert!(server.printed("No space left on device"), "{}", server.logs());
-    assert!(!server.printed(&format!("allow_ip={allow} ")), "{}", server.logs());
+    assert!(
+        server.printed("No space left on device"),
+        "{}",
+        server.logs()
+    );
+    assert!(
+        !server.printed(&format!("allow_ip={allow} ")),
+        "{}",
+        server.logs()
+    );
     assert!(!server.printed(&format!("access granted ip={allow} ")));
     assert_eq!(connect_from(&allow.to_string(), protected), Reached::Reset);
     assert!(server.running(), "{}", server.logs());
@@ -287,7 +300,11 @@ fn knocks_grant_and_grants_end_with_stderr_on_a_full_disk() {
 
     for source in ["127.0.0.2", "127.0.0.3"] {
         run(spec.client(source), Duration::from_secs(20)).expect_code(0);
-        assert!(served(&connect_from(source, protected)), "{}", server.logs());
+        assert!(
+            served(&connect_from(source, protected)),
+            "{}",
+            server.logs()
+        );
         assert_eq!(connect_from("127.0.0.9", protected), Reached::Reset);
         // The grant ends (2 s; bounded generously, never timed).
         wait_until(&server, "the grant's end", Duration::from_secs(30), || {
