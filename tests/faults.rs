@@ -189,10 +189,11 @@ fn spa_on_a_full_disk_refuses_logs_and_opens_again_once_space_is_back() {
 
     // The cache file's last block still has room for a few records, which
     // are durable and may open; the first record that needs a new block
-    // fails its commit and must open nothing. Bounded: a 4 KiB block
-    // holds under 80 records.
+    // fails its commit and must open nothing. Bounded: a 4 KiB page holds
+    // under 80 records; with 64 KiB pages the compaction at 1 024 lines
+    // (a rewrite, which needs new blocks) fails first.
     let mut refused = None;
-    for i in 0..200u32 {
+    for i in 0..2000u32 {
         let allow = Ipv4Addr::from(0x7f01_0000 + i);
         let text = packet(&keys, allow, srv.spec.protected_port);
         send(&srv, &text);
