@@ -10,6 +10,7 @@ mod client_output;
 mod container;
 mod daemon;
 mod e2e;
+mod faults;
 mod fd_exhaustion;
 mod firewall;
 mod gate_limits;
