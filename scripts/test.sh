@@ -35,7 +35,7 @@ fi
 echo "==> shellcheck"
 shellcheck -x scripts/*.sh bench/*.sh .ci/run
 
-echo "==> cargo test"
+echo "==> cargo test (the workspace: the library, its binaries and bench/, knock-bench)"
 # The criterion benchmarks, once each as a smoke test (no timing).
 cargo test --locked --bench core
 # Four test threads: most tests wait on real servers and namespaces rather

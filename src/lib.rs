@@ -57,11 +57,9 @@
 //! |---|---|
 //! | [`cli`] | logging on stderr, stop signal, exit codes |
 //! | [`stdout`] | printing that a closed pipe cannot crash |
-//! | [`bench`](mod@bench) | the load generator behind `knock-bench`: traffic, probes, reports (to move to its own crate) |
 
 #![warn(missing_docs)]
 
-pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;

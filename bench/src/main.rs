@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use portknock::bench::spa::{MAX_RUN, OpenedBy, SpaLoad};
-use portknock::bench::{self, BenchConfig, Mode};
+use knock_bench::spa::{MAX_RUN, OpenedBy, SpaLoad};
+use knock_bench::{self as bench, BenchConfig, Mode};
 use portknock::cli::{self, EXIT_FAILURE, EXIT_USAGE};
 use portknock::config::{self, Sequence};
 use portknock::spa::{DEFAULT_SPA_PORT, DigestType};
