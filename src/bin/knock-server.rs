@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 
@@ -61,7 +62,8 @@ struct Args {
 
     /// Firewall backend. auto: nftables where usable, else iptables, else
     /// the userspace gate (no privileges needed).
-    #[arg(long, value_enum, default_value_t = FirewallKind::Auto)]
+    #[arg(long, default_value_t = FirewallKind::Auto,
+          value_parser = PossibleValuesParser::new(FirewallKind::NAMES).try_map(|s| s.parse::<FirewallKind>()))]
     firewall: FirewallKind,
 
     /// Kernel backends: do not keep connections opened during a grant once
@@ -158,7 +160,8 @@ struct Args {
     /// iptables: where the jump to our chain goes in INPUT. first: a grant
     /// wins over the admin's later INPUT rules; last: the admin's own
     /// INPUT rules (e.g. a DROP of an address) win.
-    #[arg(long, value_enum, default_value_t = Position::First)]
+    #[arg(long, default_value_t = Position::First,
+          value_parser = PossibleValuesParser::new(Position::NAMES).try_map(|s| s.parse::<Position>()))]
     iptables_position: Position,
 
     /// Read the configuration (global settings and doors) from this TOML
