@@ -23,7 +23,7 @@ use portknock::config::{
     self, GlobalOverrides, Globals, Reveal, SeedFlags, Sequence, ServerConfig, SpaSettings,
 };
 use portknock::firewall::instance::{Instance, InstanceError};
-use portknock::firewall::{FirewallKind, Position};
+use portknock::firewall::{FirewallKind, FirewallOptions, Position, leftovers};
 use portknock::gate;
 use portknock::server::daemon::{self, ConfigSource, DaemonError, GateTuning, Reloads};
 use portknock::spa::DEFAULT_SPA_PORT;
@@ -229,6 +229,8 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     cli::init_tracing(args.verbose, config.globals().log_level.word());
+    // A userspace gate behind rules a crashed kernel-backend run left.
+    let _ = leftovers::check_at_start(config.globals().firewall, &guarded(&config, &args));
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => return fail(&err, EXIT_FAILURE),
@@ -252,6 +254,20 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => fail(&err, err.exit_code()),
+    }
+}
+
+/// What a kernel backend of this configuration would protect: for the
+/// leftover-rules check (`firewall::leftovers`) before the daemon starts.
+fn guarded(config: &ServerConfig, args: &Args) -> FirewallOptions {
+    let g = config.globals();
+    let door = daemon::door_settings(config).ok().flatten();
+    let port = door.map_or(args.protected_port, |door| door.protected_port);
+    FirewallOptions {
+        ports: vec![port],
+        keep_established: g.keep_established,
+        instance: g.instance.clone(),
+        position: g.iptables_position,
     }
 }
 

@@ -11,6 +11,8 @@
 //!
 //! [`select::open`] picks one for `--firewall`, checking privileges and tools
 //! first so a missing capability is one clear line at start-up.
+//! [`leftovers`] lets a userspace-gate start notice (and, privileged,
+//! remove) the DROP rules a crashed kernel-backend run left behind.
 //!
 //! Kernel backends keep their rules equal to the grant table even when
 //! someone else changes them (a firewall reload, `nft flush ruleset`,
@@ -33,6 +35,7 @@
 
 pub mod instance;
 pub mod iptables;
+pub mod leftovers;
 pub mod nft_monitor;
 pub mod nft_netlink;
 pub mod nftables;
