@@ -267,6 +267,9 @@ impl Engine {
             Verdict::Ignored { ip, .. } => {
                 debug!(%ip, port, verdict = "ignored", "knock ignored: locked out");
             }
+            Verdict::NotAllowed { ip } => {
+                debug!(%ip, port, verdict = "not_allowed", "knock ignored: source not allowed");
+            }
         }
     }
 
