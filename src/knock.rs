@@ -85,9 +85,9 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use crate::config::{Door, KnockPort, KnockRules};
 #[cfg(doc)]
 use crate::config::Proto;
+use crate::config::{Door, KnockPort, KnockRules};
 
 mod doors;
 mod ledger;
@@ -252,7 +252,11 @@ impl KnockTracker {
             }
         }
         let mut taken = false;
-        let mut lockout = if stray { self.max_lockout } else { Duration::ZERO };
+        let mut lockout = if stray {
+            self.max_lockout
+        } else {
+            Duration::ZERO
+        };
         for i in lo..hi {
             let door = self.doors.member(i);
             let rules = &self.doors.doors[usize::from(door)];
@@ -564,3 +568,6 @@ mod tests;
 
 #[cfg(test)]
 mod props;
+
+#[cfg(test)]
+mod doors_tests;
