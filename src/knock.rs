@@ -30,12 +30,13 @@
 //!    door has with that protocol (a "stray" knock, which the receiver only
 //!    delivers when it hears more than the doors' ports) is a wrong knock
 //!    too if some door allows `ip` (lockout: the longest of all doors), as
-//!    with one door. Progress on doors that do not have `p` is not reset:
-//!    the lockout ignores every knock until it ends, and their windows keep
-//!    running.
+//!    with one door. Progress on doors that do not have `p` is not reset
+//!    (that would cost O(doors) per wrong knock): the lockout ignores every
+//!    knock until it ends, and their windows keep running.
 //!
-//! With one door these are exactly the single-door rules of issue 9, and
-//! the lockout lives in the door's own entry: one lookup per knock.
+//! With one door these are exactly the single-door rules of issue 9: the
+//! lockout lives in the door's own entry (one lookup per knock), so a
+//! stray knock's lockout replaces that door's progress too.
 //!
 //! Two tolerances (DESIGN.md: a real client must not be locked out by the
 //! network or by someone else's flood):
@@ -571,3 +572,6 @@ mod props;
 
 #[cfg(test)]
 mod doors_tests;
+
+#[cfg(test)]
+mod doors_props;
