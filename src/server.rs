@@ -30,12 +30,12 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-use crate::config::KnockRules;
+use crate::config::{Door, KnockPort, KnockRules};
 use crate::counters::Counters;
 use crate::firewall::{Change, Firewall, FirewallError};
 use crate::firewall_worker::FirewallWorker;
-use crate::grants::{GrantChange, GrantRefused, GrantTable, RefusalLog};
-use crate::knock::{KnockTracker, Verdict};
+use crate::grants::{GrantChange, GrantRefused, GrantTable, Holder, RefusalLog, SPA};
+use crate::knock::{DoorId, Judged, KnockTracker, Verdict};
 use knock_log::{Kind, KnockLogs};
 use order::{Knock, PassClock};
 use tasks::Tasks;
@@ -85,26 +85,48 @@ pub enum ServerError {
 /// What the server protects and how it judges knocks.
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
-    /// The knock rules for the core.
+    /// The seed's single door (named `default`), used when `doors` is
+    /// empty; `rules.max_tracked` bounds the core's table in every case.
     pub rules: KnockRules,
-    /// The protected TCP port opened by a grant.
+    /// The protected TCP port opened by the seed's door.
     pub protected_port: u16,
     /// Bound on open grants (`--max-grants`): new ones are refused at it.
     pub max_grants: usize,
+    /// The doors of a configuration (`ServerConfig::doors`), in order;
+    /// empty: the seed's door from `rules` and `protected_port`.
+    pub doors: Vec<Door>,
+}
+
+/// What the engine needs of a door beyond the core: its name for logs,
+/// the ports its grants open, and for how long.
+#[derive(Debug)]
+struct DoorInfo {
+    name: String,
+    protected: Vec<u16>,
+    access: Duration,
+}
+
+/// One verdict of a batch, with the knocked port and, for a grant, one
+/// protected port with what became of its grant and the firewall's ttl.
+#[derive(Debug, Clone, Copy)]
+struct Handled {
+    judged: Judged,
+    port: u16,
+    grant: Option<(u16, GrantOutcome, Duration)>,
 }
 
 /// Scratch space of one receiver: the verdicts of the batch being handled.
 #[derive(Debug, Default)]
 pub struct GrantBatch {
-    verdicts: Vec<(Verdict, Option<GrantOutcome>, u16)>,
+    judged: Vec<Judged>,
+    verdicts: Vec<Handled>,
 }
 
 /// The core and the open grants, behind one lock, plus the firewall queue.
 #[derive(Debug)]
 pub struct Engine {
     state: Mutex<State>,
-    protected_port: u16,
-    access: Duration,
+    doors: Vec<DoorInfo>,
     firewall: tokio::sync::mpsc::Sender<Change>,
     counters: Arc<Counters>,
     wake_expiry: Notify,
@@ -141,14 +163,17 @@ impl State {
     fn grant(
         &mut self,
         ip: IpAddr,
+        holder: Holder,
         port: u16,
         until: std::time::Instant,
         counters: &Counters,
     ) -> GrantOutcome {
-        self.grants.grant(ip, port, until).map_err(|refused| {
-            counters.record_grant_refused();
-            (refused, self.refusals.admit(Instant::now().into_std()))
-        })
+        self.grants
+            .grant_for(ip, holder, port, until)
+            .map_err(|refused| {
+                counters.record_grant_refused();
+                (refused, self.refusals.admit(Instant::now().into_std()))
+            })
     }
 
     /// `at`, or the latest time the tracker has seen if that is later.
@@ -166,15 +191,31 @@ impl Engine {
         firewall: tokio::sync::mpsc::Sender<Change>,
         counters: Arc<Counters>,
     ) -> Self {
+        let max_tracked = settings.rules.max_tracked;
+        let (tracker, doors) = if settings.doors.is_empty() {
+            let seed = DoorInfo {
+                name: "default".to_string(),
+                protected: vec![settings.protected_port],
+                access: settings.rules.access,
+            };
+            (KnockTracker::new(&settings.rules), vec![seed])
+        } else {
+            let info = settings.doors.iter().map(|door| DoorInfo {
+                name: door.name().as_str().to_string(),
+                protected: door.protected().iter().map(|p| p.port).collect(),
+                access: door.timing().access,
+            });
+            let tracker = KnockTracker::for_doors(&settings.doors, max_tracked);
+            (tracker, info.collect())
+        };
         Self {
+            doors,
             state: Mutex::new(State {
-                tracker: KnockTracker::new(&settings.rules),
+                tracker,
                 grants: GrantTable::new(settings.max_grants),
                 refusals: RefusalLog::default(),
                 last_now: None,
             }),
-            protected_port: settings.protected_port,
-            access: settings.rules.access,
             firewall,
             counters,
             wake_expiry: Notify::new(),
@@ -188,7 +229,7 @@ impl Engine {
         let knock = [Knock::new(source, port, clock.real)];
         let mut batch = GrantBatch::default();
         self.handle_knocks(&knock, clock, &mut batch).await;
-        batch.verdicts[0].0
+        batch.verdicts[0].judged.verdict
     }
 
     /// Judges `knocks`, in the order given, under one lock, each at its
@@ -203,31 +244,52 @@ impl Engine {
             let mut granted = false;
             for knock in knocks {
                 let now = state.advance(clock.instant_of(knock.stamp));
-                let verdict = state.tracker.knock(knock.source, knock.port, now);
-                self.counters.record_verdict(&verdict);
-                let change = match verdict {
-                    Verdict::Grant { ip, until } => {
-                        granted = true;
-                        Some(state.grant(ip, self.protected_port, until, &self.counters))
+                batch.judged.clear();
+                // The socket receiver hears UDP knocks only.
+                let heard = KnockPort::udp(knock.port);
+                state
+                    .tracker
+                    .judge(knock.source, heard, now, &mut batch.judged);
+                for &judged in &batch.judged {
+                    self.counters.record_verdict(&judged.verdict);
+                    let port = knock.port;
+                    let Verdict::Grant { ip, until } = judged.verdict else {
+                        batch.verdicts.push(Handled {
+                            judged,
+                            port,
+                            grant: None,
+                        });
+                        continue;
+                    };
+                    granted = true;
+                    let door = &self.doors[usize::from(judged.door)];
+                    for &protected in &door.protected {
+                        let outcome =
+                            state.grant(ip, judged.door, protected, until, &self.counters);
+                        // The firewall keeps (ip, port) open to the latest
+                        // end of any door's grant for it.
+                        let end = state.grants.open_until(ip, protected).unwrap_or(until);
+                        let ttl = end.saturating_duration_since(now);
+                        let grant = Some((protected, outcome, ttl));
+                        batch.verdicts.push(Handled {
+                            judged,
+                            port,
+                            grant,
+                        });
                     }
-                    _ => None,
-                };
-                batch.verdicts.push((verdict, change, knock.port));
+                }
             }
             state.publish_table(&self.counters);
             if granted || (was_idle && state.tracker.tracked() > 0) {
                 self.wake_expiry.notify_one();
             }
         }
-        for &(verdict, change, port) in &batch.verdicts {
-            self.log(&verdict, port, change);
-            if let (Verdict::Grant { ip, .. }, Some(Ok(_))) = (verdict, change) {
-                self.queue(Change::Grant {
-                    ip,
-                    port: self.protected_port,
-                    ttl: self.access,
-                })
-                .await;
+        for handled in &batch.verdicts {
+            self.log(handled);
+            if let (Verdict::Grant { ip, .. }, Some((port, Ok(_), ttl))) =
+                (handled.judged.verdict, handled.grant)
+            {
+                self.queue(Change::Grant { ip, port, ttl }).await;
             }
         }
     }
@@ -235,42 +297,56 @@ impl Engine {
     /// Logs a verdict; lockouts and grants at info within their budget
     /// (`server/knock_log.rs`), at debug beyond it; refused grants under
     /// their own budget (`grants::RefusalLog`).
-    fn log(&self, verdict: &Verdict, port: u16, change: Option<GrantOutcome>) {
-        let access = self.access.as_secs_f64();
+    fn log(&self, handled: &Handled) {
+        let Handled {
+            judged,
+            port,
+            grant,
+        } = *handled;
+        let door_info = self.door(judged.door);
+        let door = door_info.name.as_str();
+        let access = door_info.access.as_secs_f64();
         let at_info = |kind| self.knock_logs().admit(kind, Instant::now().into_std());
-        match *verdict {
+        match judged.verdict {
             Verdict::Progress { ip, matched, total } => {
-                debug!(%ip, port, matched, total, verdict = "progress", "knock");
+                debug!(%ip, port, door, matched, total, verdict = "progress", "knock");
             }
             Verdict::Grant { ip, .. } => {
-                debug!(%ip, port, verdict = "grant", "knock");
-                let protected = self.protected_port;
+                debug!(%ip, port, door, verdict = "grant", "knock");
+                let Some((protected, change, _)) = grant else {
+                    return;
+                };
                 let info = at_info(Kind::Grant);
                 match change {
-                    Some(Err((refused, log))) => log_refusal(&refused, log),
-                    Some(Ok(GrantChange::Renewed)) => {
-                        budgeted!(info, %ip, port = protected, access_secs = access, "access renewed");
+                    Err((refused, log)) => log_refusal(&refused, log),
+                    Ok(GrantChange::Renewed) => {
+                        budgeted!(info, %ip, door, port = protected, access_secs = access, "access renewed");
                     }
-                    _ => {
-                        budgeted!(info, %ip, port = protected, access_secs = access, "access granted")
+                    Ok(GrantChange::New) => {
+                        budgeted!(info, %ip, door, port = protected, access_secs = access, "access granted")
                     }
                 }
             }
             Verdict::LockedOut { ip, until } => {
-                debug!(%ip, port, verdict = "locked_out", "knock");
+                debug!(%ip, port, door, verdict = "locked_out", "knock");
                 let secs = until
                     .saturating_duration_since(Instant::now().into_std())
                     .as_secs_f64();
                 let info = at_info(Kind::Lockout);
-                budgeted!(info, %ip, port, lockout_secs = secs, "wrong knock: locked out");
+                budgeted!(info, %ip, port, door, lockout_secs = secs, "wrong knock: locked out");
             }
             Verdict::Ignored { ip, .. } => {
-                debug!(%ip, port, verdict = "ignored", "knock ignored: locked out");
+                debug!(%ip, port, door, verdict = "ignored", "knock ignored: locked out");
             }
             Verdict::NotAllowed { ip } => {
-                debug!(%ip, port, verdict = "not_allowed", "knock ignored: source not allowed");
+                debug!(%ip, port, door, verdict = "not_allowed", "knock ignored: source not allowed");
             }
         }
+    }
+
+    /// What the engine knows of door `id` (a verdict's door).
+    fn door(&self, id: DoorId) -> &DoorInfo {
+        &self.doors[usize::from(id).min(self.doors.len() - 1)]
     }
 
     /// Revokes the grants that have ended and forgets stale knock progress;
@@ -323,13 +399,16 @@ impl Engine {
     ) -> Result<GrantChange, GrantRefused> {
         let change = {
             let mut state = self.lock();
-            let until = Instant::now().into_std() + ttl;
-            let change = state.grant(ip, port, until, &self.counters);
+            let now = Instant::now().into_std();
+            let until = now + ttl;
+            let change = state.grant(ip, SPA, port, until, &self.counters);
             self.wake_expiry.notify_one();
-            change
+            // A door's grant for the same (ip, port) may last longer.
+            let end = state.grants.open_until(ip, port).unwrap_or(until);
+            change.map(|change| (change, end.saturating_duration_since(now)))
         };
         match change {
-            Ok(change) => {
+            Ok((change, ttl)) => {
                 self.queue(Change::Grant { ip, port, ttl }).await;
                 Ok(change)
             }

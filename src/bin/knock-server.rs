@@ -299,6 +299,7 @@ async fn run(args: Args) -> Result<(), Failure> {
         rules,
         protected_port: args.protected_port,
         max_grants: args.max_grants,
+        doors: Vec::new(),
     };
     let counters = Arc::new(Counters::new());
     // The gate and the stats endpoint run as the server's listeners, so
