@@ -635,6 +635,9 @@ pub mod order;
 pub mod receiver;
 #[cfg(test)]
 mod supervision_tests;
+
+#[cfg(test)]
+mod doors_tests;
 mod tasks;
 #[cfg(test)]
 mod tests;
