@@ -27,10 +27,10 @@ use std::time::{Duration, Instant};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot};
-use tracing::{error, info};
+use tracing::{debug, error, info};
 
 use crate::counters::Counters;
-use crate::firewall::nft_monitor::NftMonitor;
+use crate::firewall::nft_monitor::{NftMonitor, Notice};
 use crate::firewall::{Change, Firewall, FirewallError};
 
 /// Changes queued beyond this make a knock wait (backpressure, not loss).
@@ -41,6 +41,9 @@ pub const MAX_BATCH: usize = 1024;
 const RETRY_REPAIR: Duration = Duration::from_secs(1);
 /// The period when the backend asks for none: an idle bound, not a check.
 const IDLE: Duration = Duration::from_secs(3600);
+/// Announced changes of a shared table (the admin's own iptables rules)
+/// verify at most this often; a deletion in our own table never waits.
+const MIN_GAP: Duration = Duration::from_millis(50);
 
 type FailedGrant = Box<dyn Fn(IpAddr, u16) + Send + Sync>;
 type LiveGrants = Box<dyn Fn() -> Vec<Change> + Send + Sync>;
@@ -192,7 +195,9 @@ fn teardown(firewall: &mut dyn Firewall) {
 enum Wake {
     Change(Change),
     Closed,
-    Check,
+    /// A notification came (`true`), or the period elapsed
+    /// ([`Notice::Changed`], `false`).
+    Check(Notice, bool),
 }
 
 fn apply_until_closed(
@@ -229,17 +234,30 @@ fn apply_until_closed(
         }
     };
     let mut next_check = Instant::now() + every.unwrap_or(IDLE);
+    let mut last_check: Option<Instant> = None;
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut pending = Notice::Nothing;
     loop {
-        let wake = runtime.block_on(async {
-            tokio::select! {
-                // Checks first, so a flood of changes cannot starve them.
-                biased;
-                () = tokio::time::sleep_until(next_check.into()) => Wake::Check,
-                () = notified(&mut monitor) => Wake::Check,
-                change = rx.recv() => change.map_or(Wake::Closed, Wake::Change),
+        let wake = match pending {
+            Notice::Nothing => runtime.block_on(async {
+                tokio::select! {
+                    // Checks first, so a flood of changes cannot starve them.
+                    biased;
+                    () = tokio::time::sleep_until(next_check.into()) => {
+                        Wake::Check(Notice::Changed, false)
+                    }
+                    notice = notified(&mut monitor) => {
+                        debug!(?notice, "firewall notification concerns our rules");
+                        Wake::Check(notice, true)
+                    }
+                    change = rx.recv() => change.map_or(Wake::Closed, Wake::Change),
+                }
+            }),
+            notice => {
+                pending = Notice::Nothing;
+                Wake::Check(notice, true)
             }
-        });
+        };
         match wake {
             Wake::Closed => return,
             Wake::Change(first) => {
@@ -252,9 +270,24 @@ fn apply_until_closed(
                     }
                 }
                 apply_batch(firewall, &batch, counters, callbacks);
+                // Our own batch announced its element (nftables) or rule
+                // (iptables-nft) deletions: drop those. A deletion in our
+                // own table is never ours and is acted on at once; anything
+                // else that came meanwhile waits for the periodic check.
+                if repair::discard(&mut monitor) == Notice::Broken {
+                    pending = Notice::Broken;
+                }
             }
-            Wake::Check => {
-                let repaired = check_and_repair(firewall, callbacks);
+            Wake::Check(notice, prompted) => {
+                let now = Instant::now();
+                let soon = last_check.map(|at| at + MIN_GAP).filter(|soon| now < *soon);
+                if let Some(soon) = soon.filter(|_| prompted && notice < Notice::Broken) {
+                    // Debounced: the periodic wake-up does a full check.
+                    next_check = next_check.min(soon);
+                    continue;
+                }
+                last_check = Some(now);
+                let repaired = repair::check(firewall, callbacks, &mut monitor, notice);
                 let wait = match repaired {
                     true => every.unwrap_or(IDLE),
                     false => RETRY_REPAIR,
@@ -279,17 +312,18 @@ fn apply_only(
 
 /// Returns once the monitor reports a change that concerns us (or lost
 /// notifications); never without a monitor.
-async fn notified(monitor: &mut Option<AsyncFd<NftMonitor>>) {
+async fn notified(monitor: &mut Option<AsyncFd<NftMonitor>>) -> Notice {
     let Some(fd) = monitor else {
         return std::future::pending().await;
     };
     loop {
         let Ok(mut guard) = fd.readable_mut().await else {
-            return;
+            return Notice::Changed;
         };
         match guard.try_io(|inner| inner.get_mut().drain()) {
-            Ok(Ok(true)) | Ok(Err(_)) => return,
-            Ok(Ok(false)) | Err(_) => {}
+            Ok(Ok(Notice::Nothing)) | Err(_) => {}
+            Ok(Ok(notice)) => return notice,
+            Ok(Err(_)) => return Notice::Changed,
         }
     }
 }
@@ -316,50 +350,7 @@ fn apply_batch(
     }
 }
 
-/// Verifies the backend's rules and repairs them if something is missing.
-/// Returns false when the check or the repair failed (retry soon).
-fn check_and_repair(firewall: &mut dyn Firewall, callbacks: &Callbacks) -> bool {
-    let started = Instant::now();
-    let missing = match firewall.verify() {
-        Ok(missing) if missing.is_empty() => return true,
-        Ok(missing) => missing,
-        Err(err) => {
-            error!(backend = firewall.name(), error = %err, "cannot verify the firewall rules");
-            return false;
-        }
-    };
-    let grants = callbacks.live();
-    let result = firewall.setup().and_then(|()| {
-        firewall
-            .apply(&grants)
-            .into_iter()
-            .find_map(Result::err)
-            .map_or(Ok(()), Err)
-    });
-    let missing = missing.join("; ");
-    let repair_ms = started.elapsed().as_secs_f64() * 1000.0;
-    match result {
-        Ok(()) => {
-            error!(
-                backend = firewall.name(),
-                missing = %missing,
-                grants = grants.len(),
-                repair_ms,
-                "firewall rules were changed by someone else: repaired"
-            );
-            true
-        }
-        Err(err) => {
-            error!(
-                backend = firewall.name(),
-                missing = %missing,
-                error = %err,
-                "firewall rules were changed by someone else and the repair failed; retrying"
-            );
-            false
-        }
-    }
-}
+mod repair;
 
 #[cfg(test)]
 mod tests;

@@ -9,6 +9,7 @@ mod cli_client;
 mod client_output;
 mod container;
 mod e2e;
+mod faults;
 mod fd_exhaustion;
 mod firewall;
 mod gate_limits;

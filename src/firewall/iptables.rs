@@ -20,10 +20,14 @@
 //! `last` appends it, so the admin's own INPUT rules (a DROP for an
 //! address) are evaluated first and win.
 //!
-//! Nobody tells us when `iptables -F` or a firewall reload removes our
-//! rules, so [`Firewall::verify`] is cheap and runs every second: one
-//! `*-save` per family, checked for the chain, its fixed rules, the jumps
-//! and one rule per grant we hold ([`rules::missing_rules`]). A revoke
+//! [`Firewall::verify`] checks one `*-save` per family for the chain, its
+//! fixed rules, the jumps and one rule per grant we hold
+//! ([`rules::missing_rules`]). It runs at once when nf_tables announces a
+//! deletion in table `filter` of family `ip` or `ip6` (Debian's `iptables`
+//! is iptables-nft, whose rules live there: `iptables -F`, a deleted jump,
+//! a reload), and every second as well, for iptables-legacy, which
+//! announces nothing. Our own grants and revokes are announced too; the
+//! worker discards what its own batches caused. A revoke
 //! whose rule is already gone forgets the grant anyway, so our bookkeeping
 //! follows the kernel and a later grant inserts a fresh rule.
 //!
@@ -39,6 +43,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::nft_monitor::{NFPROTO_IPV4, NFPROTO_IPV6, NftMonitor, Watch};
 use super::{Change, Firewall, FirewallError, FirewallOptions, system};
 
 pub mod rules;
@@ -254,6 +259,15 @@ impl Firewall for IptablesFirewall {
 
     fn verify_every(&self) -> Option<Duration> {
         Some(VERIFY_EVERY)
+    }
+
+    fn monitor(&mut self) -> Result<Option<NftMonitor>, FirewallError> {
+        let watches = [NFPROTO_IPV4, NFPROTO_IPV6].map(|family| Watch {
+            family,
+            table: "filter".into(),
+            owned: false,
+        });
+        NftMonitor::open(watches.to_vec()).map(Some)
     }
 
     /// One `*-restore` per family for the whole batch; if a batch fails

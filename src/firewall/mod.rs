@@ -16,8 +16,10 @@
 //! someone else changes them (a firewall reload, `nft flush ruleset`,
 //! `iptables -F`): [`Firewall::verify`] says what is missing, and the
 //! worker (`firewall_worker.rs`) repairs by running setup again and
-//! re-applying every live grant with its remaining time. nftables is told
-//! of deletions at once ([`nft_monitor`]); iptables is checked every second.
+//! re-applying every live grant with its remaining time. Deletions are
+//! announced at once by nf_tables ([`nft_monitor`]): for nftables, and for
+//! iptables-nft whose rules live in nf_tables tables `filter`; iptables is
+//! also checked every second (iptables-legacy announces nothing).
 //!
 //! Ordering beside the admin's own rules (`--iptables-position`):
 //! - iptables `first` (default): our jump is inserted at the top of INPUT,
@@ -182,6 +184,15 @@ pub trait Firewall: Send {
     /// one short description each (empty: intact). Backends that cannot be
     /// changed behind their back (userspace) have nothing to check.
     fn verify(&mut self) -> Result<Vec<String>, FirewallError> {
+        Ok(Vec::new())
+    }
+
+    /// Which of the `live` grants (each with its remaining time) the kernel
+    /// lacks although the structure is intact, e.g. after someone flushed
+    /// nftables' sets. Backends that check grants in [`Firewall::verify`]
+    /// (iptables) or hold none in the kernel return nothing.
+    fn missing_grants(&mut self, live: &[Change]) -> Result<Vec<Change>, FirewallError> {
+        let _ = live;
         Ok(Vec::new())
     }
 

@@ -5,56 +5,115 @@
 //! `nft flush chain` silently remove our protection. The kernel announces
 //! every ruleset change to the `NFNLGRP_NFTABLES` multicast group of
 //! `NETLINK_NETFILTER`; this socket subscribes to it and picks out the
-//! deletions (`NFT_MSG_DEL{TABLE,CHAIN,RULE,SET}` and their `DESTROY`
-//! twins) naming our table in family `inet`. The worker then verifies the
-//! table and repairs only if it is broken: our own setup transaction
-//! deletes and recreates the table too, and must not start a loop.
+//! deletions (`NFT_MSG_DEL{TABLE,CHAIN,RULE,SET,SETELEM}` and their
+//! `DESTROY` twins) naming a watched table, graded as a [`Notice`]:
 //!
-//! A full receive buffer (`ENOBUFS`: notifications were lost) counts as a
-//! possible deletion, so the worker verifies at once.
+//! - a table that is wholly ours (nftables' `inet portknock`): a deletion of
+//!   its table, chain, rule or set is [`Notice::Broken`], and the worker
+//!   repairs at once, without first listing the table. Listing costs an
+//!   `nft` process (10-40 ms on a loaded machine) while the door is open,
+//!   and nothing but our own setup deletes these objects; the worker
+//!   discards what its own setup announced. A deleted set element is
+//!   [`Notice::Elements`] (someone ran `nft flush set`, or our own revoke):
+//!   the worker compares the sets with the live grants.
+//! - a table we share (iptables-nft's `filter` of families `ip` and `ip6`,
+//!   where `iptables -F` and a reload act): a deletion is
+//!   [`Notice::Changed`], and the worker verifies, since the admin's own
+//!   rules live there too. With iptables-legacy nothing is announced and
+//!   the periodic check remains.
+//!
+//! A full receive buffer (`ENOBUFS`: notifications were lost) counts as
+//! [`Notice::Changed`], so the worker verifies at once.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use super::FirewallError;
+use super::nft_netlink::{netfilter_socket, set_option};
 
 /// `NFNLGRP_NFTABLES` (`nfnetlink.h`).
 const NFNLGRP_NFTABLES: libc::c_int = 7;
 /// `NFNL_SUBSYS_NFTABLES` (`nfnetlink.h`).
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 /// `NFPROTO_INET`.
-const NFPROTO_INET: u8 = 1;
+pub const NFPROTO_INET: u8 = 1;
+/// `NFPROTO_IPV4`.
+pub const NFPROTO_IPV4: u8 = 2;
+/// `NFPROTO_IPV6`.
+pub const NFPROTO_IPV6: u8 = 10;
 /// `NFT_MSG_DELTABLE`, `DELCHAIN`, `DELRULE`, `DELSET` (`nf_tables.h`),
 /// then `NFT_MSG_DESTROYTABLE`, `DESTROYCHAIN`, `DESTROYRULE`, `DESTROYSET`.
 const DELETIONS: [u16; 8] = [2, 5, 8, 11, 26, 27, 28, 29];
-/// `NFTA_TABLE_NAME`, `NFTA_CHAIN_TABLE`, `NFTA_RULE_TABLE` and
-/// `NFTA_SET_TABLE` are all attribute 1.
+/// `NFT_MSG_DELSETELEM` and `NFT_MSG_DESTROYSETELEM`.
+const ELEMENT_DELETIONS: [u16; 2] = [14, 30];
+/// `NFTA_TABLE_NAME`, `NFTA_CHAIN_TABLE`, `NFTA_RULE_TABLE`,
+/// `NFTA_SET_TABLE` and `NFTA_SET_ELEM_LIST_TABLE` are all attribute 1.
 const NFTA_TABLE: u16 = 1;
 /// Room for notifications between two reads (with CAP_NET_ADMIN, above
 /// rmem_max): a grant flood announces every set element.
 const RECEIVE_BUFFER: libc::c_int = 8 << 20;
 
-/// Whether `buf` (one read from the group) holds a deletion in table
-/// `inet <table>`.
-pub fn concerns(buf: &[u8], table: &str) -> bool {
+/// What a read of notifications says about our rules, least to most
+/// urgent (the worker acts on the most urgent one of a read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Notice {
+    /// Nothing that concerns us.
+    Nothing,
+    /// Set elements of our table were deleted: compare with the grants.
+    Elements,
+    /// A shared table changed (or notifications were lost): verify.
+    Changed,
+    /// Part of a table that is wholly ours was deleted: repair now.
+    Broken,
+}
+
+/// A table whose deletions we watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watch {
+    /// `NFPROTO_*` family of the table.
+    pub family: u8,
+    /// The table's name.
+    pub table: String,
+    /// Whether everything in the table is ours (deletions mean broken).
+    pub owned: bool,
+}
+
+impl Watch {
+    /// What a deletion message of type `ty` in this table means.
+    fn notice(&self, ty: u16) -> Notice {
+        match (DELETIONS.contains(&ty), ELEMENT_DELETIONS.contains(&ty)) {
+            (true, _) if self.owned => Notice::Broken,
+            (true, _) => Notice::Changed,
+            (_, true) if self.owned => Notice::Elements,
+            _ => Notice::Nothing,
+        }
+    }
+}
+
+/// The most urgent [`Notice`] among the messages of `buf` (one read from
+/// the group) for the `watches`. Malformed input is [`Notice::Nothing`]
+/// from where it begins.
+pub fn classify(buf: &[u8], watches: &[Watch]) -> Notice {
     let mut rest = buf;
+    let mut notice = Notice::Nothing;
     while rest.len() >= 16 {
         let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
         if len < 16 || len > rest.len() {
-            return false;
+            break;
         }
         let ty = u16::from_ne_bytes([rest[4], rest[5]]);
         let msg = &rest[16..len];
-        if ty >> 8 == NFNL_SUBSYS_NFTABLES
-            && DELETIONS.contains(&(ty & 0xff))
-            && msg.first() == Some(&NFPROTO_INET)
-            && msg.len() >= 4
-            && table_attr(&msg[4..]).is_some_and(|name| name == table.as_bytes())
-        {
-            return true;
+        if ty >> 8 == NFNL_SUBSYS_NFTABLES && msg.len() >= 4 {
+            if let Some(name) = table_attr(&msg[4..]) {
+                for watch in watches {
+                    if msg[0] == watch.family && name == watch.table.as_bytes() {
+                        notice = notice.max(watch.notice(ty & 0xff));
+                    }
+                }
+            }
         }
         rest = &rest[len.next_multiple_of(4).min(rest.len())..];
     }
-    false
+    notice
 }
 
 /// The table name attribute (without its NUL) among `attrs`.
@@ -78,7 +137,7 @@ fn table_attr(mut attrs: &[u8]) -> Option<&[u8]> {
 #[derive(Debug)]
 pub struct NftMonitor {
     fd: OwnedFd,
-    table: String,
+    watches: Vec<Watch>,
     buf: Vec<u8>,
 }
 
@@ -97,70 +156,39 @@ fn io_error(context: &str) -> FirewallError {
 
 impl NftMonitor {
     /// Subscribes (in the calling thread's network namespace) to the
-    /// deletions in table `inet <table>`.
-    pub fn open(table: &str) -> Result<Self, FirewallError> {
-        // SAFETY: plain socket(2); the descriptor is owned right away.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                libc::NETLINK_NETFILTER,
-            )
-        };
-        if raw < 0 {
-            return Err(io_error("socket"));
-        }
-        // SAFETY: `raw` is a fresh descriptor nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: an all-zero sockaddr_nl is valid; the kernel picks our port id.
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        // SAFETY: `addr` is a sockaddr_nl of the given size.
-        let bound = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&raw const addr).cast(),
-                size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if bound < 0 {
-            return Err(io_error("bind"));
-        }
-        let set = |level, name, value: libc::c_int| {
-            // SAFETY: `value` is a c_int of the given size.
-            unsafe {
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    level,
-                    name,
-                    (&raw const value).cast(),
-                    size_of::<libc::c_int>() as libc::socklen_t,
-                ) == 0
-            }
-        };
-        if !set(
+    /// deletions in the `watches`.
+    pub fn open(watches: Vec<Watch>) -> Result<Self, FirewallError> {
+        let fd = netfilter_socket(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK).map_err(io_error)?;
+        let int = |value: libc::c_int| value.to_ne_bytes();
+        if !set_option(
+            &fd,
             libc::SOL_NETLINK,
             libc::NETLINK_ADD_MEMBERSHIP,
-            NFNLGRP_NFTABLES,
+            &int(NFNLGRP_NFTABLES),
         ) {
             return Err(io_error("join NFNLGRP_NFTABLES"));
         }
-        if !set(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, RECEIVE_BUFFER) {
-            set(libc::SOL_SOCKET, libc::SO_RCVBUF, RECEIVE_BUFFER);
+        if !set_option(
+            &fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            &int(RECEIVE_BUFFER),
+        ) {
+            set_option(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &int(RECEIVE_BUFFER));
         }
         Ok(Self {
             fd,
-            table: table.to_string(),
+            watches,
             buf: vec![0; 64 * 1024],
         })
     }
 
-    /// Reads every queued notification. `Ok(true)`: one concerns our table
-    /// or some were lost (verify now); `Ok(false)`: none of ours. A read
-    /// that finds nothing is `WouldBlock`.
-    pub fn drain(&mut self) -> std::io::Result<bool> {
+    /// Reads every queued notification and returns the most urgent
+    /// [`Notice`]; lost notifications are [`Notice::Changed`]. A read that
+    /// finds nothing is `WouldBlock`.
+    pub fn drain(&mut self) -> std::io::Result<Notice> {
         let mut read_any = false;
-        let mut ours = false;
+        let mut ours = Notice::Nothing;
         loop {
             // SAFETY: the buffer is valid for its length.
             let n = unsafe {
@@ -176,7 +204,7 @@ impl NftMonitor {
                 match err.raw_os_error() {
                     Some(libc::ENOBUFS) => {
                         read_any = true;
-                        ours = true;
+                        ours = ours.max(Notice::Changed);
                     }
                     Some(libc::EINTR) => {}
                     _ if err.kind() == std::io::ErrorKind::WouldBlock => {
@@ -190,7 +218,7 @@ impl NftMonitor {
                 continue;
             }
             read_any = true;
-            ours |= concerns(&self.buf[..n as usize], &self.table);
+            ours = ours.max(classify(&self.buf[..n as usize], &self.watches));
         }
     }
 }
@@ -219,32 +247,82 @@ mod tests {
         out
     }
 
+    fn ours() -> Vec<Watch> {
+        vec![Watch {
+            family: NFPROTO_INET,
+            table: "portknock".into(),
+            owned: true,
+        }]
+    }
+
+    fn shared() -> Vec<Watch> {
+        [NFPROTO_IPV4, NFPROTO_IPV6]
+            .map(|family| Watch {
+                family,
+                table: "filter".into(),
+                owned: false,
+            })
+            .to_vec()
+    }
+
     #[test]
-    fn deletions_of_our_table_concern_us() {
+    fn deletions_in_our_own_table_mean_broken() {
         for ty in DELETIONS {
-            assert!(concerns(&message(ty, 1, "portknock"), "portknock"), "{ty}");
+            assert_eq!(
+                classify(&message(ty, 1, "portknock"), &ours()),
+                Notice::Broken
+            );
         }
+        for ty in ELEMENT_DELETIONS {
+            let notice = classify(&message(ty, 1, "portknock"), &ours());
+            assert_eq!(notice, Notice::Elements, "{ty}");
+        }
+    }
+
+    #[test]
+    fn deletions_in_a_shared_table_mean_changed_and_elements_nothing() {
+        for ty in DELETIONS {
+            assert_eq!(
+                classify(&message(ty, 2, "filter"), &shared()),
+                Notice::Changed
+            );
+            assert_eq!(
+                classify(&message(ty, 10, "filter"), &shared()),
+                Notice::Changed
+            );
+        }
+        assert_eq!(
+            classify(&message(14, 2, "filter"), &shared()),
+            Notice::Nothing
+        );
+        assert_eq!(
+            classify(&message(8, 1, "filter"), &shared()),
+            Notice::Nothing
+        );
+        assert_eq!(classify(&message(8, 2, "nat"), &shared()), Notice::Nothing);
     }
 
     #[test]
     fn other_tables_families_and_additions_do_not() {
-        assert!(!concerns(&message(2, 1, "filter"), "portknock"));
-        assert!(!concerns(&message(2, 1, "portknock-web"), "portknock"));
-        assert!(!concerns(&message(2, 2, "portknock"), "portknock"));
-        for ty in [0, 3, 6, 9, 12, 14] {
-            assert!(!concerns(&message(ty, 1, "portknock"), "portknock"));
+        let nothing = |ty, family, table| classify(&message(ty, family, table), &ours());
+        assert_eq!(nothing(2, 1, "filter"), Notice::Nothing);
+        assert_eq!(nothing(2, 1, "portknock-web"), Notice::Nothing);
+        assert_eq!(nothing(2, 2, "portknock"), Notice::Nothing);
+        for ty in [0, 3, 6, 9, 12, 15] {
+            assert_eq!(nothing(ty, 1, "portknock"), Notice::Nothing, "{ty}");
         }
     }
 
     #[test]
-    fn a_later_message_in_the_same_read_counts_and_garbage_does_not_panic() {
+    fn the_most_urgent_message_of_a_read_counts_and_garbage_does_not_panic() {
         let mut buf = message(14, 1, "portknock");
         buf.extend(message(8, 1, "portknock"));
-        assert!(concerns(&buf, "portknock"));
-        assert!(!concerns(&[], "portknock"));
-        assert!(!concerns(&[0xff; 40], "portknock"));
+        buf.extend(message(12, 1, "portknock"));
+        assert_eq!(classify(&buf, &ours()), Notice::Broken);
+        assert_eq!(classify(&[], &ours()), Notice::Nothing);
+        assert_eq!(classify(&[0xff; 40], &ours()), Notice::Nothing);
         let mut short = message(2, 1, "portknock");
         short[0] = 200;
-        assert!(!concerns(&short, "portknock"));
+        assert_eq!(classify(&short, &ours()), Notice::Nothing);
     }
 }

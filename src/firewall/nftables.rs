@@ -24,16 +24,21 @@
 //! so a drop in one of the admin's own base chains still wins.
 //!
 //! Someone else deleting or flushing our table is noticed at once through
-//! [`super::nft_monitor`]; [`Firewall::verify`] then reads the table
-//! (`nft -t list table`, sets without their elements) and
-//! [`missing_parts`] says what is gone; the worker repairs.
+//! [`super::nft_monitor`] and repaired without further ado (nothing but our
+//! own setup deletes in our table). The periodic safety net reads the table
+//! (`nft -t list table`, sets without their elements) and [`missing_parts`]
+//! says what is gone. Deleted set elements (`nft flush set`, which locks a
+//! granted user out) are noticed too: [`absent_grants`] compares the sets'
+//! elements with the live grants, and the worker re-adds the missing ones
+//! with their remaining time.
 
+use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::nft_monitor::NftMonitor;
+use super::nft_monitor::{NFPROTO_INET, NftMonitor, Watch};
 use super::nft_netlink::NftNetlink;
 use super::{Change, Firewall, FirewallError, FirewallOptions, system};
 
@@ -130,6 +135,42 @@ pub fn missing_parts(listing: Option<&str>, options: &FirewallOptions) -> Vec<St
         ));
     }
     missing
+}
+
+/// The `address . port` elements of every set in `listing` (`nft list
+/// table`, with elements); items that do not parse are skipped.
+pub fn set_elements(listing: &str) -> HashSet<(IpAddr, u16)> {
+    let mut found = HashSet::new();
+    let mut rest = listing;
+    while let Some(start) = rest.find("elements = {") {
+        rest = &rest[start + "elements = {".len()..];
+        let end = rest.find('}').unwrap_or(rest.len());
+        for item in rest[..end].split(',') {
+            let mut words = item.split_whitespace();
+            let (Some(ip), Some("."), Some(port)) = (words.next(), words.next(), words.next())
+            else {
+                continue;
+            };
+            if let (Ok(ip), Ok(port)) = (ip.parse::<IpAddr>(), port.parse::<u16>()) {
+                found.insert((ip.to_canonical(), port));
+            }
+        }
+        rest = &rest[end..];
+    }
+    found
+}
+
+/// The grants of `live` whose element is not in `listing` (`nft list
+/// table`, with elements): what someone else removed.
+pub fn absent_grants(listing: &str, live: &[Change]) -> Vec<Change> {
+    let present = set_elements(listing);
+    live.iter()
+        .filter(|change| match **change {
+            Change::Grant { ip, port, .. } => !present.contains(&(ip.to_canonical(), port)),
+            Change::Revoke { .. } => false,
+        })
+        .copied()
+        .collect()
 }
 
 fn element(ip: IpAddr, port: u16) -> (&'static str, String) {
@@ -264,12 +305,30 @@ impl Firewall for NftablesFirewall {
         Ok(missing_parts(listing.as_deref(), &self.options))
     }
 
+    fn missing_grants(&mut self, live: &[Change]) -> Result<Vec<Change>, FirewallError> {
+        if live.is_empty() {
+            return Ok(Vec::new());
+        }
+        let table = self.options.instance.nft_table();
+        match system::run(&self.program, &["list", "table", "inet", &table], "") {
+            Ok(listing) => Ok(absent_grants(&listing, live)),
+            // The table is gone: the structural check repairs everything.
+            Err(FirewallError::Command { .. }) => Ok(Vec::new()),
+            Err(err) => Err(err),
+        }
+    }
+
     fn verify_every(&self) -> Option<Duration> {
         Some(VERIFY_EVERY)
     }
 
     fn monitor(&mut self) -> Result<Option<NftMonitor>, FirewallError> {
-        NftMonitor::open(&self.options.instance.nft_table()).map(Some)
+        NftMonitor::open(vec![Watch {
+            family: NFPROTO_INET,
+            table: self.options.instance.nft_table(),
+            owned: true,
+        }])
+        .map(Some)
     }
 
     /// The whole batch as one netlink transaction; if it fails, nothing

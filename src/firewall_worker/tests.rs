@@ -10,6 +10,8 @@ use crate::firewall::recording::{Call, CallLog, RecordingFirewall};
 struct Drifting {
     inner: RecordingFirewall,
     broken: Arc<AtomicBool>,
+    /// Someone flushed the grants (e.g. `nft flush set`), structure intact.
+    flushed: Arc<AtomicBool>,
 }
 
 impl Firewall for Drifting {
@@ -39,16 +41,30 @@ impl Firewall for Drifting {
     fn verify_every(&self) -> Option<Duration> {
         Some(Duration::from_millis(10))
     }
+    fn missing_grants(&mut self, live: &[Change]) -> Result<Vec<Change>, FirewallError> {
+        Ok(match self.flushed.swap(false, Ordering::SeqCst) {
+            true => live.to_vec(),
+            false => Vec::new(),
+        })
+    }
 }
 
 fn drifting() -> (Box<dyn Firewall>, CallLog, Arc<AtomicBool>) {
+    let (fw, calls, broken, _) = drifting_grants();
+    (fw, calls, broken)
+}
+
+/// [`drifting`], with the switch that flushes the grants.
+fn drifting_grants() -> (Box<dyn Firewall>, CallLog, Arc<AtomicBool>, Arc<AtomicBool>) {
     let calls = CallLog::default();
     let broken = Arc::new(AtomicBool::new(false));
+    let flushed = Arc::new(AtomicBool::new(false));
     let fw = Drifting {
         inner: RecordingFirewall::new(calls.clone()),
         broken: broken.clone(),
+        flushed: flushed.clone(),
     };
-    (Box::new(fw), calls, broken)
+    (Box::new(fw), calls, broken, flushed)
 }
 
 fn calls(log: &CallLog) -> Vec<Call> {
@@ -96,6 +112,30 @@ async fn drift_is_repaired_with_setup_and_the_live_grants() {
     drop(tx);
     worker.finish().await;
     assert_eq!(calls(&log).last(), Some(&Call::Teardown));
+}
+
+#[tokio::test]
+async fn flushed_grants_are_re_added_alone_without_a_setup() {
+    let (fw, log, _, flushed) = drifting_grants();
+    let (tx, worker) = FirewallWorker::start(fw, Arc::new(Counters::new()))
+        .await
+        .unwrap();
+    let ttl = Duration::from_millis(4200);
+    worker.live_grants(move || {
+        vec![Change::Grant {
+            ip: ip("192.0.2.3"),
+            port: 2222,
+            ttl,
+        }]
+    });
+    flushed.store(true, Ordering::SeqCst);
+    let grant = Call::Grant(ip("192.0.2.3"), 2222, ttl);
+    wait_for(&log, |c| c.contains(&grant)).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The remaining time, once, and no setup: the structure was intact.
+    assert_eq!(calls(&log), vec![Call::Setup, grant]);
+    drop(tx);
+    worker.finish().await;
 }
 
 #[tokio::test]

@@ -136,3 +136,62 @@ fn change_commands_golden() {
         .contains("timeout 1ms")
     );
 }
+
+#[test]
+fn set_elements_are_read_from_both_sets_across_lines() {
+    let listing = "table inet portknock {
+\tset allowed_v4 {
+\t\ttype ipv4_addr . inet_service
+\t\tflags timeout
+\t\telements = { 192.0.2.2 . 22 timeout 30s expires 29s992ms,
+\t\t\t     192.0.2.1 . 2222 timeout 1m expires 59s992ms }
+\t}
+\tset allowed_v6 {
+\t\ttype ipv6_addr . inet_service
+\t\tflags timeout
+\t\telements = { 2001:db8::1 . 2222 timeout 1m expires 59s928ms }
+\t}
+\tchain input {
+\t\ttcp dport { 2222 } drop
+\t}
+}
+";
+    let found = set_elements(listing);
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    assert_eq!(found.len(), 3, "{found:?}");
+    assert!(found.contains(&(ip("192.0.2.2"), 22)));
+    assert!(found.contains(&(ip("192.0.2.1"), 2222)));
+    assert!(found.contains(&(ip("2001:db8::1"), 2222)));
+    assert!(set_elements("elements = { garbage, 1.2.3.4 . x, . . }").is_empty());
+    assert!(set_elements("elements = { 192.0.2.9 . 1").contains(&(ip("192.0.2.9"), 1)));
+
+    let ttl = Duration::from_secs(3);
+    let live = [
+        Change::Grant {
+            ip: ip("192.0.2.1"),
+            port: 2222,
+            ttl,
+        },
+        Change::Grant {
+            ip: ip("192.0.2.1"),
+            port: 22,
+            ttl,
+        },
+        Change::Grant {
+            ip: ip("::ffff:192.0.2.2"),
+            port: 22,
+            ttl,
+        },
+        Change::Grant {
+            ip: ip("2001:db8::2"),
+            port: 2222,
+            ttl,
+        },
+    ];
+    assert_eq!(absent_grants(listing, &live), vec![live[1], live[3]]);
+    // A flushed set: every live grant is missing.
+    assert_eq!(
+        absent_grants("table inet portknock {}", &live),
+        live.to_vec()
+    );
+}
