@@ -252,6 +252,12 @@ impl KnockTracker {
                 return;
             }
         }
+        if stray && self.doors.len() == 1 {
+            // One door: a stray knock is wrong for it and resets its
+            // progress, in the table or the ledger (as before doors).
+            let wrong = self.judge_door(ip, 0, knock, t, now);
+            debug_assert!(wrong.is_none(), "a stray knock matches no door");
+        }
         let mut taken = false;
         let mut lockout = if stray {
             self.max_lockout

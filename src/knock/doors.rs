@@ -3,6 +3,7 @@
 //! it, so a knock costs O(doors sharing its port), never O(doors).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -45,7 +46,7 @@ impl DoorRules {
 pub(super) struct Doors {
     pub(super) doors: Vec<DoorRules>,
     /// Knock port -> range of `members`: the doors using it, in order.
-    by_port: HashMap<KnockPort, (u32, u32)>,
+    by_port: HashMap<KnockPort, (u32, u32), BuildHasherDefault<PortHasher>>,
     members: Vec<DoorId>,
     /// The longest window: entries older than it are dropped by pruning.
     pub(super) max_window: u64,
@@ -89,7 +90,7 @@ impl Doors {
             }
         }
         let mut members = Vec::new();
-        let mut by_port = HashMap::with_capacity(lists.len());
+        let mut by_port = HashMap::with_capacity_and_hasher(lists.len(), Default::default());
         for (port, list) in lists {
             by_port.insert(port, (members.len() as u32, list.len() as u32));
             members.extend(list);
@@ -131,5 +132,31 @@ impl Doors {
 
     pub(super) fn len(&self) -> usize {
         self.doors.len()
+    }
+}
+
+/// The port index's hasher: one multiply. Its keys are the configuration's
+/// knock ports, a fixed set a sender cannot add to, so a keyed hash buys
+/// nothing there (the table of sources keeps SipHash).
+#[derive(Debug, Default)]
+struct PortHasher(u64);
+
+impl Hasher for PortHasher {
+    fn finish(&self) -> u64 {
+        self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+
+    fn write_u16(&mut self, n: u16) {
+        self.0 = (self.0 << 16) | u64::from(n);
+    }
+
+    fn write_isize(&mut self, n: isize) {
+        self.0 = (self.0 << 8) | n as u64;
     }
 }
