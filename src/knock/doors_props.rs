@@ -130,7 +130,7 @@ impl Model {
             }
             let total = seq.len();
             let (matched, start) = match self.progress.get(&key).copied() {
-                Some((done, start)) if done == total => {
+                Some((done, _)) if done == total => {
                     if knock == seq[total - 1] && knock != seq[0] {
                         taken = true;
                         let verdict = Verdict::Progress {
