@@ -30,7 +30,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{Door, KnockPort, KnockRules};
+use crate::config::{Door, KnockPort, KnockRules, ServerConfig};
 use crate::counters::Counters;
 use crate::firewall::{Change, Firewall, FirewallError};
 use crate::firewall_worker::FirewallWorker;
@@ -95,6 +95,32 @@ pub struct ServerSettings {
     /// The doors of a configuration (`ServerConfig::doors`), in order;
     /// empty: the seed's door from `rules` and `protected_port`.
     pub doors: Vec<Door>,
+}
+
+impl ServerSettings {
+    /// The settings of a validated configuration: its doors, in order,
+    /// and its bounds. (`rules` and `protected_port` mirror the first door
+    /// for code that still reads them.)
+    pub fn from_config(config: &ServerConfig) -> Self {
+        let globals = config.globals();
+        let first = config.doors().first();
+        let rules = first.map_or_else(
+            || KnockRules {
+                max_tracked: globals.max_tracked,
+                ..KnockRules::default()
+            },
+            |door| door.knock_rules(globals.max_tracked),
+        );
+        let protected_port = first
+            .and_then(|door| door.protected().first())
+            .map_or(crate::config::DEFAULT_PROTECTED_PORT, |p| p.port);
+        Self {
+            rules,
+            protected_port,
+            max_grants: globals.max_grants,
+            doors: config.doors().to_vec(),
+        }
+    }
 }
 
 /// What the engine needs of a door beyond the core: its name for logs,
