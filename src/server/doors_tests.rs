@@ -157,3 +157,28 @@ async fn a_wrong_knock_on_one_door_locks_the_source_out_of_all() {
     ));
     assert!(drain(&mut queued).is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn settings_from_a_config_carry_its_doors_and_bounds() {
+    let doors = vec![
+        door("ssh", "1000,1001", &[22, 2222], 30, &[]),
+        door("lan", "4000", &[8080], 30, &["192.0.2.0/24"]),
+    ];
+    let globals = crate::config::Globals {
+        max_grants: 7,
+        ..crate::config::Globals::default()
+    };
+    let config = ServerConfig::new(globals, doors.clone()).unwrap();
+    let settings = ServerSettings::from_config(&config);
+    assert_eq!(settings.doors, doors);
+    assert_eq!(settings.max_grants, 7);
+    assert_eq!(settings.protected_port, 22);
+    let (changes, mut queued) = tokio::sync::mpsc::channel(8);
+    let engine = Engine::new(&settings, changes, Arc::new(Counters::new()));
+    let lan = ip("192.0.2.1");
+    assert!(matches!(
+        engine.handle_knock(lan, 4000).await,
+        Verdict::Grant { .. }
+    ));
+    assert_eq!(drain(&mut queued), [grant(lan, 8080, 30)]);
+}
