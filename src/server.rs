@@ -35,9 +35,10 @@ use crate::counters::Counters;
 use crate::firewall::{Change, Firewall, FirewallError};
 use crate::firewall_worker::FirewallWorker;
 use crate::grants::{GrantChange, GrantRefused, GrantTable, Holder, RefusalLog, SPA};
-use crate::knock::{DoorId, Judged, KnockTracker, Verdict};
+use crate::knock::{Judged, KnockTracker, Verdict};
 use knock_log::{Kind, KnockLogs};
 use order::{Knock, PassClock};
+pub use reload::Reload;
 use tasks::Tasks;
 pub use tasks::{DRAIN_LIMIT, Listener};
 
@@ -132,6 +133,32 @@ struct DoorInfo {
     access: Duration,
 }
 
+/// The core for `settings`: its doors, or the seed's single door.
+fn tracker_for(settings: &ServerSettings) -> KnockTracker {
+    if settings.doors.is_empty() {
+        KnockTracker::new(&settings.rules)
+    } else {
+        KnockTracker::for_doors(&settings.doors, settings.rules.max_tracked)
+    }
+}
+
+/// What the engine needs of each door of `settings`, in the core's order.
+fn door_infos(settings: &ServerSettings) -> Arc<Vec<DoorInfo>> {
+    if settings.doors.is_empty() {
+        return Arc::new(vec![DoorInfo {
+            name: "default".to_string(),
+            protected: vec![settings.protected_port],
+            access: settings.rules.access,
+        }]);
+    }
+    let info = settings.doors.iter().map(|door| DoorInfo {
+        name: door.name().as_str().to_string(),
+        protected: door.protected().iter().map(|p| p.port).collect(),
+        access: door.timing().access,
+    });
+    Arc::new(info.collect())
+}
+
 /// One verdict of a batch, with the knocked port and, for a grant, one
 /// protected port with what became of its grant and the firewall's ttl.
 #[derive(Debug, Clone, Copy)]
@@ -152,7 +179,6 @@ pub struct GrantBatch {
 #[derive(Debug)]
 pub struct Engine {
     state: Mutex<State>,
-    doors: Vec<DoorInfo>,
     firewall: tokio::sync::mpsc::Sender<Change>,
     counters: Arc<Counters>,
     wake_expiry: Notify,
@@ -167,6 +193,13 @@ type GrantOutcome = Result<GrantChange, (GrantRefused, Option<u64>)>;
 #[derive(Debug)]
 struct State {
     tracker: KnockTracker,
+    /// The rules the tracker applies (a reload compares against them):
+    /// the seed's door, or `door_config` when that is not empty.
+    rules: KnockRules,
+    door_config: Vec<Door>,
+    /// The doors' names, protected ports and access (shared with the log
+    /// lines of a batch, after the lock).
+    doors: Arc<Vec<DoorInfo>>,
     grants: GrantTable,
     refusals: RefusalLog,
     /// The latest `now` given to the tracker, which needs them
@@ -217,27 +250,12 @@ impl Engine {
         firewall: tokio::sync::mpsc::Sender<Change>,
         counters: Arc<Counters>,
     ) -> Self {
-        let max_tracked = settings.rules.max_tracked;
-        let (tracker, doors) = if settings.doors.is_empty() {
-            let seed = DoorInfo {
-                name: "default".to_string(),
-                protected: vec![settings.protected_port],
-                access: settings.rules.access,
-            };
-            (KnockTracker::new(&settings.rules), vec![seed])
-        } else {
-            let info = settings.doors.iter().map(|door| DoorInfo {
-                name: door.name().as_str().to_string(),
-                protected: door.protected().iter().map(|p| p.port).collect(),
-                access: door.timing().access,
-            });
-            let tracker = KnockTracker::for_doors(&settings.doors, max_tracked);
-            (tracker, info.collect())
-        };
         Self {
-            doors,
             state: Mutex::new(State {
-                tracker,
+                tracker: tracker_for(settings),
+                rules: settings.rules.clone(),
+                door_config: settings.doors.clone(),
+                doors: door_infos(settings),
                 grants: GrantTable::new(settings.max_grants),
                 refusals: RefusalLog::default(),
                 last_now: None,
@@ -264,7 +282,7 @@ impl Engine {
     /// scratch space reused from call to call.
     pub async fn handle_knocks(&self, knocks: &[Knock], clock: PassClock, batch: &mut GrantBatch) {
         batch.verdicts.clear();
-        {
+        let doors = {
             let mut state = self.lock();
             let was_idle = state.tracker.tracked() == 0;
             let mut granted = false;
@@ -288,8 +306,8 @@ impl Engine {
                         continue;
                     };
                     granted = true;
-                    let door = &self.doors[usize::from(judged.door)];
-                    for &protected in &door.protected {
+                    let doors = state.doors.clone();
+                    for &protected in &doors[usize::from(judged.door)].protected {
                         let outcome =
                             state.grant(ip, judged.door, protected, until, &self.counters);
                         // The firewall keeps (ip, port) open to the latest
@@ -309,9 +327,10 @@ impl Engine {
             if granted || (was_idle && state.tracker.tracked() > 0) {
                 self.wake_expiry.notify_one();
             }
-        }
+            state.doors.clone()
+        };
         for handled in &batch.verdicts {
-            self.log(handled);
+            self.log(handled, &doors);
             if let (Verdict::Grant { ip, .. }, Some((port, Ok(_), ttl))) =
                 (handled.judged.verdict, handled.grant)
             {
@@ -323,13 +342,14 @@ impl Engine {
     /// Logs a verdict; lockouts and grants at info within their budget
     /// (`server/knock_log.rs`), at debug beyond it; refused grants under
     /// their own budget (`grants::RefusalLog`).
-    fn log(&self, handled: &Handled) {
+    fn log(&self, handled: &Handled, doors: &[DoorInfo]) {
         let Handled {
             judged,
             port,
             grant,
         } = *handled;
-        let door_info = self.door(judged.door);
+        // A verdict's door is in range (door 0 for a port of no door).
+        let door_info = &doors[usize::from(judged.door).min(doors.len() - 1)];
         let door = door_info.name.as_str();
         let access = door_info.access.as_secs_f64();
         let at_info = |kind| self.knock_logs().admit(kind, Instant::now().into_std());
@@ -368,11 +388,6 @@ impl Engine {
                 debug!(%ip, port, door, verdict = "not_allowed", "knock ignored: source not allowed");
             }
         }
-    }
-
-    /// What the engine knows of door `id` (a verdict's door).
-    fn door(&self, id: DoorId) -> &DoorInfo {
-        &self.doors[usize::from(id).min(self.doors.len() - 1)]
     }
 
     /// Revokes the grants that have ended and forgets stale knock progress;
@@ -540,21 +555,22 @@ fn log_refusal(refused: &GrantRefused, log: Option<u64>) {
     }
 }
 
-/// Binds one UDP socket per address and port. IPv6 sockets are v6-only so
-/// `0.0.0.0` and `::` can both be bound. Each gets a large receive buffer
-/// and kernel receive stamps from the start, so knocks that queue before
-/// the receiver runs are kept and ordered too.
+/// Binds the knock sockets, the one way they are bound: one UDP socket
+/// per address and port (IPv6 v6-only, so `0.0.0.0` and `::` can both be
+/// bound; with the default wildcards an unusable IPv6 is skipped with a
+/// warning). Each gets a large receive buffer and kernel receive stamps
+/// from the start, so knocks that queue before the receiver runs are kept
+/// and ordered too.
 pub fn bind_udp(addrs: &[IpAddr], ports: &[u16]) -> Result<Vec<UdpSocket>, ServerError> {
     let mut sockets = Vec::new();
-    for &ip in addrs {
-        for &port in ports {
-            let addr = SocketAddr::new(ip, port);
-            let socket = crate::net::udp_socket(addr)
-                .map_err(|source| ServerError::Bind { addr, source })?;
-            receiver::enlarge_buffer(&socket);
-            receiver::stamp_arrivals(&socket);
-            sockets.push(socket);
+    for &port in ports {
+        let bound = crate::net::bind_each(addrs, port, crate::net::udp_socket)
+            .map_err(|(addr, source)| ServerError::Bind { addr, source })?;
+        for socket in &bound {
+            receiver::enlarge_buffer(socket);
+            receiver::stamp_arrivals(socket);
         }
+        sockets.extend(bound);
     }
     Ok(sockets)
 }
@@ -582,6 +598,54 @@ pub async fn run_with(
     counters: Arc<Counters>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
+    let (_keep, reloads) = tokio::sync::mpsc::channel(1);
+    let parts = Parts {
+        settings,
+        sockets,
+        listeners,
+        firewall,
+        counters,
+    };
+    run_reloadable(parts, reloads, shutdown).await
+}
+
+/// What [`run_reloadable`] runs.
+pub struct Parts {
+    /// The rules at start.
+    pub settings: ServerSettings,
+    /// The knock sockets (none: the sequence is off).
+    pub sockets: Vec<UdpSocket>,
+    /// Tasks beside the knock sockets (SPA, gate, stats).
+    pub listeners: Vec<Listener>,
+    /// The firewall backend, set up here and torn down on the way out.
+    pub firewall: Box<dyn Firewall>,
+    /// The counters.
+    pub counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for Parts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parts")
+            .field("settings", &self.settings)
+            .field("firewall", &self.firewall.name())
+            .finish_non_exhaustive()
+    }
+}
+
+/// [`run_with`], taking new rules from `reloads` while it runs (see
+/// `server/reload.rs`).
+pub async fn run_reloadable(
+    parts: Parts,
+    mut reloads: tokio::sync::mpsc::Receiver<Reload>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let Parts {
+        settings,
+        sockets,
+        listeners,
+        firewall,
+        counters,
+    } = parts;
     let backend = firewall.name();
     let (changes, worker) = FirewallWorker::start(firewall, counters.clone())
         .await
@@ -600,6 +664,7 @@ pub async fn run_with(
         let engine = Arc::downgrade(&engine);
         move || engine.upgrade().map_or_else(Vec::new, |e| e.live_grants())
     });
+    let reconfigurer = worker.reconfigurer();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Tasks::default();
     let sequence = match sockets.is_empty() {
@@ -610,11 +675,13 @@ pub async fn run_with(
         let (name, task) = listener.start(engine.clone(), stop_rx.clone());
         tasks.spawn(name, task);
     }
+    let (rebind_tx, rebinds) = tokio::sync::mpsc::channel(1);
+    let rebind = (!sockets.is_empty()).then_some(rebind_tx);
     if !sockets.is_empty() {
         let engine = engine.clone();
         let stop = stop_rx.clone();
         let counters = counters.clone();
-        let task = receiver::receive_knocks(sockets, engine, counters, stop);
+        let task = receiver::receive_knocks(sockets, engine, counters, stop, rebinds);
         tasks.spawn("receiver", task);
     }
     tasks.spawn("expiry", {
@@ -631,10 +698,14 @@ pub async fn run_with(
         "knock server ready"
     );
 
-    let died = tokio::select! {
-        () = shutdown => None,
-        ended = tasks.first_ended() => Some(ended),
-        () = engine.firewall_stopped() => Some(("firewall worker", "its change queue closed".to_string())),
+    let mut shutdown = std::pin::pin!(shutdown);
+    let died = loop {
+        tokio::select! {
+            () = &mut shutdown => break None,
+            ended = tasks.first_ended() => break Some(ended),
+            () = engine.firewall_stopped() => break Some(("firewall worker", "its change queue closed".to_string())),
+            Some(reload) = reloads.recv() => reload::apply(&engine, rebind.as_ref(), &reconfigurer, reload).await,
+        }
     };
     match &died {
         None => info!("shutting down: removing firewall rules"),
@@ -656,9 +727,11 @@ pub async fn run_with(
     }
 }
 
+pub mod daemon;
 mod knock_log;
 pub mod order;
 pub mod receiver;
+pub mod reload;
 #[cfg(test)]
 mod supervision_tests;
 

@@ -8,6 +8,7 @@ mod cli;
 mod cli_client;
 mod client_output;
 mod container;
+mod daemon;
 mod e2e;
 mod faults;
 mod fd_exhaustion;
