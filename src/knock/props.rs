@@ -255,6 +255,7 @@ proptest! {
                     prop_assert_eq!(Some(&until), locked.get(&ip), "ignored by a lockout never given");
                     prop_assert!(now < until);
                 }
+                Verdict::NotAllowed { .. } => prop_assert!(false, "one door allows everyone"),
             }
             if let Verdict::Grant { until, .. } = verdict {
                 prop_assert_eq!(until, now + rules.access);
