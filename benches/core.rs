@@ -1,14 +1,15 @@
 //! Micro-benchmarks of the core: nanoseconds per knock decision, with an
 //! empty table and with a table full at its bound (every new source then
-//! costs an eviction). Run with `cargo bench --bench core`.
+//! costs an eviction), and with 1, 10 and 100 doors (issue 10). Run with
+//! `cargo bench --bench core`.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use portknock::config::{KnockRules, Sequence};
-use portknock::knock::KnockTracker;
+use portknock::config::{AllowList, Door, KnockPort, KnockRules, ProtectedPort, Sequence, Timing};
+use portknock::knock::{Judged, KnockTracker};
 
 const FULL: usize = 100_000;
 
@@ -73,5 +74,83 @@ fn decisions(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decisions);
+/// `n` doors; door `i` knocks `10000+3i, 10001+3i, 10002+3i`, or with
+/// `shared` every door starts with port 9000 (the worst case: one knock
+/// concerns every door).
+fn doors(n: u16, shared: bool) -> Vec<Door> {
+    (0..n)
+        .map(|i| {
+            let base = 10_000 + 3 * i;
+            let first = if shared { 9_000 } else { base };
+            let sequence = [first, base + 1, base + 2].map(KnockPort::udp).to_vec();
+            let timing = Timing {
+                window: Duration::from_secs(10),
+                access: Duration::from_secs(30),
+                lockout: Duration::from_secs(5),
+            };
+            let name = format!("d{i}").parse().unwrap();
+            let protected = vec![ProtectedPort::tcp(22)];
+            Door::new(name, sequence, timing, protected, AllowList::everything()).unwrap()
+        })
+        .collect()
+}
+
+fn several_doors(c: &mut Criterion) {
+    let t0 = Instant::now();
+    let mut group = c.benchmark_group("doors");
+    for n in [1u16, 10, 100] {
+        // One source cycling through the last door's sequence.
+        group.bench_function(format!("{n}_doors_one_source_sequence_per_3_knocks"), |b| {
+            let doors = doors(n, false);
+            let mut tracker = KnockTracker::for_doors(&doors, FULL);
+            let ports = doors[usize::from(n) - 1].sequence().to_vec();
+            let mut out: Vec<Judged> = Vec::with_capacity(256);
+            let mut i = 0usize;
+            b.iter(|| {
+                i += 1;
+                out.clear();
+                tracker.judge(source(1), ports[i % 3], t0, &mut out);
+                black_box(out.len())
+            });
+        });
+        // Every door shares the first port: a first knock concerns all.
+        group.bench_function(
+            format!("{n}_doors_sharing_the_first_port_per_3_knocks"),
+            |b| {
+                let doors = doors(n, true);
+                let mut tracker = KnockTracker::for_doors(&doors, FULL);
+                let ports = doors[0].sequence().to_vec();
+                let mut out: Vec<Judged> = Vec::with_capacity(256);
+                let mut i = 0usize;
+                b.iter(|| {
+                    i += 1;
+                    out.clear();
+                    tracker.judge(source(1), ports[i % 3], t0, &mut out);
+                    black_box(out.len())
+                });
+            },
+        );
+        // New first knocks into a table full at its bound.
+        group.bench_function(format!("{n}_doors_full_table_new_source_evicts"), |b| {
+            let doors = doors(n, false);
+            let first = doors[0].sequence()[0];
+            let mut tracker = KnockTracker::for_doors(&doors, FULL);
+            let mut out: Vec<Judged> = Vec::with_capacity(256);
+            for s in 0..FULL as u32 {
+                out.clear();
+                tracker.judge(source(s), first, t0, &mut out);
+            }
+            let mut s = FULL as u32;
+            b.iter(|| {
+                s = s.wrapping_add(1);
+                out.clear();
+                tracker.judge(source(s % 0x00ff_0000), first, t0, &mut out);
+                black_box(out.len())
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, decisions, several_doors);
 criterion_main!(benches);

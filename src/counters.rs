@@ -93,7 +93,8 @@ impl Counters {
             Verdict::Progress { .. } => &self.progress,
             Verdict::Grant { .. } => &self.grants,
             Verdict::LockedOut { .. } => &self.lockouts,
-            Verdict::Ignored { .. } => &self.ignored,
+            // Outside a door's allow list: ignored for that door.
+            Verdict::Ignored { .. } | Verdict::NotAllowed { .. } => &self.ignored,
         };
         counter.fetch_add(1, Relaxed);
     }

@@ -13,6 +13,14 @@
 //! newcomers until a grant ends. Renewals of an open grant still work. The
 //! shell counts refusals and logs them under a [`RefusalLog`] budget, one
 //! line per burst rather than one per packet.
+//!
+//! Grants are per `(ip, holder, port)`: a holder is a door (issue 10: each
+//! door's grant has its own end and renews on its own) or SPA. The
+//! firewall knows only `(ip, port)`, which stays open while any holder's
+//! grant for it lasts: [`GrantTable::open_until`] is the latest end (what
+//! a kernel timeout must be set to), and [`GrantTable::expire`] returns an
+//! `(ip, port)` only when its last grant ends. `--max-grants` counts
+//! `(ip, holder, port)` grants.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -70,11 +78,19 @@ pub enum GrantChange {
     Renewed,
 }
 
-/// The open grants, keyed by `(ip, port)`, at most `max` of them.
+/// Who holds a grant: a door's index (`knock::DoorId`), or [`SPA`].
+pub type Holder = u16;
+
+/// The holder of SPA grants (no door has this index).
+pub const SPA: Holder = Holder::MAX;
+
+/// The open grants, keyed by `(ip, holder, port)`, at most `max` of them.
 #[derive(Debug)]
 pub struct GrantTable {
-    until: HashMap<(IpAddr, u16), Instant>,
-    by_deadline: BTreeSet<(Instant, IpAddr, u16)>,
+    until: HashMap<(IpAddr, Holder, u16), Instant>,
+    by_deadline: BTreeSet<(Instant, IpAddr, u16, Holder)>,
+    /// The holders of each open `(ip, port)`: the firewall's view.
+    holders: HashMap<(IpAddr, u16), Vec<Holder>>,
     max: usize,
 }
 
@@ -84,23 +100,38 @@ impl GrantTable {
         Self {
             until: HashMap::new(),
             by_deadline: BTreeSet::new(),
+            holders: HashMap::new(),
             max: max.max(1),
         }
     }
 
-    /// Opens (or renews) access for `(ip, port)` until `until`; a new
-    /// grant is refused while `max` are open.
+    /// Opens (or renews) SPA's access for `(ip, port)` until `until`; a
+    /// new grant is refused while `max` are open.
     pub fn grant(
         &mut self,
         ip: IpAddr,
         port: u16,
         until: Instant,
     ) -> Result<GrantChange, GrantRefused> {
+        self.grant_for(ip, SPA, port, until)
+    }
+
+    /// Opens (or renews) `holder`'s access for `(ip, port)` until `until`;
+    /// a new grant is refused while `max` are open. Another holder's grant
+    /// for the same `(ip, port)` is a new grant (the firewall's `(ip, port)`
+    /// is then held twice).
+    pub fn grant_for(
+        &mut self,
+        ip: IpAddr,
+        holder: Holder,
+        port: u16,
+        until: Instant,
+    ) -> Result<GrantChange, GrantRefused> {
         let ip = ip.to_canonical();
-        if let Some(old) = self.until.get_mut(&(ip, port)) {
-            self.by_deadline.remove(&(*old, ip, port));
+        if let Some(old) = self.until.get_mut(&(ip, holder, port)) {
+            self.by_deadline.remove(&(*old, ip, port, holder));
             *old = until;
-            self.by_deadline.insert((until, ip, port));
+            self.by_deadline.insert((until, ip, port, holder));
             return Ok(GrantChange::Renewed);
         }
         if self.until.len() >= self.max {
@@ -110,57 +141,108 @@ impl GrantTable {
                 max: self.max,
             });
         }
-        self.until.insert((ip, port), until);
-        self.by_deadline.insert((until, ip, port));
+        self.until.insert((ip, holder, port), until);
+        self.by_deadline.insert((until, ip, port, holder));
+        self.holders.entry((ip, port)).or_default().push(holder);
         Ok(GrantChange::New)
     }
 
-    /// Removes and returns every grant whose end is at or before `now`.
+    /// Removes every grant whose end is at or before `now`; returns the
+    /// `(ip, port)`s whose last grant that was, which the firewall must
+    /// close.
     pub fn expire(&mut self, now: Instant) -> Vec<(IpAddr, u16)> {
-        let mut expired = Vec::new();
-        while let Some(&(until, ip, port)) = self.by_deadline.first() {
+        let mut closed = Vec::new();
+        while let Some(&(until, ip, port, holder)) = self.by_deadline.first() {
             if until > now {
                 break;
             }
             self.by_deadline.pop_first();
-            self.until.remove(&(ip, port));
-            expired.push((ip, port));
+            self.until.remove(&(ip, holder, port));
+            if self.release(ip, port, holder) {
+                closed.push((ip, port));
+            }
         }
-        expired
+        closed
     }
 
-    /// Removes the grant for `(ip, port)`, if any; true if there was one.
+    /// Drops `holder` from `(ip, port)`; true if it was the last.
+    fn release(&mut self, ip: IpAddr, port: u16, holder: Holder) -> bool {
+        let Some(holders) = self.holders.get_mut(&(ip, port)) else {
+            return false;
+        };
+        holders.retain(|&h| h != holder);
+        if holders.is_empty() {
+            self.holders.remove(&(ip, port));
+            return true;
+        }
+        false
+    }
+
+    /// Removes every holder's grant for `(ip, port)`, if any; true if
+    /// there was one.
     pub fn remove(&mut self, ip: IpAddr, port: u16) -> bool {
         let ip = ip.to_canonical();
-        match self.until.remove(&(ip, port)) {
-            Some(until) => {
-                self.by_deadline.remove(&(until, ip, port));
-                true
+        let Some(holders) = self.holders.remove(&(ip, port)) else {
+            return false;
+        };
+        for holder in holders {
+            if let Some(until) = self.until.remove(&(ip, holder, port)) {
+                self.by_deadline.remove(&(until, ip, port, holder));
             }
-            None => false,
         }
+        true
+    }
+
+    /// Removes every grant `holder` holds (a door removed by a reload);
+    /// returns the `(ip, port)`s the firewall must close (no other holder).
+    pub fn remove_holder(&mut self, holder: Holder) -> Vec<(IpAddr, u16)> {
+        let mine: Vec<(IpAddr, u16, Instant)> = self
+            .until
+            .iter()
+            .filter(|(key, _)| key.1 == holder)
+            .map(|(&(ip, _, port), &until)| (ip, port, until))
+            .collect();
+        let mut closed = Vec::new();
+        for (ip, port, until) in mine {
+            self.until.remove(&(ip, holder, port));
+            self.by_deadline.remove(&(until, ip, port, holder));
+            if self.release(ip, port, holder) {
+                closed.push((ip, port));
+            }
+        }
+        closed
     }
 
     /// The earliest end of an open grant: when the server must next wake.
     pub fn next_expiry(&self) -> Option<Instant> {
-        self.by_deadline.first().map(|&(until, _, _)| until)
+        self.by_deadline.first().map(|&(until, ..)| until)
+    }
+
+    /// The latest end of the grants holding `(ip, port)` open: how long
+    /// the firewall must keep it open.
+    pub fn open_until(&self, ip: IpAddr, port: u16) -> Option<Instant> {
+        let ip = ip.to_canonical();
+        let holders = self.holders.get(&(ip, port))?;
+        holders
+            .iter()
+            .filter_map(|&h| self.until.get(&(ip, h, port)).copied())
+            .max()
     }
 
     /// Whether `(ip, port)` has a grant still open at `now`.
     pub fn is_granted(&self, ip: IpAddr, port: u16, now: Instant) -> bool {
-        self.until
-            .get(&(ip.to_canonical(), port))
-            .is_some_and(|&until| now < until)
+        self.open_until(ip, port).is_some_and(|until| now < until)
     }
 
-    /// Every open grant, in no particular order.
+    /// Every `(ip, port)` open in the firewall, with the latest end of its
+    /// grants, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (IpAddr, u16, Instant)> + '_ {
-        self.until
-            .iter()
-            .map(|(&(ip, port), &until)| (ip, port, until))
+        self.holders
+            .keys()
+            .filter_map(|&(ip, port)| self.open_until(ip, port).map(|until| (ip, port, until)))
     }
 
-    /// Number of open grants.
+    /// Number of open grants (one per `(ip, holder, port)`).
     pub fn len(&self) -> usize {
         self.until.len()
     }
@@ -326,3 +408,7 @@ mod tests {
         assert_eq!(log.admit(t0 + REFUSAL_LOG_INTERVAL * 3), Some(0));
     }
 }
+
+#[cfg(test)]
+#[path = "grants/holders_tests.rs"]
+mod holders_tests;

@@ -2,15 +2,43 @@
 //!
 //! No I/O and no clock of its own: every call takes `now`, so each rule of
 //! DESIGN.md is a plain unit test. The I/O shell (`server.rs`) feeds it
-//! `(source IP, port, now)` and carries out the [`Verdict`] it returns.
+//! `(source IP, port and protocol, now)` and carries out the [`Judged`]
+//! verdicts it returns, one per door concerned. The judging itself is in
+//! `knock/judge.rs`; the doors and their port index in `knock/doors.rs`.
 //!
-//! For a knock from `ip` on port `p` at `now`:
-//! 1. `ip` locked out (`now < until`): ignored; the lockout is not extended.
-//! 2. Progress older than the window (`now - first_knock > window`) is
-//!    forgotten; the knock is judged as a fresh start.
-//! 3. `p` is the next expected port: advance. Completing the sequence yields
-//!    [`Verdict::Grant`] and resets the progress.
-//! 4. Anything else is a wrong knock: [`Verdict::LockedOut`], progress reset.
+//! **Doors.** A daemon protects several doors (issue 10); the core holds
+//! them all, and a knock is a `(port, protocol)`, matched against each
+//! door's sequence by both (the socket receiver hears UDP only and passes
+//! [`Proto::Udp`]; TCP knocks arrive with stealth capture). For a knock
+//! from `ip` on `p` at `now`, the doors concerned are those whose sequence
+//! has `p` anywhere (found through an index by port: O(doors sharing `p`)):
+//! 1. For a door whose `allow` list does not hold `ip`, the knock is
+//!    ignored and counted ([`Verdict::NotAllowed`]); nothing changes there.
+//!    If no concerned door allows `ip`, that is all.
+//! 2. `ip` locked out (`now < until`): ignored ([`Verdict::Ignored`]) on
+//!    every door; the lockout is not extended.
+//! 3. Each allowed door is judged on its own, with that source's progress
+//!    on that door: progress older than the door's window
+//!    (`now - first_knock > window`) is forgotten (a fresh start); `p` as
+//!    the door's next expected port advances it, and completing the
+//!    sequence yields [`Verdict::Grant`] for that door; a duplicate (below)
+//!    changes nothing; anything else is wrong *for that door* and resets
+//!    its progress there. So one packet can complete one door and advance
+//!    another, and a port shared by doors, or repeated in one sequence,
+//!    works.
+//! 4. A knock that is wrong for every allowed door that has `p` is a wrong
+//!    knock: [`Verdict::LockedOut`], one lockout of `ip` for all doors, as
+//!    long as the longest lockout of those doors. A knock on a port that no
+//!    door has with that protocol (a "stray" knock, which the receiver only
+//!    delivers when it hears more than the doors' ports) is a wrong knock
+//!    too if some door allows `ip` (lockout: the longest of all doors), as
+//!    with one door. Progress on doors that do not have `p` is not reset
+//!    (that would cost O(doors) per wrong knock): the lockout ignores every
+//!    knock until it ends, and their windows keep running.
+//!
+//! With one door these are exactly the single-door rules of issue 9: the
+//! lockout lives in the door's own entry (one lookup per knock), so a
+//! stray knock's lockout replaces that door's progress too.
 //!
 //! Two tolerances (DESIGN.md: a real client must not be locked out by the
 //! network or by someone else's flood):
@@ -25,9 +53,16 @@
 //!   (no second grant, no lockout), while a knock on the first port starts
 //!   afresh (so a one-port sequence, or one whose last port is its first,
 //!   renews as before) and any other knock is judged as a fresh start.
+//!   A completed sequence is kept only while there is room: any newcomer
+//!   to a full table displaces it first, and it never goes to the ledger,
+//!   so a sustained load of real clients does not fill the table with
+//!   sequences that are done (losing one costs only the tolerance of a
+//!   late copy of its last knock).
 //! - **Eviction never turns into a lockout.** The table is bounded by
-//!   `max_tracked`. Expired entries go first. Progress the table must drop
-//!   is written to the ledger (`knock/ledger.rs`: 16-byte records, twice
+//!   `max_tracked` in total: an entry is a `(source, door)` pair, or a
+//!   source's lockout (with several doors, under a key no door uses).
+//!   Expired entries go first. Progress the table must drop is written to
+//!   the ledger (`knock/ledger.rs`: 16-byte records, twice
 //!   `max_tracked` of them, first in first out); a source's next knock
 //!   finds its record there and is judged with exactly the progress it had,
 //!   so eviction changes no verdict while the record lasts. Only a source
@@ -59,13 +94,20 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use crate::config::KnockRules;
+#[cfg(doc)]
+use crate::config::Proto;
+use crate::config::{Door, KnockPort, KnockRules};
 
+mod doors;
+mod judge;
 mod ledger;
 mod table;
+mod verdict;
 
+use doors::Doors;
 use ledger::{Fingerprint, Ledger};
-use table::{Entries, Key, LOCKED, Order};
+use table::{COMPLETED, Entries, Key, LOCKED, Order};
+pub use verdict::{DoorId, Judged, TrackerStats, Verdict};
 
 /// Age after which a first knock in the table is no longer displaced by a
 /// brand-new first knock. Clients knock a few hundred milliseconds apart
@@ -82,73 +124,9 @@ pub const SETTLED: Duration = Duration::from_millis(300);
 /// times as many newer sources as the table alone (see the module doc).
 const LEDGER_PER_TRACKED: usize = 2;
 
-/// What the core decided about one knock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// The knock was the next expected port (or a tolerated duplicate of
-    /// the one just matched); `matched` of `total` done.
-    Progress {
-        /// Source of the knock.
-        ip: IpAddr,
-        /// Knocks matched so far, including this one.
-        matched: usize,
-        /// Length of the sequence.
-        total: usize,
-    },
-    /// The sequence is complete: open access for `ip` until `until`.
-    Grant {
-        /// Source that completed the sequence.
-        ip: IpAddr,
-        /// End of the access.
-        until: Instant,
-    },
-    /// A wrong knock: `ip` is locked out until `until`.
-    LockedOut {
-        /// Source of the wrong knock.
-        ip: IpAddr,
-        /// End of the lockout.
-        until: Instant,
-    },
-    /// The knock was ignored because `ip` is locked out until `until`.
-    Ignored {
-        /// Source of the ignored knock.
-        ip: IpAddr,
-        /// End of the (unchanged) lockout.
-        until: Instant,
-    },
-}
-
-impl Verdict {
-    /// Short name of the verdict, for logs and counters.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Verdict::Progress { .. } => "progress",
-            Verdict::Grant { .. } => "grant",
-            Verdict::LockedOut { .. } => "locked_out",
-            Verdict::Ignored { .. } => "ignored",
-        }
-    }
-}
-
-/// Counters of what the tracker did, for logs and benchmarks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TrackerStats {
-    /// Entries removed to make room while the table was full (progress
-    /// among them went to the ledger), plus first knocks that went to the
-    /// ledger directly.
-    pub evictions: u64,
-    /// Entries removed because their window or lockout had passed.
-    pub expirations: u64,
-    /// Knocks judged with progress restored from the ledger.
-    pub restored: u64,
-    /// Tolerated duplicates of the knock just matched.
-    pub duplicates: u64,
-    /// Progress the ledger forgot to make room: those sources are judged
-    /// as a fresh start at their next knock.
-    pub forgotten: u64,
-    /// Lockouts dropped to make room (those sources may knock again).
-    pub lockouts_evicted: u64,
-}
+/// The key's door of a source's lockout when there are several doors: no
+/// door has this index (a configuration has fewer doors).
+const LOCK_DOOR: DoorId = DoorId::MAX;
 
 /// Whom a newcomer to a full table may displace (see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,15 +134,20 @@ enum Newcomer {
     FirstKnock,
     Advanced,
     Lockout,
+    /// A completed sequence: kept only while there is room, displaced
+    /// first by any newcomer and never written to the ledger.
+    Completed,
 }
 
-/// Tracks every source IP's progress through the knock sequence.
+/// Tracks every source IP's progress through each door's knock sequence.
 #[derive(Debug)]
 pub struct KnockTracker {
-    sequence: Vec<u16>,
-    window: Duration,
-    access: Duration,
-    lockout: Duration,
+    doors: Doors,
+    /// The door of lockout keys: door 0's own entry with one door (as
+    /// before doors: one lookup per knock), else [`LOCK_DOOR`].
+    lock_door: DoorId,
+    /// The longest lockout of any door (a stray knock's lockout).
+    max_lockout: Duration,
     max_tracked: usize,
     /// Times are kept as nanoseconds since this instant (the first `now`
     /// seen): 8 bytes instead of 16, and exact, so verdicts carry the very
@@ -178,125 +161,58 @@ pub struct KnockTracker {
     advanced_order: Order,
     /// Lockouts by end, soonest first.
     lockout_order: Order,
+    /// Completed sequences, oldest first.
+    completed_order: Order,
     ledger: Ledger,
     stats: TrackerStats,
+    /// Verdicts of [`KnockTracker::knock`], reused (no allocation per knock).
+    scratch: Vec<Judged>,
 }
 
 impl KnockTracker {
-    /// A tracker applying `rules`.
+    /// A tracker applying `rules`: the seed's single door (UDP knocks,
+    /// from everywhere), door 0.
     pub fn new(rules: &KnockRules) -> Self {
-        let max_tracked = rules.max_tracked.max(1);
+        Self::build(Doors::from_rules(rules), rules.max_tracked)
+    }
+
+    /// A tracker for `doors` (at least one; door `i` of the verdicts is
+    /// `doors[i]`), holding at most `max_tracked` entries in total.
+    pub fn for_doors(doors: &[Door], max_tracked: usize) -> Self {
+        Self::build(Doors::from_doors(doors), max_tracked)
+    }
+
+    fn build(doors: Doors, max_tracked: usize) -> Self {
+        let max_tracked = max_tracked.max(1);
+        let lock_door = if doors.len() == 1 { 0 } else { LOCK_DOOR };
+        let max_lockout = doors.doors.iter().map(|d| d.lockout).max();
         Self {
-            sequence: rules.sequence.ports().to_vec(),
-            window: rules.window,
-            access: rules.access,
-            lockout: rules.lockout,
+            scratch: Vec::with_capacity(doors.len() + 1),
+            max_lockout: max_lockout.unwrap_or_default(),
+            doors,
+            lock_door,
             max_tracked,
             epoch: None,
             entries: Entries::new(max_tracked),
             first_order: Order::new(),
             advanced_order: Order::new(),
+            completed_order: Order::new(),
             lockout_order: Order::new(),
             ledger: Ledger::new(max_tracked.saturating_mul(LEDGER_PER_TRACKED)),
             stats: TrackerStats::default(),
         }
     }
 
-    /// Judges a knock from `ip` on `port` at `now`. Calls must come with
-    /// non-decreasing `now`.
+    /// Judges a UDP knock from `ip` on `port` at `now` and returns the
+    /// first verdict (door 0's, with the seed's single door). Calls must
+    /// come with non-decreasing `now`.
     pub fn knock(&mut self, ip: IpAddr, port: u16, now: Instant) -> Verdict {
-        let ip = ip.to_canonical();
-        let key = Key::from_ip(ip);
-        let t = self.ticks(now);
-        self.prune_ticks(t);
-        let window = nanos(self.window);
-        let found = self.entries.find(&key);
-        // Live progress: (matched, first knock), from the table or the ledger.
-        let mut progress = None;
-        let mut fingerprint = None;
-        if let Some(slot) = found.map(|at| *self.entries.slot(at)) {
-            if slot.state == LOCKED {
-                if t < slot.at {
-                    return Verdict::Ignored {
-                        ip,
-                        until: self.instant(slot.at),
-                    };
-                }
-            } else if t.saturating_sub(slot.at) <= window {
-                progress = Some((usize::from(slot.state), slot.at));
-            }
-        } else if !self.ledger.is_empty() {
-            let fp = self.ledger.fingerprint(&key);
-            fingerprint = Some(fp);
-            if let Some((matched, first)) = self.ledger.take(fp) {
-                if t.saturating_sub(first) <= window {
-                    self.stats.restored += 1;
-                    progress = Some((usize::from(matched), first));
-                }
-            }
-        }
-        let total = self.sequence.len();
-        let (matched, first) = match progress {
-            // Completed within the window: a copy of the last knock changes
-            // nothing; any other knock starts afresh (see the module doc).
-            Some((done, first)) if done == total => {
-                if port == self.sequence[total - 1] && port != self.sequence[0] {
-                    self.stats.duplicates += 1;
-                    if let (None, Some(fp)) = (found, fingerprint) {
-                        self.stats.forgotten += self.ledger.remember(fp, to_state(total), first);
-                    }
-                    return Verdict::Progress {
-                        ip,
-                        matched: total,
-                        total,
-                    };
-                }
-                (0, t)
-            }
-            other => other.unwrap_or((0, t)),
-        };
-        if port != self.sequence[matched] {
-            if matched > 0 && port == self.sequence[matched - 1] {
-                // A duplicate of the knock just matched: nothing changes (a
-                // record taken from the ledger goes back).
-                self.stats.duplicates += 1;
-                if let (None, Some(fp)) = (found, fingerprint) {
-                    self.stats.forgotten += self.ledger.remember(fp, to_state(matched), first);
-                }
-                return Verdict::Progress { ip, matched, total };
-            }
-            let until = t.saturating_add(nanos(self.lockout));
-            self.place(found, key, LOCKED, until, fingerprint);
-            return Verdict::LockedOut {
-                ip,
-                until: now + self.lockout,
-            };
-        }
-        let done = matched + 1;
-        if done == total {
-            if total > 1 {
-                // Kept as completed until the window ends, so a copy of
-                // this last knock is a duplicate, not a wrong knock.
-                self.place(found, key, to_state(total), first, fingerprint);
-            } else if let Some(at) = found {
-                self.drop_entry(at);
-            }
-            return Verdict::Grant {
-                ip,
-                until: now + self.access,
-            };
-        }
-        let state = to_state(done);
-        match (found, progress) {
-            // Advancing in the table keeps the first knock.
-            (Some(at), Some(_)) if matched > 1 => self.entries.slot_mut(at).state = state,
-            _ => self.place(found, key, state, first, fingerprint),
-        }
-        Verdict::Progress {
-            ip,
-            matched: done,
-            total,
-        }
+        let mut out = std::mem::take(&mut self.scratch);
+        out.clear();
+        self.judge(ip, KnockPort::udp(port), now, &mut out);
+        let verdict = out[0].verdict;
+        self.scratch = out;
+        verdict
     }
 
     /// Forgets entries whose window or lockout has passed at `now`.
@@ -318,9 +234,14 @@ impl KnockTracker {
         self.stats
     }
 
-    /// Length of a complete sequence.
+    /// Length of door 0's sequence.
     pub fn sequence_len(&self) -> usize {
-        self.sequence.len()
+        self.doors.doors[0].sequence.len()
+    }
+
+    /// Number of doors.
+    pub fn doors(&self) -> usize {
+        self.doors.len()
     }
 
     /// Bytes the table and the ledger hold on the heap now.
@@ -342,8 +263,12 @@ impl KnockTracker {
     /// behind a live one waits at most one more window (it is judged
     /// fresh meanwhile: every lookup checks the window).
     fn prune_ticks(&mut self, t: u64) {
-        let window = nanos(self.window);
-        for which in [Newcomer::FirstKnock, Newcomer::Advanced] {
+        let window = self.doors.max_window;
+        for which in [
+            Newcomer::FirstKnock,
+            Newcomer::Advanced,
+            Newcomer::Completed,
+        ] {
             while let Some(at) = self.order(which).front() {
                 if t.saturating_sub(self.entries.slot(at).at) <= window {
                     break;
@@ -375,6 +300,11 @@ impl KnockTracker {
             }
             None => {
                 if self.entries.len() >= self.max_tracked && !self.make_room(kind_of(state), at) {
+                    if state == COMPLETED {
+                        // No room: a completed sequence is simply not kept.
+                        self.stats.completed_dropped += 1;
+                        return;
+                    }
                     let fp = fp.unwrap_or_else(|| self.ledger.fingerprint(&key));
                     self.stats.forgotten += self.ledger.remember(fp, state, at);
                     self.stats.evictions += 1;
@@ -387,6 +317,7 @@ impl KnockTracker {
             Newcomer::FirstKnock => &mut self.first_order,
             Newcomer::Advanced => &mut self.advanced_order,
             Newcomer::Lockout => &mut self.lockout_order,
+            Newcomer::Completed => &mut self.completed_order,
         };
         order.push_back(&mut self.entries, slot);
     }
@@ -397,19 +328,24 @@ impl KnockTracker {
         let first = self.first_order.front();
         let advanced = self.advanced_order.front();
         let lockout = self.lockout_order.front();
-        let victim = match kind {
+        // A completed sequence goes first, to anyone: it only serves to
+        // tolerate a copy of its last knock.
+        let victim = self.completed_order.front().or(match kind {
             Newcomer::FirstKnock => first
                 .filter(|&at| t.saturating_sub(self.entries.slot(at).at) < nanos(SETTLED))
                 .or(lockout),
             Newcomer::Advanced => first.or(advanced).or(lockout),
             Newcomer::Lockout => lockout.or(first).or(advanced),
-        };
+            Newcomer::Completed => None,
+        });
         let Some(at) = victim else {
             return false;
         };
         let slot = *self.entries.slot(at);
         if slot.state == LOCKED {
             self.stats.lockouts_evicted += 1;
+        } else if slot.state == COMPLETED {
+            self.stats.completed_dropped += 1;
         } else {
             let fp = self.ledger.fingerprint(&slot.key());
             self.stats.forgotten += self.ledger.remember(fp, slot.state, slot.at);
@@ -429,6 +365,7 @@ impl KnockTracker {
             Newcomer::FirstKnock => &self.first_order,
             Newcomer::Advanced => &self.advanced_order,
             Newcomer::Lockout => &self.lockout_order,
+            Newcomer::Completed => &self.completed_order,
         }
     }
 
@@ -446,6 +383,7 @@ impl KnockTracker {
             Newcomer::FirstKnock => &mut self.first_order,
             Newcomer::Advanced => &mut self.advanced_order,
             Newcomer::Lockout => &mut self.lockout_order,
+            Newcomer::Completed => &mut self.completed_order,
         };
         order.unlink(&mut self.entries, at);
     }
@@ -455,6 +393,7 @@ impl KnockTracker {
 fn kind_of(state: u8) -> Newcomer {
     match state {
         LOCKED => Newcomer::Lockout,
+        COMPLETED => Newcomer::Completed,
         1 => Newcomer::FirstKnock,
         _ => Newcomer::Advanced,
     }
@@ -475,3 +414,9 @@ mod tests;
 
 #[cfg(test)]
 mod props;
+
+#[cfg(test)]
+mod doors_tests;
+
+#[cfg(test)]
+mod doors_props;

@@ -30,12 +30,12 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-use crate::config::KnockRules;
+use crate::config::{Door, KnockPort, KnockRules, ServerConfig};
 use crate::counters::Counters;
 use crate::firewall::{Change, Firewall, FirewallError};
 use crate::firewall_worker::FirewallWorker;
-use crate::grants::{GrantChange, GrantRefused, GrantTable, RefusalLog};
-use crate::knock::{KnockTracker, Verdict};
+use crate::grants::{GrantChange, GrantRefused, GrantTable, Holder, RefusalLog, SPA};
+use crate::knock::{Judged, KnockTracker, Verdict};
 use knock_log::{Kind, KnockLogs};
 use order::{Knock, PassClock};
 pub use reload::Reload;
@@ -86,18 +86,93 @@ pub enum ServerError {
 /// What the server protects and how it judges knocks.
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
-    /// The knock rules for the core.
+    /// The seed's single door (named `default`), used when `doors` is
+    /// empty; `rules.max_tracked` bounds the core's table in every case.
     pub rules: KnockRules,
-    /// The protected TCP port opened by a grant.
+    /// The protected TCP port opened by the seed's door.
     pub protected_port: u16,
     /// Bound on open grants (`--max-grants`): new ones are refused at it.
     pub max_grants: usize,
+    /// The doors of a configuration (`ServerConfig::doors`), in order;
+    /// empty: the seed's door from `rules` and `protected_port`.
+    pub doors: Vec<Door>,
+}
+
+impl ServerSettings {
+    /// The settings of a validated configuration: its doors, in order,
+    /// and its bounds. (`rules` and `protected_port` mirror the first door
+    /// for code that still reads them.)
+    pub fn from_config(config: &ServerConfig) -> Self {
+        let globals = config.globals();
+        let first = config.doors().first();
+        let rules = first.map_or_else(
+            || KnockRules {
+                max_tracked: globals.max_tracked,
+                ..KnockRules::default()
+            },
+            |door| door.knock_rules(globals.max_tracked),
+        );
+        let protected_port = first
+            .and_then(|door| door.protected().first())
+            .map_or(crate::config::DEFAULT_PROTECTED_PORT, |p| p.port);
+        Self {
+            rules,
+            protected_port,
+            max_grants: globals.max_grants,
+            doors: config.doors().to_vec(),
+        }
+    }
+}
+
+/// What the engine needs of a door beyond the core: its name for logs,
+/// the ports its grants open, and for how long.
+#[derive(Debug)]
+struct DoorInfo {
+    name: String,
+    protected: Vec<u16>,
+    access: Duration,
+}
+
+/// The core for `settings`: its doors, or the seed's single door.
+fn tracker_for(settings: &ServerSettings) -> KnockTracker {
+    if settings.doors.is_empty() {
+        KnockTracker::new(&settings.rules)
+    } else {
+        KnockTracker::for_doors(&settings.doors, settings.rules.max_tracked)
+    }
+}
+
+/// What the engine needs of each door of `settings`, in the core's order.
+fn door_infos(settings: &ServerSettings) -> Arc<Vec<DoorInfo>> {
+    if settings.doors.is_empty() {
+        return Arc::new(vec![DoorInfo {
+            name: "default".to_string(),
+            protected: vec![settings.protected_port],
+            access: settings.rules.access,
+        }]);
+    }
+    let info = settings.doors.iter().map(|door| DoorInfo {
+        name: door.name().as_str().to_string(),
+        protected: door.protected().iter().map(|p| p.port).collect(),
+        access: door.timing().access,
+    });
+    Arc::new(info.collect())
+}
+
+/// One verdict of a batch, with the knocked port and, for a grant, one
+/// protected port with what became of its grant and the firewall's ttl.
+#[derive(Debug, Clone, Copy)]
+struct Handled {
+    judged: Judged,
+    port: u16,
+    grant: Option<(u16, GrantOutcome, Duration)>,
 }
 
 /// Scratch space of one receiver: the verdicts of the batch being handled.
 #[derive(Debug, Default)]
 pub struct GrantBatch {
-    verdicts: Vec<(Verdict, Option<GrantOutcome>, u16)>,
+    judged: Vec<Judged>,
+    verdicts: Vec<Handled>,
 }
 
 /// The core and the open grants, behind one lock, plus the firewall queue.
@@ -118,10 +193,13 @@ type GrantOutcome = Result<GrantChange, (GrantRefused, Option<u64>)>;
 #[derive(Debug)]
 struct State {
     tracker: KnockTracker,
-    /// The rules the tracker applies (a reload compares against them).
+    /// The rules the tracker applies (a reload compares against them):
+    /// the seed's door, or `door_config` when that is not empty.
     rules: KnockRules,
-    /// The protected TCP port a completed sequence opens.
-    protected_port: u16,
+    door_config: Vec<Door>,
+    /// The doors' names, protected ports and access (shared with the log
+    /// lines of a batch, after the lock).
+    doors: Arc<Vec<DoorInfo>>,
     grants: GrantTable,
     refusals: RefusalLog,
     /// The latest `now` given to the tracker, which needs them
@@ -144,14 +222,17 @@ impl State {
     fn grant(
         &mut self,
         ip: IpAddr,
+        holder: Holder,
         port: u16,
         until: std::time::Instant,
         counters: &Counters,
     ) -> GrantOutcome {
-        self.grants.grant(ip, port, until).map_err(|refused| {
-            counters.record_grant_refused();
-            (refused, self.refusals.admit(Instant::now().into_std()))
-        })
+        self.grants
+            .grant_for(ip, holder, port, until)
+            .map_err(|refused| {
+                counters.record_grant_refused();
+                (refused, self.refusals.admit(Instant::now().into_std()))
+            })
     }
 
     /// `at`, or the latest time the tracker has seen if that is later.
@@ -171,9 +252,10 @@ impl Engine {
     ) -> Self {
         Self {
             state: Mutex::new(State {
-                tracker: KnockTracker::new(&settings.rules),
+                tracker: tracker_for(settings),
                 rules: settings.rules.clone(),
-                protected_port: settings.protected_port,
+                door_config: settings.doors.clone(),
+                doors: door_infos(settings),
                 grants: GrantTable::new(settings.max_grants),
                 refusals: RefusalLog::default(),
                 last_now: None,
@@ -191,7 +273,7 @@ impl Engine {
         let knock = [Knock::new(source, port, clock.real)];
         let mut batch = GrantBatch::default();
         self.handle_knocks(&knock, clock, &mut batch).await;
-        batch.verdicts[0].0
+        batch.verdicts[0].judged.verdict
     }
 
     /// Judges `knocks`, in the order given, under one lock, each at its
@@ -200,39 +282,59 @@ impl Engine {
     /// scratch space reused from call to call.
     pub async fn handle_knocks(&self, knocks: &[Knock], clock: PassClock, batch: &mut GrantBatch) {
         batch.verdicts.clear();
-        let (access, protected_port) = {
+        let doors = {
             let mut state = self.lock();
             let was_idle = state.tracker.tracked() == 0;
             let mut granted = false;
             for knock in knocks {
                 let now = state.advance(clock.instant_of(knock.stamp));
-                let verdict = state.tracker.knock(knock.source, knock.port, now);
-                self.counters.record_verdict(&verdict);
-                let change = match verdict {
-                    Verdict::Grant { ip, until } => {
-                        granted = true;
-                        let port = state.protected_port;
-                        Some(state.grant(ip, port, until, &self.counters))
+                batch.judged.clear();
+                // The socket receiver hears UDP knocks only.
+                let heard = KnockPort::udp(knock.port);
+                state
+                    .tracker
+                    .judge(knock.source, heard, now, &mut batch.judged);
+                for &judged in &batch.judged {
+                    self.counters.record_verdict(&judged.verdict);
+                    let port = knock.port;
+                    let Verdict::Grant { ip, until } = judged.verdict else {
+                        batch.verdicts.push(Handled {
+                            judged,
+                            port,
+                            grant: None,
+                        });
+                        continue;
+                    };
+                    granted = true;
+                    let doors = state.doors.clone();
+                    for &protected in &doors[usize::from(judged.door)].protected {
+                        let outcome =
+                            state.grant(ip, judged.door, protected, until, &self.counters);
+                        // The firewall keeps (ip, port) open to the latest
+                        // end of any door's grant for it.
+                        let end = state.grants.open_until(ip, protected).unwrap_or(until);
+                        let ttl = end.saturating_duration_since(now);
+                        let grant = Some((protected, outcome, ttl));
+                        batch.verdicts.push(Handled {
+                            judged,
+                            port,
+                            grant,
+                        });
                     }
-                    _ => None,
-                };
-                batch.verdicts.push((verdict, change, knock.port));
+                }
             }
             state.publish_table(&self.counters);
             if granted || (was_idle && state.tracker.tracked() > 0) {
                 self.wake_expiry.notify_one();
             }
-            (state.rules.access, state.protected_port)
+            state.doors.clone()
         };
-        for &(verdict, change, port) in &batch.verdicts {
-            self.log(&verdict, port, change, (access, protected_port));
-            if let (Verdict::Grant { ip, .. }, Some(Ok(_))) = (verdict, change) {
-                self.queue(Change::Grant {
-                    ip,
-                    port: protected_port,
-                    ttl: access,
-                })
-                .await;
+        for handled in &batch.verdicts {
+            self.log(handled, &doors);
+            if let (Verdict::Grant { ip, .. }, Some((port, Ok(_), ttl))) =
+                (handled.judged.verdict, handled.grant)
+            {
+                self.queue(Change::Grant { ip, port, ttl }).await;
             }
         }
     }
@@ -240,42 +342,50 @@ impl Engine {
     /// Logs a verdict; lockouts and grants at info within their budget
     /// (`server/knock_log.rs`), at debug beyond it; refused grants under
     /// their own budget (`grants::RefusalLog`).
-    fn log(
-        &self,
-        verdict: &Verdict,
-        port: u16,
-        change: Option<GrantOutcome>,
-        (access, protected): (Duration, u16),
-    ) {
-        let access = access.as_secs_f64();
+    fn log(&self, handled: &Handled, doors: &[DoorInfo]) {
+        let Handled {
+            judged,
+            port,
+            grant,
+        } = *handled;
+        // A verdict's door is in range (door 0 for a port of no door).
+        let door_info = &doors[usize::from(judged.door).min(doors.len() - 1)];
+        let door = door_info.name.as_str();
+        let access = door_info.access.as_secs_f64();
         let at_info = |kind| self.knock_logs().admit(kind, Instant::now().into_std());
-        match *verdict {
+        match judged.verdict {
             Verdict::Progress { ip, matched, total } => {
-                debug!(%ip, port, matched, total, verdict = "progress", "knock");
+                debug!(%ip, port, door, matched, total, verdict = "progress", "knock");
             }
             Verdict::Grant { ip, .. } => {
-                debug!(%ip, port, verdict = "grant", "knock");
+                debug!(%ip, port, door, verdict = "grant", "knock");
+                let Some((protected, change, _)) = grant else {
+                    return;
+                };
                 let info = at_info(Kind::Grant);
                 match change {
-                    Some(Err((refused, log))) => log_refusal(&refused, log),
-                    Some(Ok(GrantChange::Renewed)) => {
-                        budgeted!(info, %ip, port = protected, access_secs = access, "access renewed");
+                    Err((refused, log)) => log_refusal(&refused, log),
+                    Ok(GrantChange::Renewed) => {
+                        budgeted!(info, %ip, door, port = protected, access_secs = access, "access renewed");
                     }
-                    _ => {
-                        budgeted!(info, %ip, port = protected, access_secs = access, "access granted")
+                    Ok(GrantChange::New) => {
+                        budgeted!(info, %ip, door, port = protected, access_secs = access, "access granted")
                     }
                 }
             }
             Verdict::LockedOut { ip, until } => {
-                debug!(%ip, port, verdict = "locked_out", "knock");
+                debug!(%ip, port, door, verdict = "locked_out", "knock");
                 let secs = until
                     .saturating_duration_since(Instant::now().into_std())
                     .as_secs_f64();
                 let info = at_info(Kind::Lockout);
-                budgeted!(info, %ip, port, lockout_secs = secs, "wrong knock: locked out");
+                budgeted!(info, %ip, port, door, lockout_secs = secs, "wrong knock: locked out");
             }
             Verdict::Ignored { ip, .. } => {
-                debug!(%ip, port, verdict = "ignored", "knock ignored: locked out");
+                debug!(%ip, port, door, verdict = "ignored", "knock ignored: locked out");
+            }
+            Verdict::NotAllowed { ip } => {
+                debug!(%ip, port, door, verdict = "not_allowed", "knock ignored: source not allowed");
             }
         }
     }
@@ -330,13 +440,16 @@ impl Engine {
     ) -> Result<GrantChange, GrantRefused> {
         let change = {
             let mut state = self.lock();
-            let until = Instant::now().into_std() + ttl;
-            let change = state.grant(ip, port, until, &self.counters);
+            let now = Instant::now().into_std();
+            let until = now + ttl;
+            let change = state.grant(ip, SPA, port, until, &self.counters);
             self.wake_expiry.notify_one();
-            change
+            // A door's grant for the same (ip, port) may last longer.
+            let end = state.grants.open_until(ip, port).unwrap_or(until);
+            change.map(|change| (change, end.saturating_duration_since(now)))
         };
         match change {
-            Ok(change) => {
+            Ok((change, ttl)) => {
                 self.queue(Change::Grant { ip, port, ttl }).await;
                 Ok(change)
             }
@@ -621,6 +734,9 @@ pub mod receiver;
 pub mod reload;
 #[cfg(test)]
 mod supervision_tests;
+
+#[cfg(test)]
+mod doors_tests;
 mod tasks;
 #[cfg(test)]
 mod tests;

@@ -21,18 +21,33 @@ use std::net::{IpAddr, Ipv6Addr};
 const NIL: u32 = u32::MAX;
 /// `Slot::state` of a lockout; anything else is the number of knocks matched.
 pub(super) const LOCKED: u8 = u8::MAX;
+/// `Slot::state` of a source that completed its door's sequence (kept so a
+/// copy of its last knock is a duplicate). Above any sequence length.
+pub(super) const COMPLETED: u8 = u8::MAX - 1;
 
-/// A source address as 16 bytes: IPv4 as its mapped IPv6 form, so one
-/// key type serves both families (the tracker canonicalises first).
+/// A source address as 16 bytes (IPv4 as its mapped IPv6 form, so one
+/// key type serves both families; the tracker canonicalises first) and
+/// the door its entry is about (or the tracker's lockout door).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Key([u8; 16]);
+pub(super) struct Key {
+    addr: [u8; 16],
+    door: u16,
+}
 
 impl Key {
+    /// The key of `ip`'s entry for `door`.
+    pub(super) fn new(ip: IpAddr, door: u16) -> Self {
+        let addr = match ip {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            IpAddr::V6(v6) => v6.octets(),
+        };
+        Key { addr, door }
+    }
+
+    /// The key of `ip`'s entry for door 0.
+    #[cfg(test)]
     pub(super) fn from_ip(ip: IpAddr) -> Self {
-        match ip {
-            IpAddr::V4(v4) => Key(v4.to_ipv6_mapped().octets()),
-            IpAddr::V6(v6) => Key(v6.octets()),
-        }
+        Self::new(ip, 0)
     }
 }
 
@@ -41,13 +56,14 @@ impl Hash for Key {
     // map keeps std's keyed SipHash: the keys are chosen by whoever sends
     // packets, so the hash must resist collision floods.
     fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u128(u128::from_ne_bytes(self.0));
+        state.write_u128(u128::from_ne_bytes(self.addr));
+        state.write_u16(self.door);
     }
 }
 
 impl From<Key> for IpAddr {
     fn from(key: Key) -> Self {
-        Ipv6Addr::from(key.0).to_canonical()
+        Ipv6Addr::from(key.addr).to_canonical()
     }
 }
 
@@ -59,7 +75,7 @@ pub(super) struct Slot {
     pub(super) at: u64,
     prev: u32,
     next: u32,
-    /// [`LOCKED`], or the knocks matched so far.
+    /// [`LOCKED`], [`COMPLETED`], or the knocks matched so far.
     pub(super) state: u8,
 }
 

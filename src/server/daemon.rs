@@ -107,6 +107,7 @@ pub fn door_settings(config: &ServerConfig) -> Result<Option<ServerSettings>, Da
         rules: door.knock_rules(config.globals().max_tracked),
         protected_port: port,
         max_grants: config.globals().max_grants,
+        doors: Vec::new(),
     }))
 }
 
@@ -247,6 +248,7 @@ pub async fn run_with(
         rules: Default::default(),
         protected_port: gate_port.unwrap_or(0),
         max_grants: globals.max_grants,
+        doors: Vec::new(),
     });
     let parts = Parts {
         settings,

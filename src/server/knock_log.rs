@@ -159,6 +159,7 @@ mod tests {
             rules: crate::config::KnockRules::default(),
             protected_port: 2222,
             max_grants: crate::grants::DEFAULT_MAX_GRANTS,
+            doors: Vec::new(),
         };
         let engine = Arc::new(Engine::new(&settings, changes, Arc::new(Counters::new())));
         let (stop, stop_rx) = tokio::sync::watch::channel(false);

@@ -21,7 +21,6 @@ use tracing::info;
 use super::{Engine, ServerSettings};
 use crate::firewall::FirewallError;
 use crate::firewall_worker::Reconfigurer;
-use crate::knock::KnockTracker;
 
 /// New rules for a running server.
 #[derive(Debug)]
@@ -45,12 +44,13 @@ impl Engine {
     /// rules were unchanged). Grants are untouched.
     pub fn reconfigure(&self, settings: &ServerSettings) -> bool {
         let mut state = self.lock();
-        state.protected_port = settings.protected_port;
-        if state.rules == settings.rules {
+        state.doors = super::door_infos(settings);
+        if state.rules == settings.rules && state.door_config == settings.doors {
             return true;
         }
-        state.tracker = KnockTracker::new(&settings.rules);
+        state.tracker = super::tracker_for(settings);
         state.rules = settings.rules.clone();
+        state.door_config = settings.doors.clone();
         state.last_now = None;
         state.publish_table(&self.counters);
         false

@@ -19,6 +19,7 @@ fn settings() -> ServerSettings {
         rules: KnockRules::default(),
         protected_port: 2222,
         max_grants: crate::grants::DEFAULT_MAX_GRANTS,
+        doors: Vec::new(),
     }
 }
 

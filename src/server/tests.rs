@@ -23,6 +23,7 @@ fn settings() -> ServerSettings {
         },
         protected_port: 2222,
         max_grants: crate::grants::DEFAULT_MAX_GRANTS,
+        doors: Vec::new(),
     }
 }
 
@@ -206,6 +207,7 @@ async fn run_listens_on_real_sockets_and_tears_down_on_shutdown() {
         rules,
         protected_port: 2222,
         max_grants: crate::grants::DEFAULT_MAX_GRANTS,
+        doors: Vec::new(),
     };
     let running = RunningServer::start(settings, sockets);
     let (calls, counters) = (running.calls.clone(), running.counters.clone());
@@ -250,6 +252,7 @@ async fn knocks_queued_on_several_sockets_are_judged_in_arrival_order() {
         rules,
         protected_port: 2222,
         max_grants: crate::grants::DEFAULT_MAX_GRANTS,
+        doors: Vec::new(),
     };
     receiver::wait_until_arrivals_are_stamped().await;
     for last in 1..=SOURCES {

@@ -51,6 +51,7 @@ async fn an_accepted_packet_grants_its_tcp_port_once_and_a_replay_is_refused() {
         rules: KnockRules::default(),
         protected_port: 2222,
         max_grants: crate::grants::DEFAULT_MAX_GRANTS,
+        doors: Vec::new(),
     };
     let server = tokio::spawn(run_with(
         settings,
