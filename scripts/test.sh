@@ -33,9 +33,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 echo "==> shellcheck"
-shellcheck -x scripts/*.sh bench/*.sh .ci/run
+shellcheck -x scripts/*.sh bench/*.sh .ci/run tests/data/spa/*.sh
 
-echo "==> cargo test"
+echo "==> cargo test (the workspace: the library, its binaries and bench/, knock-bench)"
 # The criterion benchmarks, once each as a smoke test (no timing).
 cargo test --locked --bench core
 # Four test threads: most tests wait on real servers and namespaces rather

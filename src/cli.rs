@@ -92,7 +92,39 @@ pub async fn shutdown_signal() {
 
 /// Prints an error chain on one line, prefixed with the program's name, and
 /// returns `code`. A closed stderr loses the line, never panics.
-pub fn fail(program: &str, err: &anyhow::Error, code: u8) -> ExitCode {
-    let _ = writeln!(std::io::stderr(), "{program}: error: {err:#}");
+///
+/// Takes any error (an `anyhow::Error` in a binary gives `err.as_ref()`),
+/// so the library needs no error crate of the binaries'.
+pub fn fail(program: &str, err: &dyn std::error::Error, code: u8) -> ExitCode {
+    let _ = writeln!(std::io::stderr(), "{program}: error: {}", chain(err));
     ExitCode::from(code)
+}
+
+/// An error and its sources on one line, `outer: inner: ...`, as
+/// `anyhow`'s `{:#}` prints them.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot read key file")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn an_error_chain_prints_on_one_line_outer_first() {
+        let err = Outer(std::io::Error::other("disk on fire"));
+        assert_eq!(chain(&err), "cannot read key file: disk on fire");
+        assert_eq!(chain(&std::io::Error::other("alone")), "alone");
+    }
 }

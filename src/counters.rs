@@ -1,83 +1,25 @@
-//! The server's counters: what it received and decided, and what the
-//! firewall did. Lock-free atomics, cheap on the hot path, read by logs and
-//! benchmarks.
+//! The server's counters and their wire format, in one room: what it
+//! received and decided, what the firewall did, and what the SPA listener
+//! saw. Lock-free atomics, cheap on the hot path, read by logs, the stats
+//! endpoint ([`crate::stats`]) and benchmarks (knock-bench parses the
+//! line back with the same code).
+//!
+//! | file | concept |
+//! |---|---|
+//! | `counters.rs` | [`Counters`], [`CountersSnapshot`]: the knock path and the firewall |
+//! | `spa.rs` | [`SpaCounters`], [`SpaCountersSnapshot`]: the SPA listener |
+//! | `wire.rs` | the stats line: one flat JSON object, [`stats_line`], `to_json`/`from_json` |
+
+mod spa;
+mod wire;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::knock::Verdict;
 
-/// A copy of the SPA listener's counters
-/// ([`SpaCounters`](crate::spa_listener::SpaCounters)), served by the stats
-/// endpoint after the knock counters under `spa_` names when SPA is on.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SpaCountersSnapshot {
-    /// SPA datagrams received.
-    pub received: u64,
-    /// Datagrams dropped because the verifier queue was full.
-    pub dropped: u64,
-    /// Packets accepted.
-    pub accepted: u64,
-    /// Packets rejected.
-    pub rejected: u64,
-    /// `(ip, tcp port)` grants handed to the engine.
-    pub grants: u64,
-}
-
-impl SpaCountersSnapshot {
-    /// The field names (with their `spa_` prefix) and values.
-    pub fn fields(&self) -> [(&'static str, u64); 5] {
-        [
-            ("spa_received", self.received),
-            ("spa_dropped", self.dropped),
-            ("spa_accepted", self.accepted),
-            ("spa_rejected", self.rejected),
-            ("spa_grants", self.grants),
-        ]
-    }
-
-    /// The `spa_` fields of a stats line; None if it is not a stats line or
-    /// has none of them (the server runs without SPA).
-    pub fn from_json(text: &str) -> Option<Self> {
-        let mut snapshot = Self::default();
-        let mut seen = false;
-        for (name, value) in json_fields(text)? {
-            let field = match name {
-                "spa_received" => &mut snapshot.received,
-                "spa_dropped" => &mut snapshot.dropped,
-                "spa_accepted" => &mut snapshot.accepted,
-                "spa_rejected" => &mut snapshot.rejected,
-                "spa_grants" => &mut snapshot.grants,
-                _ => continue,
-            };
-            *field = value;
-            seen = true;
-        }
-        seen.then_some(snapshot)
-    }
-}
-
-/// A flat JSON object of counters: `{"a":1,"b":2}`.
-pub fn json_object(fields: &[(&str, u64)]) -> String {
-    let body: Vec<String> = fields
-        .iter()
-        .map(|(name, value)| format!("\"{name}\":{value}"))
-        .collect();
-    format!("{{{}}}", body.join(","))
-}
-
-/// The name/value pairs of a flat JSON object of counters; None if it is
-/// not one.
-fn json_fields(text: &str) -> Option<Vec<(&str, u64)>> {
-    let body = text.trim().strip_prefix('{')?.strip_suffix('}')?;
-    body.split(',')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (name, value) = pair.split_once(':')?;
-            Some((name.trim().trim_matches('"'), value.trim().parse().ok()?))
-        })
-        .collect()
-}
+pub use spa::{SpaCounters, SpaCountersSnapshot};
+pub use wire::{json_object, stats_line};
 
 /// Live counters, shared between the server's tasks.
 #[derive(Debug, Default)]
@@ -223,37 +165,6 @@ impl CountersSnapshot {
         ]
     }
 
-    /// The counters as one line of JSON: `{"packets":1,...}`.
-    pub fn to_json(&self) -> String {
-        json_object(&self.fields())
-    }
-
-    /// Parses what [`CountersSnapshot::to_json`] wrote; unknown fields are
-    /// skipped, missing ones stay zero. None if it is not such a line.
-    pub fn from_json(text: &str) -> Option<Self> {
-        let mut snapshot = Self::default();
-        for (name, value) in json_fields(text)? {
-            let field = match name {
-                "packets" => &mut snapshot.packets,
-                "progress" => &mut snapshot.progress,
-                "grants" => &mut snapshot.grants,
-                "lockouts" => &mut snapshot.lockouts,
-                "ignored" => &mut snapshot.ignored,
-                "expiries" => &mut snapshot.expiries,
-                "evictions" => &mut snapshot.evictions,
-                "tracked" => &mut snapshot.tracked,
-                "firewall_ops" => &mut snapshot.firewall_ops,
-                "firewall_failures" => &mut snapshot.firewall_failures,
-                "batches" => &mut snapshot.batches,
-                "table_bytes" => &mut snapshot.table_bytes,
-                "grants_refused" => &mut snapshot.grants_refused,
-                _ => continue,
-            };
-            *field = value;
-        }
-        Some(snapshot)
-    }
-
     /// Decisions made: every received knock gets exactly one.
     pub fn decisions(&self) -> u64 {
         self.progress + self.grants + self.lockouts + self.ignored
@@ -269,42 +180,5 @@ impl fmt::Display for CountersSnapshot {
             write!(f, "{name}={value}")?;
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn json_round_trips_and_skips_unknown_fields() {
-        let counters = Counters::new();
-        counters.record_packets(5);
-        counters.set_table(3, 2, 4096);
-        counters.record_firewall(true);
-        let snapshot = counters.snapshot();
-        let json = snapshot.to_json();
-        assert!(json.starts_with("{\"packets\":5,"), "{json}");
-        assert_eq!(CountersSnapshot::from_json(&json), Some(snapshot));
-        let extra = json.replace('}', ",\"future\":9}");
-        assert_eq!(CountersSnapshot::from_json(&extra), Some(snapshot));
-        assert_eq!(CountersSnapshot::from_json("nonsense"), None);
-        assert_eq!(SpaCountersSnapshot::from_json(&json), None);
-        let spa = SpaCountersSnapshot {
-            received: 9,
-            accepted: 7,
-            rejected: 2,
-            grants: 7,
-            ..Default::default()
-        };
-        let mut fields = snapshot.fields().to_vec();
-        fields.extend(spa.fields());
-        let both = json_object(&fields);
-        assert_eq!(CountersSnapshot::from_json(&both), Some(snapshot));
-        assert_eq!(SpaCountersSnapshot::from_json(&both), Some(spa));
-        assert_eq!(
-            snapshot.to_string(),
-            "packets=5 progress=0 grants=0 lockouts=0 ignored=0 expiries=0 evictions=2 tracked=3 firewall_ops=1 firewall_failures=1 batches=1 table_bytes=4096 grants_refused=0"
-        );
     }
 }

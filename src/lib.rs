@@ -25,7 +25,7 @@
 //! | [`spa`] | fwknop-compatible SPA: decoder, encoder, policy, key files (and the replay-cache file) |
 //! | [`config`] | the validated configuration: the one place that rejects bad values |
 //! | [`log_budget`] | how many lines a flood may log per window, pure |
-//! | [`counters`] | what the server received and decided: atomics, no I/O |
+//! | [`counters`] | what the server received and decided: atomics and their wire format (the stats line), no I/O |
 //!
 //! **Shell: I/O rooms.** Sockets, threads, timers; they carry the core's
 //! verdicts out.
@@ -57,11 +57,9 @@
 //! |---|---|
 //! | [`cli`] | logging on stderr, stop signal, exit codes |
 //! | [`stdout`] | printing that a closed pipe cannot crash |
-//! | [`bench`](mod@bench) | the load generator behind `knock-bench`: traffic, probes, reports (to move to its own crate) |
 
 #![warn(missing_docs)]
 
-pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;

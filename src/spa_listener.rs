@@ -38,104 +38,28 @@ mod pipeline;
 mod setup;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::net::UdpSocket;
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::{debug, error, info};
 
+use crate::counters::SpaCounters;
 pub use crate::log_budget::{Admit, LogBudget};
 use crate::server::{Engine, Listener};
-use crate::spa::{Accepted, PortSpec, Proto, RejectReason, Rejected, ReplayCache, Verifier};
-pub use setup::{
-    DEFAULT_REPLAY_CACHE, SpaOptions, SpaSetup, SpaSetupError, open_tcp_ports, parse_max_age,
-    stanzas_without_hmac, stanzas_without_open_ports,
-};
+use crate::spa::{GrantPlan, PortSpec, RejectReason, Rejected, ReplayCache, Verifier};
+// The pure policy lives in `crate::spa::policy`; re-exported for the daemon.
+pub use crate::spa::{open_tcp_ports, stanzas_without_hmac, stanzas_without_open_ports};
+pub use setup::{DEFAULT_REPLAY_CACHE, SpaOptions, SpaSetup, SpaSetupError, parse_max_age};
 
 pub use pipeline::BATCH_MAX;
 
 /// Accepted packets waiting for the grant task; the committer blocks (and
 /// so do the readers) when it is full, nothing is dropped.
 const PLAN_QUEUE: usize = 1024;
-
-/// What the SPA listener has seen and decided.
-#[derive(Debug, Default)]
-pub struct SpaCounters {
-    /// Datagrams received.
-    pub received: AtomicU64,
-    /// Datagrams dropped inside the server: always 0 since the backlog is
-    /// kept in the kernel (kept for the stats format).
-    pub dropped: AtomicU64,
-    /// Packets accepted.
-    pub accepted: AtomicU64,
-    /// Packets rejected.
-    pub rejected: AtomicU64,
-    /// `(ip, tcp port)` grants handed to the engine.
-    pub grants: AtomicU64,
-}
-
-impl SpaCounters {
-    /// The counters now (served by `--stats-listen`).
-    pub fn snapshot(&self) -> crate::counters::SpaCountersSnapshot {
-        crate::counters::SpaCountersSnapshot {
-            received: self.received.load(Relaxed),
-            dropped: self.dropped.load(Relaxed),
-            accepted: self.accepted.load(Relaxed),
-            rejected: self.rejected.load(Relaxed),
-            grants: self.grants.load(Relaxed),
-        }
-    }
-
-    /// One line for the shutdown log.
-    pub fn summary(&self) -> String {
-        format!(
-            "received={} dropped={} accepted={} rejected={} grants={}",
-            self.received.load(Relaxed),
-            self.dropped.load(Relaxed),
-            self.accepted.load(Relaxed),
-            self.rejected.load(Relaxed),
-            self.grants.load(Relaxed)
-        )
-    }
-}
-
-/// What one accepted packet opens: tcp ports for an IP, for a time.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GrantPlan {
-    /// The address named in the packet (or its source for `0.0.0.0`).
-    pub ip: IpAddr,
-    /// TCP ports to open, in request order, without duplicates.
-    pub tcp_ports: Vec<u16>,
-    /// Requested specs that are not opened (udp, icmp, none).
-    pub skipped: Vec<PortSpec>,
-    /// How long access lasts (the packet's timeout capped by MAX_FW_TIMEOUT,
-    /// or FW_ACCESS_TIMEOUT; at least one second).
-    pub ttl: Duration,
-}
-
-impl GrantPlan {
-    /// The plan for an accepted packet.
-    pub fn for_accepted(accepted: &Accepted) -> Self {
-        let mut tcp_ports = Vec::new();
-        let mut skipped = Vec::new();
-        for spec in &accepted.ports {
-            match spec.proto {
-                Proto::Tcp if !tcp_ports.contains(&spec.port) => tcp_ports.push(spec.port),
-                Proto::Tcp => {}
-                _ => skipped.push(*spec),
-            }
-        }
-        GrantPlan {
-            ip: IpAddr::V4(accepted.allow_ip),
-            tcp_ports,
-            skipped,
-            ttl: Duration::from_secs(u64::from(accepted.timeout_secs.max(1))),
-        }
-    }
-}
 
 /// The SPA listener, ready to run: bound sockets, the decoder, the cache.
 #[derive(Debug)]

@@ -2,7 +2,7 @@
 //! metrics.
 //!
 //! A TCP listener on a loopback address: every connection gets one line of
-//! JSON ([`CountersSnapshot::to_json`](crate::counters::CountersSnapshot::to_json))
+//! JSON ([`stats_line`], the counters' wire format in [`crate::counters`])
 //! and is closed. Why this shape: any tool reads it (`nc 127.0.0.1 PORT`),
 //! it costs nothing while nobody asks (no timer, no file rewritten), and
 //! loopback only keeps the figures off the network.
@@ -20,9 +20,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tracing::info;
 
-use crate::counters::{Counters, json_object};
+use crate::counters::{Counters, SpaCounters, stats_line};
 use crate::service::accept_backoff::AcceptBackoff;
-use crate::spa_listener::SpaCounters;
 
 /// A stats address that was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -45,18 +44,6 @@ pub fn parse_stats_addr(text: &str) -> Result<SocketAddr, StatsAddrError> {
         return Err(StatsAddrError::NotLoopback(text.to_string()));
     }
     Ok(addr)
-}
-
-/// The stats line: the knock counters, then the SPA listener's (`spa_`
-/// fields) when SPA is on.
-pub fn stats_line(counters: &Counters, spa: Option<&SpaCounters>) -> String {
-    let mut fields = counters.snapshot().fields().to_vec();
-    if let Some(spa) = spa {
-        fields.extend(spa.snapshot().fields());
-    }
-    let mut line = json_object(&fields);
-    line.push('\n');
-    line
 }
 
 /// Answers every connection on `listener` with the counters (and the SPA

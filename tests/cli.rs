@@ -43,6 +43,10 @@ fn the_server_refuses_bad_values_with_exit_2() {
     refused(server_with(&["--max-tracked", "0"]), "--max-tracked");
     refused(server_with(&["--firewall", "pf"]), "pf");
     refused(
+        server_with(&["--iptables-position", "middle"]),
+        "first, last",
+    );
+    refused(
         server_with(&["--sequence", "1234,2222", "--protected-port", "2222"]),
         "protected port 2222 is also in the knock sequence",
     );

@@ -12,6 +12,7 @@ mod crash;
 mod instance;
 mod iptables_rules;
 mod lab;
+mod leftovers;
 mod life;
 mod privilege;
 mod reload;

@@ -15,6 +15,7 @@ mod fd_exhaustion;
 mod firewall;
 mod gate_limits;
 mod knock_log;
+mod library_shape;
 mod netns_e2e;
 mod scripts;
 mod spa_burst;

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 
@@ -22,7 +23,7 @@ use portknock::config::{
     self, GlobalOverrides, Globals, Reveal, SeedFlags, Sequence, ServerConfig, SpaSettings,
 };
 use portknock::firewall::instance::{Instance, InstanceError};
-use portknock::firewall::{FirewallKind, Position};
+use portknock::firewall::{FirewallKind, FirewallOptions, Position, leftovers};
 use portknock::gate;
 use portknock::server::daemon::{self, ConfigSource, DaemonError, GateTuning, Reloads};
 use portknock::spa::DEFAULT_SPA_PORT;
@@ -61,7 +62,8 @@ struct Args {
 
     /// Firewall backend. auto: nftables where usable, else iptables, else
     /// the userspace gate (no privileges needed).
-    #[arg(long, value_enum, default_value_t = FirewallKind::Auto)]
+    #[arg(long, default_value_t = FirewallKind::Auto,
+          value_parser = PossibleValuesParser::new(FirewallKind::NAMES).try_map(|s| s.parse::<FirewallKind>()))]
     firewall: FirewallKind,
 
     /// Kernel backends: do not keep connections opened during a grant once
@@ -158,7 +160,8 @@ struct Args {
     /// iptables: where the jump to our chain goes in INPUT. first: a grant
     /// wins over the admin's later INPUT rules; last: the admin's own
     /// INPUT rules (e.g. a DROP of an address) win.
-    #[arg(long, value_enum, default_value_t = Position::First)]
+    #[arg(long, default_value_t = Position::First,
+          value_parser = PossibleValuesParser::new(Position::NAMES).try_map(|s| s.parse::<Position>()))]
     iptables_position: Position,
 
     /// Read the configuration (global settings and doors) from this TOML
@@ -226,6 +229,8 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     cli::init_tracing(args.verbose, config.globals().log_level.word());
+    // A userspace gate behind rules a crashed kernel-backend run left.
+    let _ = leftovers::check_at_start(config.globals().firewall, &guarded(&config, &args));
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => return fail(&err, EXIT_FAILURE),
@@ -249,6 +254,20 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => fail(&err, err.exit_code()),
+    }
+}
+
+/// What a kernel backend of this configuration would protect: for the
+/// leftover-rules check (`firewall::leftovers`) before the daemon starts.
+fn guarded(config: &ServerConfig, args: &Args) -> FirewallOptions {
+    let g = config.globals();
+    let door = daemon::door_settings(config).ok().flatten();
+    let port = door.map_or(args.protected_port, |door| door.protected_port);
+    FirewallOptions {
+        ports: vec![port],
+        keep_established: g.keep_established,
+        instance: g.instance.clone(),
+        position: g.iptables_position,
     }
 }
 

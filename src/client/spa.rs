@@ -78,6 +78,9 @@ pub enum SpaClientError {
         "the client sends from {0}, not an IPv4 address: SPA names an IPv4 address, give --allow-ip"
     )]
     NotIpv4(IpAddr),
+    /// The address we would send from could not be found.
+    #[error(transparent)]
+    Local(#[from] ClientError),
 }
 
 /// Largest client timeout fwknopd accepts (libfko's `2 << 15`).
@@ -291,13 +294,13 @@ pub fn allow_address(
     choice: AllowChoice,
     target: SocketAddr,
     source: Option<IpAddr>,
-) -> Result<Ipv4Addr, anyhow::Error> {
+) -> Result<Ipv4Addr, SpaClientError> {
     Ok(match choice {
         AllowChoice::Ip(ip) => ip,
         AllowChoice::Source => Ipv4Addr::UNSPECIFIED,
         AllowChoice::Local => match super::sending_address(target, source)?.to_canonical() {
             IpAddr::V4(ip) => ip,
-            other => return Err(SpaClientError::NotIpv4(other).into()),
+            other => return Err(SpaClientError::NotIpv4(other)),
         },
     })
 }

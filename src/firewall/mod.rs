@@ -11,6 +11,8 @@
 //!
 //! [`select::open`] picks one for `--firewall`, checking privileges and tools
 //! first so a missing capability is one clear line at start-up.
+//! [`leftovers`] lets a userspace-gate start notice (and, privileged,
+//! remove) the DROP rules a crashed kernel-backend run left behind.
 //!
 //! Kernel backends keep their rules equal to the grant table even when
 //! someone else changes them (a firewall reload, `nft flush ruleset`,
@@ -33,6 +35,7 @@
 
 pub mod instance;
 pub mod iptables;
+pub mod leftovers;
 pub mod nft_monitor;
 pub mod nft_netlink;
 pub mod nftables;
@@ -43,6 +46,7 @@ pub mod userspace;
 
 use std::fmt;
 use std::net::IpAddr;
+use std::str::FromStr;
 use std::time::Duration;
 
 use thiserror::Error;
@@ -50,7 +54,7 @@ use thiserror::Error;
 use instance::Instance;
 
 /// Where the iptables jump to our chain goes in INPUT (`--iptables-position`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Position {
     /// Inserted first: a grant wins over the admin's later INPUT rules.
     #[default]
@@ -236,7 +240,7 @@ pub trait Firewall: Send {
 }
 
 /// Which backend the server uses (`--firewall`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FirewallKind {
     /// nftables where usable, else iptables, else userspace.
     #[default]
@@ -249,6 +253,17 @@ pub enum FirewallKind {
     Nftables,
 }
 
+impl FirewallKind {
+    /// Every kind, as `--firewall` names it (the order of the help).
+    pub const NAMES: [&'static str; 4] = ["auto", "userspace", "iptables", "nftables"];
+    const ALL: [FirewallKind; 4] = [
+        FirewallKind::Auto,
+        FirewallKind::Userspace,
+        FirewallKind::Iptables,
+        FirewallKind::Nftables,
+    ];
+}
+
 impl fmt::Display for FirewallKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -257,5 +272,99 @@ impl fmt::Display for FirewallKind {
             FirewallKind::Iptables => "iptables",
             FirewallKind::Nftables => "nftables",
         })
+    }
+}
+
+impl FromStr for FirewallKind {
+    type Err = UnknownName;
+
+    /// Parses a name of [`FirewallKind::NAMES`] (exact, lower case).
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|kind| kind.to_string() == text)
+            .ok_or_else(|| UnknownName::new("firewall backend", text, &Self::NAMES))
+    }
+}
+
+impl Position {
+    /// Every position, as `--iptables-position` names it.
+    pub const NAMES: [&'static str; 2] = ["first", "last"];
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Position::First => "first",
+            Position::Last => "last",
+        })
+    }
+}
+
+impl FromStr for Position {
+    type Err = UnknownName;
+
+    /// Parses `first` or `last` (exact, lower case).
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "first" => Ok(Position::First),
+            "last" => Ok(Position::Last),
+            _ => Err(UnknownName::new("iptables position", text, &Self::NAMES)),
+        }
+    }
+}
+
+/// A name that is none of a firewall setting's values ([`FirewallKind`],
+/// [`Position`]); the message lists the values that are.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("unknown {what} '{given}': expected one of {expected}")]
+pub struct UnknownName {
+    /// What was being named.
+    pub what: &'static str,
+    /// The text given.
+    pub given: String,
+    /// The accepted names, comma-separated.
+    pub expected: String,
+}
+
+impl UnknownName {
+    fn new(what: &'static str, given: &str, names: &[&str]) -> Self {
+        Self {
+            what,
+            given: given.to_owned(),
+            expected: names.join(", "),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_and_position_reads_back_its_own_name() {
+        for name in FirewallKind::NAMES {
+            assert_eq!(name.parse::<FirewallKind>().unwrap().to_string(), name);
+        }
+        for name in Position::NAMES {
+            assert_eq!(name.parse::<Position>().unwrap().to_string(), name);
+        }
+        assert_eq!("nftables".parse(), Ok(FirewallKind::Nftables));
+        assert_eq!("last".parse(), Ok(Position::Last));
+    }
+
+    #[test]
+    fn an_unknown_name_is_refused_with_the_names_that_exist() {
+        let err = "pf".parse::<FirewallKind>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown firewall backend 'pf': expected one of auto, userspace, iptables, nftables"
+        );
+        let err = "First".parse::<Position>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown iptables position 'First': expected one of first, last"
+        );
+        assert!("".parse::<FirewallKind>().is_err());
     }
 }

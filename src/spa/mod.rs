@@ -17,6 +17,7 @@
 //! | `encoder.rs` | [`encode`]: what our client sends |
 //! | `message.rs` | the plaintext fields, [`SpaMessage`] |
 //! | `port_spec.rs` | [`PortSpec`]: `tcp/22` |
+//! | `policy.rs` | [`GrantPlan`]: what an accepted packet opens; [`open_tcp_ports`] |
 //! | `cipher.rs` | salted AES-256-CBC with `EVP_BytesToKey` |
 //! | `digest.rs` | [`DigestType`]: hashes and HMACs |
 //! | `keys.rs` | [`SpaKeys`], secrets redacted from `Debug` |
@@ -39,6 +40,7 @@ mod key_file;
 mod keygen;
 mod keys;
 mod message;
+mod policy;
 mod port_spec;
 mod replay;
 mod replay_file;
@@ -60,6 +62,7 @@ pub use key_file::{KeyFileError, LooseMode, MAX_KEY_FILE_LEN};
 pub use keygen::{GeneratedKeys, KeyGenError};
 pub use keys::{EncryptionMode, KeyError, SecretBytes, SpaKeys};
 pub use message::{BadPortSpec, MessageError, MessageType, PortSpec, Proto, SpaMessage};
+pub use policy::{GrantPlan, open_tcp_ports, stanzas_without_hmac, stanzas_without_open_ports};
 pub use replay::{
     MAX_ENTRIES as MAX_REPLAY_ENTRIES, MAX_FILE_LEN as MAX_REPLAY_FILE_LEN, ReplayCache,
     ReplayDigest, ReplayError, ReplayStore,

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use crate::spa::{
-    AccessConfError, AccessConfOptions, AccessStanza, ConfWarning, LooseMode, Proto, ReplayCache,
-    ReplayError, ServerPolicy, Verifier, load_access_conf,
+    AccessConfError, AccessConfOptions, ConfWarning, LooseMode, ReplayCache, ReplayError,
+    ServerPolicy, Verifier, load_access_conf,
 };
 
 /// Default replay cache: fwknopd keeps its digest cache under /var/lib
@@ -127,39 +127,6 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     builder.create(dir)
 }
 
-/// The TCP ports the stanzas' OPEN_PORTS allow, sorted, without duplicates:
-/// what kernel backends must drop by default besides the protected port.
-pub fn open_tcp_ports(stanzas: &[AccessStanza]) -> Vec<u16> {
-    let mut ports: Vec<u16> = stanzas
-        .iter()
-        .flat_map(|s| s.open_ports.iter().flatten())
-        .filter(|p| p.proto == Proto::Tcp)
-        .map(|p| p.port)
-        .collect();
-    ports.sort_unstable();
-    ports.dedup();
-    ports
-}
-
-/// Lines of the stanzas without OPEN_PORTS (any port may be requested).
-pub fn stanzas_without_open_ports(stanzas: &[AccessStanza]) -> Vec<usize> {
-    stanzas
-        .iter()
-        .filter(|s| s.open_ports.is_none())
-        .map(|s| s.line)
-        .collect()
-}
-
-/// Lines of the stanzas without an HMAC key (`--spa-allow-no-hmac`): their
-/// packets are unauthenticated, so the server warns about each at start.
-pub fn stanzas_without_hmac(stanzas: &[AccessStanza]) -> Vec<usize> {
-    stanzas
-        .iter()
-        .filter(|s| s.keys.hmac_key.is_none())
-        .map(|s| s.line)
-        .collect()
-}
-
 /// Parses `--spa-max-age`: whole seconds from 1 to one day.
 pub fn parse_max_age(text: &str) -> Result<u64, String> {
     match text.trim().parse::<u64>() {
@@ -173,19 +140,6 @@ pub fn parse_max_age(text: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spa::parse_access_conf;
-
-    #[test]
-    fn open_tcp_ports_are_the_union_of_the_stanzas_tcp_ports() {
-        let conf = "SOURCE ANY\nKEY k1\nHMAC_KEY h1\nOPEN_PORTS tcp/22,udp/53,tcp/80\n\n\
-                    SOURCE ANY\nKEY k2\nHMAC_KEY h2\nOPEN_PORTS tcp/22,tcp/443\n\n\
-                    SOURCE ANY\nKEY k3\nHMAC_KEY h3\n";
-        let stanzas = parse_access_conf(conf, AccessConfOptions::default())
-            .unwrap()
-            .stanzas;
-        assert_eq!(open_tcp_ports(&stanzas), vec![22, 80, 443]);
-        assert_eq!(stanzas_without_open_ports(&stanzas), vec![11]);
-    }
 
     #[test]
     fn max_age_is_whole_seconds_in_range() {

@@ -11,54 +11,13 @@ use crate::counters::Counters;
 use crate::firewall::recording::{Call, CallLog, RecordingFirewall};
 use crate::server::{ServerSettings, bind_udp, run_with};
 use crate::spa::{
-    AccessConfOptions, DigestType, EncryptionMode, MessageType, ServerPolicy, SpaKeys, SpaMessage,
-    SpaRequest, encode, parse_access_conf,
+    AccessConfOptions, DigestType, EncryptionMode, ServerPolicy, SpaKeys, SpaRequest, encode,
+    parse_access_conf,
 };
 
 const KEY: &str = "kB+G5+KiLS8N2x64DYM+VuPU+Gj7A7uITpF9Y4Ozqms=";
 const HMAC: &str =
     "vxdRyChqWMLurmUWJPUNWLPlMI57H9zvx/Gzdt7sS0FtjArdSOTNzBiw9D3HSVKV64jQv4fCM0BHc9VV3SCrjg==";
-
-fn accepted(ports: &[&str], timeout_secs: u32) -> Accepted {
-    let ports: Vec<PortSpec> = ports.iter().map(|p| p.parse().unwrap()).collect();
-    Accepted {
-        allow_ip: Ipv4Addr::new(127, 0, 0, 9),
-        ports: ports.clone(),
-        timeout_secs,
-        stanza: 0,
-        replay_digest: String::new(),
-        message: SpaMessage {
-            rand_val: "1234567890123456".into(),
-            username: "u".into(),
-            timestamp: 0,
-            version: "3.0.0".into(),
-            msg_type: MessageType::Access,
-            message: String::new(),
-            allow_ip: Ipv4Addr::new(127, 0, 0, 9),
-            ports,
-            nat_access: None,
-            server_auth: None,
-            client_timeout: 0,
-            digest_type: DigestType::Sha256,
-        },
-    }
-}
-
-#[test]
-fn plans_open_each_tcp_port_once_and_skip_the_rest() {
-    let plan = GrantPlan::for_accepted(&accepted(&["tcp/22", "udp/53", "tcp/22", "tcp/80"], 45));
-    assert_eq!(plan.ip, IpAddr::from([127, 0, 0, 9]));
-    assert_eq!(plan.tcp_ports, vec![22, 80]);
-    assert_eq!(plan.skipped, vec!["udp/53".parse().unwrap()]);
-    assert_eq!(plan.ttl, Duration::from_secs(45));
-    let zero = GrantPlan::for_accepted(&accepted(&["icmp/1"], 0));
-    assert!(zero.tcp_ports.is_empty());
-    assert_eq!(
-        zero.ttl,
-        Duration::from_secs(1),
-        "a grant lasts at least 1 s"
-    );
-}
 
 fn keys() -> SpaKeys {
     use base64::Engine as _;

@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use super::BenchError;
-use crate::counters::{CountersSnapshot, SpaCountersSnapshot};
+use portknock::counters::{CountersSnapshot, SpaCountersSnapshot};
 
 /// Reads the counters from a `--stats-listen` endpoint.
 pub fn read_counters(addr: SocketAddr) -> Result<CountersSnapshot, BenchError> {

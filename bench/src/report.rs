@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::counters::{CountersSnapshot, SpaCountersSnapshot};
+use portknock::counters::{CountersSnapshot, SpaCountersSnapshot};
 
 /// Median and tail of a set of latencies.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -1,6 +1,7 @@
-//! The load generator behind `knock-bench`: offers a knock server a known
-//! load from many 127.x sources, and reports what it decided and how fast
-//! access opened.
+//! knock-bench, the load generator: offers a knock server a known load
+//! from many 127.x sources, and reports what it decided and how fast
+//! access opened. A workspace member beside its scripts in `bench/`, so
+//! the `portknock` library's API is the product's alone.
 //!
 //! Modes ([`Mode`]): paced complete sequences, interleaved sequences (all
 //! first knocks, then all second, ...), knock-to-open latency (one
@@ -55,7 +56,7 @@ pub enum BenchError {
     NoSpaKeys,
     /// An SPA packet could not be encoded.
     #[error("cannot encode an SPA packet: {0}")]
-    Encode(#[from] crate::spa::EncodeError),
+    Encode(#[from] portknock::spa::EncodeError),
     /// The stats endpoint answered something else than counters.
     #[error("the stats endpoint {addr} answered {text:?}, not counters")]
     BadStats {

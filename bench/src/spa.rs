@@ -36,8 +36,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::report::{LatencySummary, Report, SpaFigures};
 use super::sender::{BATCH, Packet, Sender, source_at};
 use super::{BenchConfig, BenchError, observe, pacing::flood_allowance, probe};
-use crate::counters::SpaCountersSnapshot;
-use crate::spa::{PortSpec, Proto, SpaKeys, SpaRequest, encode};
+use portknock::counters::SpaCountersSnapshot;
+use portknock::spa::{PortSpec, Proto, SpaKeys, SpaRequest, encode};
 
 /// Longest SPA run: packets are stamped when encoded, before the run, and
 /// servers refuse them once older than their age window (120 s default).
@@ -386,7 +386,7 @@ fn flush(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spa::{
+    use portknock::spa::{
         AccessConfOptions, DigestType, EncryptionMode, ReplayCache, ServerPolicy, Verdict,
         Verifier, parse_access_conf,
     };

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use portknock::bench::spa::{MAX_RUN, OpenedBy, SpaLoad};
-use portknock::bench::{self, BenchConfig, Mode};
+use knock_bench::spa::{MAX_RUN, OpenedBy, SpaLoad};
+use knock_bench::{self as bench, BenchConfig, Mode};
 use portknock::cli::{self, EXIT_FAILURE, EXIT_USAGE};
 use portknock::config::{self, Sequence};
 use portknock::spa::{DEFAULT_SPA_PORT, DigestType};
@@ -156,11 +156,11 @@ fn main() -> ExitCode {
             "invalid --rate '{}': expected 0 or a positive number",
             args.rate
         );
-        return cli::fail("knock-bench", &err, EXIT_USAGE);
+        return cli::fail("knock-bench", err.as_ref(), EXIT_USAGE);
     }
     let spa = match spa_load(&args) {
         Ok(spa) => spa,
-        Err(err) => return cli::fail("knock-bench", &err, EXIT_USAGE),
+        Err(err) => return cli::fail("knock-bench", err.as_ref(), EXIT_USAGE),
     };
     let config = BenchConfig {
         mode: args.mode,
@@ -181,7 +181,7 @@ fn main() -> ExitCode {
     };
     let report = match bench::run(&config) {
         Ok(report) => report,
-        Err(err) => return cli::fail("knock-bench", &err.into(), EXIT_FAILURE),
+        Err(err) => return cli::fail("knock-bench", &err, EXIT_FAILURE),
     };
     let text = if args.json {
         report.to_json()
@@ -193,7 +193,7 @@ fn main() -> ExitCode {
             if let Err(err) = std::fs::write(path, text) {
                 let err =
                     anyhow::Error::new(err).context(format!("cannot write {}", path.display()));
-                return cli::fail("knock-bench", &err, EXIT_FAILURE);
+                return cli::fail("knock-bench", err.as_ref(), EXIT_FAILURE);
             }
         }
         None => {
