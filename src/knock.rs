@@ -96,6 +96,7 @@ use crate::config::{Door, KnockPort, KnockRules};
 mod doors;
 mod judge;
 mod ledger;
+mod reload;
 mod table;
 mod verdict;
 
