@@ -53,6 +53,11 @@
 //!   (no second grant, no lockout), while a knock on the first port starts
 //!   afresh (so a one-port sequence, or one whose last port is its first,
 //!   renews as before) and any other knock is judged as a fresh start.
+//!   A completed sequence is kept only while there is room: any newcomer
+//!   to a full table displaces it first, and it never goes to the ledger,
+//!   so a sustained load of real clients does not fill the table with
+//!   sequences that are done (losing one costs only the tolerance of a
+//!   late copy of its last knock).
 //! - **Eviction never turns into a lockout.** The table is bounded by
 //!   `max_tracked` in total: an entry is a `(source, door)` pair, or a
 //!   source's lockout (with several doors, under a key no door uses).
@@ -102,7 +107,7 @@ mod verdict;
 
 use doors::Doors;
 use ledger::{Fingerprint, Ledger};
-use table::{Entries, Key, LOCKED, Order};
+use table::{COMPLETED, Entries, Key, LOCKED, Order};
 pub use verdict::{DoorId, Judged, TrackerStats, Verdict};
 
 /// Age after which a first knock in the table is no longer displaced by a
@@ -130,6 +135,9 @@ enum Newcomer {
     FirstKnock,
     Advanced,
     Lockout,
+    /// A completed sequence: kept only while there is room, displaced
+    /// first by any newcomer and never written to the ledger.
+    Completed,
 }
 
 /// Tracks every source IP's progress through each door's knock sequence.
@@ -154,6 +162,8 @@ pub struct KnockTracker {
     advanced_order: Order,
     /// Lockouts by end, soonest first.
     lockout_order: Order,
+    /// Completed sequences, oldest first.
+    completed_order: Order,
     ledger: Ledger,
     stats: TrackerStats,
     /// Verdicts of [`KnockTracker::knock`], reused (no allocation per knock).
@@ -187,6 +197,7 @@ impl KnockTracker {
             entries: Entries::new(max_tracked),
             first_order: Order::new(),
             advanced_order: Order::new(),
+            completed_order: Order::new(),
             lockout_order: Order::new(),
             ledger: Ledger::new(max_tracked.saturating_mul(LEDGER_PER_TRACKED)),
             stats: TrackerStats::default(),
@@ -254,7 +265,11 @@ impl KnockTracker {
     /// fresh meanwhile: every lookup checks the window).
     fn prune_ticks(&mut self, t: u64) {
         let window = self.doors.max_window;
-        for which in [Newcomer::FirstKnock, Newcomer::Advanced] {
+        for which in [
+            Newcomer::FirstKnock,
+            Newcomer::Advanced,
+            Newcomer::Completed,
+        ] {
             while let Some(at) = self.order(which).front() {
                 if t.saturating_sub(self.entries.slot(at).at) <= window {
                     break;
@@ -286,6 +301,11 @@ impl KnockTracker {
             }
             None => {
                 if self.entries.len() >= self.max_tracked && !self.make_room(kind_of(state), at) {
+                    if state == COMPLETED {
+                        // No room: a completed sequence is simply not kept.
+                        self.stats.completed_dropped += 1;
+                        return;
+                    }
                     let fp = fp.unwrap_or_else(|| self.ledger.fingerprint(&key));
                     self.stats.forgotten += self.ledger.remember(fp, state, at);
                     self.stats.evictions += 1;
@@ -298,6 +318,7 @@ impl KnockTracker {
             Newcomer::FirstKnock => &mut self.first_order,
             Newcomer::Advanced => &mut self.advanced_order,
             Newcomer::Lockout => &mut self.lockout_order,
+            Newcomer::Completed => &mut self.completed_order,
         };
         order.push_back(&mut self.entries, slot);
     }
@@ -308,19 +329,24 @@ impl KnockTracker {
         let first = self.first_order.front();
         let advanced = self.advanced_order.front();
         let lockout = self.lockout_order.front();
-        let victim = match kind {
+        // A completed sequence goes first, to anyone: it only serves to
+        // tolerate a copy of its last knock.
+        let victim = self.completed_order.front().or(match kind {
             Newcomer::FirstKnock => first
                 .filter(|&at| t.saturating_sub(self.entries.slot(at).at) < nanos(SETTLED))
                 .or(lockout),
             Newcomer::Advanced => first.or(advanced).or(lockout),
             Newcomer::Lockout => lockout.or(first).or(advanced),
-        };
+            Newcomer::Completed => None,
+        });
         let Some(at) = victim else {
             return false;
         };
         let slot = *self.entries.slot(at);
         if slot.state == LOCKED {
             self.stats.lockouts_evicted += 1;
+        } else if slot.state == COMPLETED {
+            self.stats.completed_dropped += 1;
         } else {
             let fp = self.ledger.fingerprint(&slot.key());
             self.stats.forgotten += self.ledger.remember(fp, slot.state, slot.at);
@@ -340,6 +366,7 @@ impl KnockTracker {
             Newcomer::FirstKnock => &self.first_order,
             Newcomer::Advanced => &self.advanced_order,
             Newcomer::Lockout => &self.lockout_order,
+            Newcomer::Completed => &self.completed_order,
         }
     }
 
@@ -357,6 +384,7 @@ impl KnockTracker {
             Newcomer::FirstKnock => &mut self.first_order,
             Newcomer::Advanced => &mut self.advanced_order,
             Newcomer::Lockout => &mut self.lockout_order,
+            Newcomer::Completed => &mut self.completed_order,
         };
         order.unlink(&mut self.entries, at);
     }
@@ -366,6 +394,7 @@ impl KnockTracker {
 fn kind_of(state: u8) -> Newcomer {
     match state {
         LOCKED => Newcomer::Lockout,
+        COMPLETED => Newcomer::Completed,
         1 => Newcomer::FirstKnock,
         _ => Newcomer::Advanced,
     }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::KnockPort;
 
-use super::table::{Key, LOCKED};
+use super::table::{COMPLETED, Key, LOCKED};
 use super::{DoorId, Judged, KnockTracker, Verdict, nanos, to_state};
 
 impl KnockTracker {
@@ -131,7 +131,11 @@ impl KnockTracker {
             // A LOCKED slot here (one door: the lockout's own entry) has
             // ended, or the knock would have been ignored: a fresh start.
             if slot.state != LOCKED && t.saturating_sub(slot.at) <= window {
-                progress = Some((usize::from(slot.state), slot.at));
+                let matched = match slot.state {
+                    COMPLETED => total,
+                    state => usize::from(state),
+                };
+                progress = Some((matched, slot.at));
             }
         } else if !self.ledger.is_empty() {
             let fp = self.ledger.fingerprint(&key);
@@ -147,12 +151,9 @@ impl KnockTracker {
         let (matched, first) = match progress {
             // Completed within the window: a copy of the last knock changes
             // nothing; any other knock starts afresh (see the module doc).
-            Some((done, first)) if done == total => {
+            Some((done, _)) if done == total => {
                 if knock == sequence[total - 1] && knock != sequence[0] {
                     self.stats.duplicates += 1;
-                    if let (None, Some(fp)) = (found, fingerprint) {
-                        self.stats.forgotten += self.ledger.remember(fp, to_state(total), first);
-                    }
                     return Some(Verdict::Progress {
                         ip,
                         matched: total,
@@ -186,9 +187,10 @@ impl KnockTracker {
         let done = matched + 1;
         if done == total {
             if total > 1 {
-                // Kept as completed until the window ends, so a copy of
-                // this last knock is a duplicate, not a wrong knock.
-                self.place(found, key, to_state(total), first, fingerprint);
+                // Kept as completed until the window ends (while there is
+                // room), so a copy of this last knock is a duplicate, not a
+                // wrong knock.
+                self.place(found, key, COMPLETED, first, fingerprint);
             } else if let Some(at) = found {
                 self.drop_entry(at);
             }

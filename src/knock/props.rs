@@ -105,8 +105,8 @@ fn run(rules: &KnockRules, steps: &[Step]) -> Vec<(IpAddr, u16, Instant, Verdict
 }
 
 /// Runs `steps`; with `stop_at_loss`, stops before the first knock after
-/// the tracker lost state to its bound (a lockout dropped or progress the
-/// ledger forgot), the only way eviction may change a verdict.
+/// the tracker lost state to its bound (a lockout dropped, progress the
+/// ledger forgot, or a completed sequence dropped), the only way eviction may change a verdict.
 fn run_until_lossy(
     rules: &KnockRules,
     steps: &[Step],
@@ -117,7 +117,7 @@ fn run_until_lossy(
     let mut out = Vec::new();
     for &(host, port, delta) in steps {
         let stats = tracker.stats();
-        if stop_at_loss && stats.forgotten + stats.lockouts_evicted > 0 {
+        if stop_at_loss && stats.forgotten + stats.lockouts_evicted + stats.completed_dropped > 0 {
             break;
         }
         now += Duration::from_millis(delta);

@@ -21,6 +21,9 @@ use std::net::{IpAddr, Ipv6Addr};
 const NIL: u32 = u32::MAX;
 /// `Slot::state` of a lockout; anything else is the number of knocks matched.
 pub(super) const LOCKED: u8 = u8::MAX;
+/// `Slot::state` of a source that completed its door's sequence (kept so a
+/// copy of its last knock is a duplicate). Above any sequence length.
+pub(super) const COMPLETED: u8 = u8::MAX - 1;
 
 /// A source address as 16 bytes (IPv4 as its mapped IPv6 form, so one
 /// key type serves both families; the tracker canonicalises first) and
@@ -77,7 +80,7 @@ pub(super) struct Slot {
     pub(super) at: u64,
     prev: u32,
     next: u32,
-    /// [`LOCKED`], or the knocks matched so far.
+    /// [`LOCKED`], [`COMPLETED`], or the knocks matched so far.
     pub(super) state: u8,
 }
 

@@ -89,6 +89,34 @@ fn after_a_grant_another_knock_than_the_last_or_first_port_is_a_wrong_knock() {
 }
 
 #[test]
+fn a_completed_sequence_is_displaced_first_and_never_ledgered() {
+    // A full table of completed sequences (a sustained load of real
+    // clients): a new client's first knock takes a slot at once instead of
+    // going to the ledger, and its sequence completes.
+    let mut t = KnockTracker::new(&rules("1234,5678", 10));
+    let t0 = Instant::now();
+    for n in 0..10u8 {
+        t.knock(ip(100 + n), 1234, t0);
+        assert!(matches!(
+            t.knock(ip(100 + n), 5678, t0),
+            Verdict::Grant { .. }
+        ));
+    }
+    assert_eq!(t.tracked(), 10);
+    let later = t0 + Duration::from_millis(10);
+    t.knock(ip(1), 1234, later);
+    assert!(matches!(t.knock(ip(1), 5678, later), Verdict::Grant { .. }));
+    assert_eq!(t.stats().restored, 0, "nothing went through the ledger");
+    assert_eq!(t.stats().forgotten, 0);
+    // The displaced completed source's copy of its last knock is now a
+    // fresh start (a wrong knock), the price of a full table.
+    assert!(matches!(
+        t.knock(ip(100), 5678, later),
+        Verdict::LockedOut { .. }
+    ));
+}
+
+#[test]
 fn a_one_port_sequence_renews_on_every_knock() {
     let mut t = KnockTracker::new(&rules("1234", 100));
     let t0 = Instant::now();
@@ -556,9 +584,10 @@ fn a_flood_of_new_sources_holds_the_table_at_its_bound_and_spares_the_newest() {
         }
     }
     assert_eq!(t.tracked(), bound);
-    // The granted client stays as completed (one slot): the newest
-    // `bound - 1` flood sources fill the rest.
-    assert_eq!(t.oldest_in_progress(), Some(flood(n - bound as u32 + 1)));
+    // The granted client's completed sequence went first (a completed
+    // sequence is displaced before anything else): the newest `bound`
+    // flood sources fill the table.
+    assert_eq!(t.oldest_in_progress(), Some(flood(n - bound as u32)));
     assert_eq!(t.stats().evictions, u64::from(n) - bound as u64 + 1);
     // The table stays under 128 bytes an entry; the ledger adds two
     // records of under 40 bytes (16 in the ring, the rest its index).

@@ -91,6 +91,9 @@ pub struct TrackerStats {
     pub forgotten: u64,
     /// Lockouts dropped to make room (those sources may knock again).
     pub lockouts_evicted: u64,
+    /// Completed sequences dropped to make room, or not kept for lack of
+    /// it (a copy of their last knock is then judged afresh).
+    pub completed_dropped: u64,
     /// Knocks ignored for a door because the source is outside its
     /// `allow` list (one per door).
     pub not_allowed: u64,
