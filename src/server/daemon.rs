@@ -223,13 +223,14 @@ pub async fn run_with(
     if let (true, Some(&first)) = (userspace, gate_ports.first()) {
         let mut bound = Vec::new();
         for &port in &gate_ports {
-            let listeners = net::bind_each(&binds, port, net::tcp_listener).map_err(
-                |(addr, source)| DaemonError::Bind {
-                    what: "on the protected port tcp",
-                    addr,
-                    source,
-                },
-            )?;
+            let listeners =
+                net::bind_each(&binds, port, net::tcp_listener).map_err(|(addr, source)| {
+                    DaemonError::Bind {
+                        what: "on the protected port tcp",
+                        addr,
+                        source,
+                    }
+                })?;
             bound.extend(listeners);
         }
         let settings = gate_settings(&globals, first, tuning);

@@ -21,9 +21,9 @@ use tracing::info;
 
 use super::{Engine, ServerSettings};
 use crate::config::Door;
-use crate::knock::DoorId;
 use crate::firewall::FirewallError;
 use crate::firewall_worker::Reconfigurer;
+use crate::knock::DoorId;
 
 /// New rules for a running server.
 #[derive(Debug)]
@@ -83,7 +83,8 @@ impl Engine {
         };
         for (ip, port) in revoked {
             info!(%ip, port, "access revoked: its door was removed");
-            self.queue(crate::firewall::Change::Revoke { ip, port }).await;
+            self.queue(crate::firewall::Change::Revoke { ip, port })
+                .await;
         }
         self.wake_expiry.notify_one();
         kept

@@ -20,7 +20,14 @@ fn door(name: &str, ports: &str, protected: u16) -> Door {
         lockout: 5 * SEC,
     };
     let protected = vec![ProtectedPort::tcp(protected)];
-    Door::new(name.parse().unwrap(), sequence, timing, protected, AllowList::everything()).unwrap()
+    Door::new(
+        name.parse().unwrap(),
+        sequence,
+        timing,
+        protected,
+        AllowList::everything(),
+    )
+    .unwrap()
 }
 
 fn settings(doors: Vec<Door>) -> ServerSettings {
@@ -77,7 +84,10 @@ async fn a_reload_keeps_unchanged_doors_resets_changed_ones_and_revokes_removed_
         door("web", "3000,3002", 80),
     ]);
     tokio::time::advance(SEC).await;
-    assert!(!engine.reconfigure(&new).await, "a door changed: not all kept");
+    assert!(
+        !engine.reconfigure(&new).await,
+        "a door changed: not all kept"
+    );
     assert_eq!(drain(&mut queued), vec![(ip(3), 8080, false)]);
     assert_eq!(engine.open_grants(), 1, "web's grant stays");
 

@@ -91,7 +91,10 @@ allow = ["127.0.0.16/28"]
 fn start(dir: &Path, text: &str) -> (Running, std::path::PathBuf) {
     let path = dir.join("portknock.toml");
     std::fs::write(&path, text).unwrap();
-    (Running::start(file::load(&path).unwrap(), Some(&path)), path)
+    (
+        Running::start(file::load(&path).unwrap(), Some(&path)),
+        path,
+    )
 }
 
 fn reset(source: &str, port: u16) -> bool {
@@ -106,9 +109,18 @@ fn three_doors_each_open_their_own_ports_for_the_knocker_only() {
     let (running, _) = start(dir.path(), &ports.file(&ports.web(), ""));
 
     assert!(opens_within("127.0.0.2", &ports.ssh(), p[0], LIMIT));
-    assert!(served(&connect_from("127.0.0.2", loopback(p[1]))), "ssh's second port");
-    assert!(reset("127.0.0.2", p[2]) && reset("127.0.0.2", p[3]), "only ssh's ports");
-    assert!(reset("127.0.0.3", p[0]) && reset("127.0.0.3", p[1]), "the knocker only");
+    assert!(
+        served(&connect_from("127.0.0.2", loopback(p[1]))),
+        "ssh's second port"
+    );
+    assert!(
+        reset("127.0.0.2", p[2]) && reset("127.0.0.2", p[3]),
+        "only ssh's ports"
+    );
+    assert!(
+        reset("127.0.0.3", p[0]) && reset("127.0.0.3", p[1]),
+        "the knocker only"
+    );
 
     assert!(opens_within("127.0.0.4", &ports.web(), p[2], LIMIT));
     assert!(reset("127.0.0.4", p[0]) && reset("127.0.0.4", p[1]) && reset("127.0.0.4", p[3]));
@@ -120,7 +132,10 @@ fn three_doors_each_open_their_own_ports_for_the_knocker_only() {
     knock("127.0.0.5", &ports.lan());
     knock("127.0.0.5", &ports.lan());
     std::thread::sleep(Duration::from_millis(300));
-    assert!(reset("127.0.0.5", p[3]), "a source outside allow opened lan");
+    assert!(
+        reset("127.0.0.5", p[3]),
+        "a source outside allow opened lan"
+    );
     running.stop().unwrap();
 }
 
@@ -157,7 +172,10 @@ fn reload_changes_a_sequence_and_adds_a_door_keeping_grants_and_progress() {
         served(&connect_from("127.0.0.3", loopback(p[0]))),
         "the half-done source on the unchanged door lost its progress"
     );
-    assert!(served(&connect_from("127.0.0.2", loopback(p[2]))), "the open grant stays");
+    assert!(
+        served(&connect_from("127.0.0.2", loopback(p[2]))),
+        "the open grant stays"
+    );
     // web answers only its new sequence.
     knock("127.0.0.6", &ports.web());
     std::thread::sleep(Duration::from_millis(300));

@@ -122,6 +122,9 @@ fn tcp_knocks_and_udp_protected_ports_are_refused_with_a_clear_error_and_exit_co
         .unwrap_err();
     let text = err.to_string();
     assert!(text.contains("door 'admin'"), "{text}");
-    assert!(text.contains("udp/51820") || text.contains("7200:tcp"), "{text}");
+    assert!(
+        text.contains("udp/51820") || text.contains("7200:tcp"),
+        "{text}"
+    );
     assert_eq!(err.exit_code(), 2);
 }

@@ -56,7 +56,9 @@ fn knock(lab: &Lab, client: usize, ports: &[u16]) {
     lab.lan.clients[client].run(|| {
         let socket = UdpSocket::bind(SocketAddr::new(source, 0)).unwrap();
         for &port in ports {
-            socket.send_to(b"knock", SocketAddr::new(host, port)).unwrap();
+            socket
+                .send_to(b"knock", SocketAddr::new(host, port))
+                .unwrap();
             thread::sleep(Duration::from_millis(50));
         }
     });
@@ -97,13 +99,25 @@ fn three_doors(test: &str, tag: &str, backend: Backend) {
     lab.server = Some(server);
     let rules = lab.lan.host.rules();
     for port in [PORT, SSH2, WEB, LAN] {
-        assert!(rules.contains(&port.to_string()), "{port} not protected:\n{rules}");
+        assert!(
+            rules.contains(&port.to_string()),
+            "{port} not protected:\n{rules}"
+        );
     }
 
     knock(&lab, A, &[1234, 5678, 9012]);
-    assert!(served(&lab, A, PORT) && served(&lab, A, SSH2), "ssh opens both its ports");
-    assert!(!served(&lab, A, WEB) && !served(&lab, A, LAN), "ssh opens only its own");
-    assert!(!served(&lab, B, PORT) && !served(&lab, B, SSH2), "for the knocker only");
+    assert!(
+        served(&lab, A, PORT) && served(&lab, A, SSH2),
+        "ssh opens both its ports"
+    );
+    assert!(
+        !served(&lab, A, WEB) && !served(&lab, A, LAN),
+        "ssh opens only its own"
+    );
+    assert!(
+        !served(&lab, B, PORT) && !served(&lab, B, SSH2),
+        "for the knocker only"
+    );
 
     // A is outside lan's allow list: the right sequence never opens it.
     knock(&lab, A, &[7100, 7200]);

@@ -185,7 +185,11 @@ async fn reload_once(
         .collect();
     let add = crate::server::bind_udp(&running.binds, &added).map_err(bind("for knocks on udp"))?;
     let (done, applied) = oneshot::channel();
-    let doors: Vec<String> = settings.doors.iter().map(|d| d.name().to_string()).collect();
+    let doors: Vec<String> = settings
+        .doors
+        .iter()
+        .map(|d| d.name().to_string())
+        .collect();
     let reload = Reload {
         settings,
         add,
