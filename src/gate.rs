@@ -1,5 +1,6 @@
-//! The userspace gate: owns the protected TCP port when no kernel firewall
-//! is used.
+//! The userspace gate: owns the protected TCP ports when no kernel
+//! firewall is used (one listener per port and address; a connection is
+//! served only if its source holds a grant for the port it reached).
 //!
 //! A connection from an address without a live grant in the [`AccessList`]
 //! is reset at once (SO_LINGER 0: an RST, no bytes). A granted one is served
@@ -92,7 +93,8 @@ pub enum GateTarget {
 /// How the gate behaves.
 #[derive(Debug, Clone)]
 pub struct GateSettings {
-    /// The protected port (grants are checked for this port).
+    /// The protected port of the settings' first listener (logs); each
+    /// listener checks grants for the port it is bound to.
     pub port: u16,
     /// What granted connections reach.
     pub target: GateTarget,
@@ -154,6 +156,10 @@ async fn accept_loop(
     let mut connections = JoinSet::new();
     let mut backoff = AcceptBackoff::new();
     let mut refusals = LogBudget::new(REFUSAL_WINDOW, REFUSALS_LOGGED);
+    // Grants are per protected port: this listener serves its own port's.
+    let port = listener
+        .local_addr()
+        .map_or(settings.port, |addr| addr.port());
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -169,8 +175,8 @@ async fn accept_loop(
         };
         backoff.on_success("gate");
         while connections.try_join_next().is_some() {}
-        if !access.allows(peer.ip(), settings.port) {
-            debug!(peer = %peer.ip(), "gate: no grant, connection reset");
+        if !access.allows(peer.ip(), port) {
+            debug!(peer = %peer.ip(), port, "gate: no grant, connection reset");
             reset(stream);
             continue;
         }

@@ -412,3 +412,5 @@ mod tests {
 #[cfg(test)]
 #[path = "grants/holders_tests.rs"]
 mod holders_tests;
+
+mod remap;

@@ -101,6 +101,7 @@ use crate::config::{Door, KnockPort, KnockRules};
 mod doors;
 mod judge;
 mod ledger;
+mod reload;
 mod table;
 mod verdict;
 

@@ -733,6 +733,8 @@ pub mod order;
 pub mod receiver;
 pub mod reload;
 #[cfg(test)]
+mod reload_tests;
+#[cfg(test)]
 mod supervision_tests;
 
 #[cfg(test)]

@@ -3,5 +3,6 @@
 //! configuration files.
 
 mod bad_config;
+mod doors;
 mod in_process;
 mod reload;

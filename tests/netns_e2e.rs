@@ -9,6 +9,7 @@
 mod access;
 mod config_reload;
 mod crash;
+mod doors;
 mod instance;
 mod iptables_rules;
 mod lab;

@@ -44,6 +44,11 @@ impl Key {
         Key { addr, door }
     }
 
+    /// The door this key's entry is about (or the lockout door).
+    pub(super) fn door(&self) -> u16 {
+        self.door
+    }
+
     /// The key of `ip`'s entry for door 0.
     #[cfg(test)]
     pub(super) fn from_ip(ip: IpAddr) -> Self {
@@ -80,8 +85,12 @@ pub(super) struct Slot {
 }
 
 impl Slot {
+    /// The next slot of its order, if any.
+    pub(super) fn next(&self) -> Option<u32> {
+        (self.next != NIL).then_some(self.next)
+    }
+
     /// The source this slot tracks.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(super) fn ip(&self) -> IpAddr {
         self.key.into()
     }

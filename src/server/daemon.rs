@@ -9,12 +9,13 @@
 //! server set the firewall up. A kernel backend holds its instance lock
 //! (`firewall/instance.rs`) for the whole run.
 //!
-//! Doors: today's knock core judges one sequence against one protected
-//! port, so a configuration runs here when it has at most one door with
-//! one TCP protected port, UDP knocks and no `allow` restriction; anything
-//! more is refused with a clear message until the multi-door core lands
-//! (running one core per door would judge a knock for door B as a wrong
-//! knock of door A, so it is not a shortcut). Reload lives in
+//! Doors: every door of the configuration runs in one multi-door core
+//! (`knock/doors.rs`): knock sockets are bound for the UDP knock ports of
+//! every door, the firewall protects every door's protected ports, and
+//! the userspace gate listens on each of them, serving a client only on
+//! the ports its grants cover. Refused for now, with a clear message:
+//! `:tcp` knocks (heard once stealth capture lands) and `udp/N` protected
+//! ports (the backends' changes carry a TCP port only). Reload lives in
 //! `daemon/reload.rs`.
 
 use std::future::Future;
@@ -25,7 +26,7 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use super::{Listener, Parts, ServerError, ServerSettings};
-use crate::config::{AllowList, Deny, Proto, ServerConfig};
+use crate::config::{Deny, Proto, ServerConfig};
 use crate::counters::Counters;
 use crate::firewall::instance::InstanceLock;
 use crate::firewall::userspace::AccessList;
@@ -71,49 +72,62 @@ pub async fn run(
     run_with(config, GateTuning::default(), None, shutdown).await
 }
 
-/// The knock rules of `config`'s door (none: SPA only), or why today's
-/// core cannot run it.
+/// The knock rules of `config`'s doors (none: SPA only), or why the
+/// daemon cannot run them yet.
+///
+/// Refused, each with a clear message: `:tcp` knocks (the socket receiver
+/// hears UDP only; they are heard once stealth capture lands) and `udp/N`
+/// protected ports (a firewall [`crate::firewall::Change`] carries a port
+/// number only, so the kernel backends protect TCP ports).
 pub fn door_settings(config: &ServerConfig) -> Result<Option<ServerSettings>, DaemonError> {
-    let door = match config.doors() {
-        [] => return Ok(None),
-        [door] => door,
-        doors => {
-            return Err(DaemonError::Unsupported(format!(
-                "{} doors configured: several doors need the multi-door core, which is not built yet; run one door per knock-server (each with its own --instance)",
-                doors.len()
-            )));
+    if config.doors().is_empty() {
+        return Ok(None);
+    }
+    for door in config.doors() {
+        let refuse = |what: String| {
+            Err(DaemonError::Unsupported(format!(
+                "door '{}': {what}",
+                door.name()
+            )))
+        };
+        if let Some(port) = door.protected().iter().find(|p| p.proto != Proto::Tcp) {
+            return refuse(format!(
+                "protected port {port}: UDP protected ports are not supported by the firewall backends yet; protect TCP ports only"
+            ));
         }
-    };
-    let refuse = |what: String| {
-        Err(DaemonError::Unsupported(format!(
-            "door '{}': {what} needs the multi-door core, which is not built yet",
-            door.name()
-        )))
-    };
-    let port = match door.protected() {
-        [port] if port.proto == Proto::Tcp => port.port,
-        [port] => return refuse(format!("protected port {port} (UDP)")),
-        ports => return refuse(format!("{} protected ports", ports.len())),
-    };
-    if let Some(knock) = door.sequence().iter().find(|k| k.proto == Proto::Tcp) {
-        return refuse(format!(
-            "TCP knock {knock} (heard once stealth capture lands)"
-        ));
+        if let Some(knock) = door.sequence().iter().find(|k| k.proto == Proto::Tcp) {
+            return refuse(format!(
+                "TCP knock {knock}: TCP knocks are heard once stealth capture lands; use UDP knocks"
+            ));
+        }
     }
-    if door.allow() != &AllowList::everything() {
-        return refuse("an allow list".to_string());
-    }
-    Ok(Some(ServerSettings {
-        rules: door.knock_rules(config.globals().max_tracked),
-        protected_port: port,
-        max_grants: config.globals().max_grants,
-        doors: Vec::new(),
-    }))
+    Ok(Some(ServerSettings::from_config(config)))
 }
 
-/// The distinct knock ports of `door`.
-fn knock_ports(door: Option<&ServerSettings>) -> Vec<u16> {
-    door.map_or_else(Vec::new, |d| d.rules.sequence.distinct_ports())
+/// The distinct UDP knock ports of every door, in first-seen order.
+fn knock_ports(doors: Option<&ServerSettings>) -> Vec<u16> {
+    let mut ports = Vec::new();
+    for door in doors.map_or(&[][..], |d| &d.doors[..]) {
+        for knock in door.sequence() {
+            if !ports.contains(&knock.port) {
+                ports.push(knock.port);
+            }
+        }
+    }
+    ports
+}
+
+/// The distinct protected ports of every door, in configuration order.
+fn door_ports(doors: Option<&ServerSettings>) -> Vec<u16> {
+    let mut ports = Vec::new();
+    for door in doors.map_or(&[][..], |d| &d.doors[..]) {
+        for protected in door.protected() {
+            if !ports.contains(&protected.port) {
+                ports.push(protected.port);
+            }
+        }
+    }
+    ports
 }
 
 /// Runs `config` until `shutdown` completes; `reloads`, if given, swaps in
@@ -146,7 +160,7 @@ pub async fn run_with(
     let spa_ports = spa.as_ref().map_or_else(Vec::new, |spa| {
         spa_listener::open_tcp_ports(spa.verifier.stanzas())
     });
-    let mut protected_ports: Vec<u16> = door.iter().map(|d| d.protected_port).collect();
+    let mut protected_ports = door_ports(door.as_ref());
     if door.is_none() && spa.is_some() {
         protected_ports.extend(tuning.spa_only_port);
     }
@@ -170,11 +184,12 @@ pub async fn run_with(
         false => Some(InstanceLock::acquire(&globals.instance)?),
         true => None,
     };
-    // The gate serves one port: the door's, or SPA's first OPEN_PORTS one.
-    let gate_port = door
-        .as_ref()
-        .map(|d| d.protected_port)
-        .or_else(|| protected_ports.first().copied());
+    // The gate serves every door's protected port, or (SPA only) SPA's
+    // first OPEN_PORTS one.
+    let gate_ports = match door.as_ref() {
+        Some(door) => door_ports(Some(door)),
+        None => protected_ports.first().copied().into_iter().collect(),
+    };
     if userspace {
         if globals.firewall == FirewallKind::Auto {
             warn!(
@@ -184,10 +199,10 @@ pub async fn run_with(
         let unguarded: Vec<u16> = protected_ports
             .iter()
             .copied()
-            .filter(|&p| Some(p) != gate_port)
+            .filter(|p| !gate_ports.contains(p))
             .collect();
         if !unguarded.is_empty() {
-            warn!(ports = ?unguarded, "userspace gate guards the door's port only: SPA grants for these OPEN_PORTS are recorded but nothing enforces or serves them (use a kernel backend)");
+            warn!(ports = ?unguarded, "userspace gate guards the doors' ports only: SPA grants for these OPEN_PORTS are recorded but nothing enforces or serves them (use a kernel backend)");
         }
     } else {
         if globals.upstream.is_some() {
@@ -205,15 +220,20 @@ pub async fn run_with(
         super::bind_udp(&binds, &knock_ports(door.as_ref())).map_err(bind("for knocks on udp"))?;
     let mut listeners = Vec::new();
     let counters = Arc::new(Counters::new());
-    if let (true, Some(port)) = (userspace, gate_port) {
-        let bound = net::bind_each(&binds, port, net::tcp_listener).map_err(|(addr, source)| {
-            DaemonError::Bind {
-                what: "on the protected port tcp",
-                addr,
-                source,
-            }
-        })?;
-        let settings = gate_settings(&globals, port, tuning);
+    if let (true, Some(&first)) = (userspace, gate_ports.first()) {
+        let mut bound = Vec::new();
+        for &port in &gate_ports {
+            let listeners =
+                net::bind_each(&binds, port, net::tcp_listener).map_err(|(addr, source)| {
+                    DaemonError::Bind {
+                        what: "on the protected port tcp",
+                        addr,
+                        source,
+                    }
+                })?;
+            bound.extend(listeners);
+        }
+        let settings = gate_settings(&globals, first, tuning);
         listeners.push(Listener::new("gate", move |_, stop| {
             let gate = gate::run(bound, access, settings, stopped(stop));
             async move {
@@ -246,7 +266,7 @@ pub async fn run_with(
     }
     let settings = door.clone().unwrap_or_else(|| ServerSettings {
         rules: Default::default(),
-        protected_port: gate_port.unwrap_or(0),
+        protected_port: gate_ports.first().copied().unwrap_or(0),
         max_grants: globals.max_grants,
         doors: Vec::new(),
     });
@@ -263,6 +283,7 @@ pub async fn run_with(
         binds,
         spa_ports,
         userspace,
+        gate_ports,
     };
     let reloader = reload::serve(reloads, config, running, reload_tx);
     tokio::select! {

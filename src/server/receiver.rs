@@ -293,7 +293,7 @@ pub async fn receive_knocks(
                         engine.handle_knocks(&order.pending()[..n], clock, &mut batch).await;
                         order.consume(n);
                     }
-                    let kept = engine.reconfigure(&reload.settings);
+                    let kept = engine.reconfigure(&reload.settings).await;
                     knock_sockets.retain(|s| reload.ports.contains(&s.port));
                     knock_sockets.extend(self::knock_sockets(reload.add));
                     let _ = reload.done.send(Ok(kept));

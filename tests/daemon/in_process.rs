@@ -113,12 +113,18 @@ fn run_in_process_opens_the_door_for_the_knocker_only() {
 }
 
 #[test]
-fn several_doors_are_refused_with_a_clear_error_and_exit_code_2() {
+fn tcp_knocks_and_udp_protected_ports_are_refused_with_a_clear_error_and_exit_code_2() {
+    // The example's "admin" door has a :tcp knock and udp/51820.
     let config = file::load(Path::new("packaging/portknock.toml")).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let err = runtime
         .block_on(daemon::run(config, std::future::pending()))
         .unwrap_err();
-    assert!(err.to_string().contains("multi-door core"), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("door 'admin'"), "{text}");
+    assert!(
+        text.contains("udp/51820") || text.contains("7200:tcp"),
+        "{text}"
+    );
     assert_eq!(err.exit_code(), 2);
 }

@@ -4,18 +4,19 @@
 //! An invalid file, or a change this reload cannot carry out, is refused
 //! with its errors in the log and the running configuration stays. A valid
 //! one is checked against what runs, new knock ports are bound (a busy
-//! port refuses the reload), and the new rules are swapped into the
+//! port refuses the reload), and the new doors are swapped into the
 //! running server in one step (`server/reload.rs`): open grants stay until
-//! their end, progress is kept when the knock rules did not change, knock
-//! sockets of dropped ports close.
+//! their end (a removed door's are revoked), progress on unchanged doors
+//! is kept while a changed door starts afresh, knock sockets of dropped
+//! ports close.
 //!
-//! A changed protected port is handed to the firewall first (one
+//! Changed protected ports are handed to the firewall first (one
 //! transaction with nftables; the chain rebuilt, grants re-applied, with
 //! iptables); if the backend refuses, nothing changes.
 //!
 //! Changes that need a restart for now: the global settings (bind
-//! addresses, backend, SPA, ...), the userspace gate's port (its listener
-//! is bound once) and adding or removing the door.
+//! addresses, backend, SPA, ...), the userspace gate's ports (its
+//! listeners are bound once), and going from no door to doors or back.
 
 use std::io;
 use std::net::IpAddr;
@@ -24,7 +25,7 @@ use std::path::PathBuf;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
-use super::{DaemonError, bind, door_settings, knock_ports};
+use super::{DaemonError, bind, door_ports, door_settings, knock_ports};
 use crate::config::{GlobalOverrides, ServerConfig, file};
 use crate::firewall::instance::{Instance, InstanceLock};
 use crate::server::Reload;
@@ -131,8 +132,10 @@ pub(super) struct Running {
     pub binds: Vec<IpAddr>,
     /// The SPA access file's OPEN_PORTS (kept protected).
     pub spa_ports: Vec<u16>,
-    /// Whether the backend is the userspace gate (its port is fixed).
+    /// Whether the backend is the userspace gate (its ports are fixed).
     pub userspace: bool,
+    /// The ports the userspace gate listens on (bound once).
+    pub gate_ports: Vec<u16>,
 }
 
 /// Reads `source`, checks it against `current`, and swaps it in.
@@ -143,32 +146,37 @@ async fn reload_once(
     server: &mpsc::Sender<Reload>,
 ) -> Result<ServerConfig, DaemonError> {
     let new = source.load()?;
-    let old_door = door_settings(current)?;
-    let new_door = door_settings(&new)?;
+    let old_doors = door_settings(current)?;
+    let new_doors = door_settings(&new)?;
     let restart = |what: String| Err(DaemonError::Unsupported(format!("{what}: needs a restart")));
     if new.globals() != current.globals() {
         return restart("the global settings changed".to_string());
     }
-    let (settings, firewall_ports) = match (old_door, new_door) {
-        (Some(old), Some(new)) if old.protected_port != new.protected_port => {
-            if running.userspace {
-                return restart(format!(
-                    "the userspace gate's port changed from {} to {}",
-                    old.protected_port, new.protected_port
-                ));
-            }
-            let mut ports = vec![new.protected_port];
-            ports.extend(&running.spa_ports);
-            (new, Some(ports))
-        }
-        (Some(_), Some(new)) => (new, None),
+    let (settings, old) = match (new_doors, old_doors) {
+        (Some(new), Some(old)) => (new, old),
         (None, None) => {
             info!("configuration reloaded: nothing to change");
             return Ok(new);
         }
-        _ => return restart("a door was added or removed".to_string()),
+        (Some(_), None) => return restart("the first door was added".to_string()),
+        (None, Some(_)) => return restart("every door was removed".to_string()),
     };
-    let old_ports = knock_ports(door_settings(current)?.as_ref());
+    let protected = door_ports(Some(&settings));
+    let firewall_ports = match protected == door_ports(Some(&old)) {
+        true => None,
+        false if running.userspace && protected != running.gate_ports => {
+            return restart(format!(
+                "the userspace gate's ports changed from {:?} to {:?} (its listeners are bound once)",
+                running.gate_ports, protected
+            ));
+        }
+        false => {
+            let mut ports = protected;
+            ports.extend(&running.spa_ports);
+            Some(ports)
+        }
+    };
+    let old_ports = knock_ports(Some(&old));
     let ports = knock_ports(Some(&settings));
     let added: Vec<u16> = ports
         .iter()
@@ -177,7 +185,11 @@ async fn reload_once(
         .collect();
     let add = crate::server::bind_udp(&running.binds, &added).map_err(bind("for knocks on udp"))?;
     let (done, applied) = oneshot::channel();
-    let sequence = settings.rules.sequence.to_string();
+    let doors: Vec<String> = settings
+        .doors
+        .iter()
+        .map(|d| d.name().to_string())
+        .collect();
     let reload = Reload {
         settings,
         add,
@@ -192,7 +204,7 @@ async fn reload_once(
         .map_err(|_| stopping())?
         .map_err(DaemonError::Firewall)?;
     info!(
-        %sequence,
+        doors = ?doors,
         progress_kept = kept,
         "configuration reloaded"
     );
