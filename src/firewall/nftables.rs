@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use super::nft_monitor::{NFPROTO_INET, NftMonitor, Watch};
 use super::nft_netlink::NftNetlink;
-use super::{Change, Firewall, FirewallError, FirewallOptions, system};
+use super::{Change, Firewall, FirewallError, FirewallOptions, GRANT_MARK, system};
 
 /// Family and name of the default instance's table.
 pub const TABLE: &str = "inet portknock";
@@ -71,19 +71,32 @@ pub fn ruleset(options: &FirewallOptions) -> String {
         );
     }
     out.push_str("\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n");
-    if options.keep_established && !ports.is_empty() {
+    let keep = options.keep_established && !ports.is_empty();
+    if keep {
         let _ = writeln!(
             out,
-            "\t\ttcp dport {{ {ports} }} ct state established,related accept"
+            "\t\ttcp dport {{ {ports} }} ct state established,related {} accept",
+            mark_match()
         );
     }
-    let _ = writeln!(out, "\t\tip saddr . tcp dport @{SET_V4} accept");
-    let _ = writeln!(out, "\t\tip6 saddr . tcp dport @{SET_V6} accept");
+    // The mark is only read by the established rule: without it, none.
+    let mark = if keep {
+        format!("ct mark set ct mark | {GRANT_MARK:#010x} ")
+    } else {
+        String::new()
+    };
+    let _ = writeln!(out, "\t\tip saddr . tcp dport @{SET_V4} {mark}accept");
+    let _ = writeln!(out, "\t\tip6 saddr . tcp dport @{SET_V6} {mark}accept");
     if !ports.is_empty() {
         let _ = writeln!(out, "\t\ttcp dport {{ {ports} }} drop");
     }
     out.push_str("\t}\n}\n");
     out
+}
+
+/// The established rule's test of [`GRANT_MARK`], as `nft` prints it.
+fn mark_match() -> String {
+    format!("ct mark & {GRANT_MARK:#010x} == {GRANT_MARK:#010x}")
 }
 
 /// The transaction that deletes our table, without failing if it is gone.
@@ -133,6 +146,33 @@ pub fn missing_parts(listing: Option<&str>, options: &FirewallOptions) -> Vec<St
             "{table} chain input: {} of {expected} rules",
             rules
         ));
+    }
+    if options.keep_established && !options.unique_ports().is_empty() {
+        missing.extend(unmarked_rules(&body, &table));
+    }
+    missing
+}
+
+/// The rules of `body` (our chain's lines) that lost their part in
+/// [`GRANT_MARK`]: an established rule that does not ask for the mark would
+/// let a stranger's connection ride it; a grant rule that does not set it
+/// would cut the granted user's connections at the grant's end.
+fn unmarked_rules(body: &[&str], table: &str) -> Vec<String> {
+    let established = mark_match();
+    let mut missing = Vec::new();
+    for line in body.iter().filter(|line| line.contains("ct state established")) {
+        if !line.contains(&established) {
+            missing.push(format!("{table} chain input: the grant mark in `{line}`"));
+        }
+    }
+    let set_mark = format!("ct mark set ct mark | {GRANT_MARK:#010x}");
+    for set in [SET_V4, SET_V6] {
+        let at = format!("@{set}");
+        for line in body.iter().filter(|line| line.contains(&at)) {
+            if !line.contains(&set_mark) {
+                missing.push(format!("{table} chain input: the grant mark in `{line}`"));
+            }
+        }
     }
     missing
 }
