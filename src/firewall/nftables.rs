@@ -160,7 +160,10 @@ pub fn missing_parts(listing: Option<&str>, options: &FirewallOptions) -> Vec<St
 fn unmarked_rules(body: &[&str], table: &str) -> Vec<String> {
     let established = mark_match();
     let mut missing = Vec::new();
-    for line in body.iter().filter(|line| line.contains("ct state established")) {
+    for line in body
+        .iter()
+        .filter(|line| line.contains("ct state established"))
+    {
         if !line.contains(&established) {
             missing.push(format!("{table} chain input: the grant mark in `{line}`"));
         }

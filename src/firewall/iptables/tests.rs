@@ -227,7 +227,9 @@ fn missing_rules_finds_each_kind_of_drift() {
     // A grant's rule deleted by hand.
     assert_eq!(
         rules::missing_rules(INTACT, &options, [(a, 2222), (b, 2222)]),
-        ["-A PORTKNOCK -s 192.0.2.3/32 -p tcp -m tcp --dport 2222 -j CONNMARK --set-xmark 0x1000000/0x1000000"]
+        [
+            "-A PORTKNOCK -s 192.0.2.3/32 -p tcp -m tcp --dport 2222 -j CONNMARK --set-xmark 0x1000000/0x1000000"
+        ]
     );
     // A table of the old layout (an established rule that does not ask for
     // the grant mark lets a stranger's connection ride it): repaired.
@@ -237,7 +239,9 @@ fn missing_rules_finds_each_kind_of_drift() {
     );
     assert_eq!(
         rules::missing_rules(&unmarked, &options, [(a, 2222)]),
-        ["-A PORTKNOCK -p tcp -m tcp --dport 2222 -m connmark --mark 0x1000000/0x1000000 -j ACCEPT"]
+        [
+            "-A PORTKNOCK -p tcp -m tcp --dport 2222 -m connmark --mark 0x1000000/0x1000000 -j ACCEPT"
+        ]
     );
     // The chain deleted.
     assert_eq!(
