@@ -65,26 +65,6 @@ impl<'a> MakeWriter<'a> for LossyStderr {
     }
 }
 
-/// Makes SIGHUP harmless for a daemon until configuration reload exists:
-/// its default action would kill the process without tearing the firewall
-/// down. Each SIGHUP is logged at warn, and the daemon carries on. Call it
-/// inside the runtime, before the firewall is touched.
-pub fn survive_hangups() -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hangups = signal(SignalKind::hangup())?;
-        tokio::spawn(async move {
-            while hangups.recv().await.is_some() {
-                tracing::warn!(
-                    "SIGHUP received: configuration reload is not supported yet; carrying on unchanged"
-                );
-            }
-        });
-    }
-    Ok(())
-}
-
 /// Completes on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();

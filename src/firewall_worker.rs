@@ -76,10 +76,32 @@ impl Callbacks {
     }
 }
 
+/// A request to protect other ports, and where the result goes.
+type Reconfigure = (Vec<u16>, oneshot::Sender<Result<(), FirewallError>>);
+
 /// Handle on the running worker thread.
 pub struct FirewallWorker {
     thread: JoinHandle<()>,
     callbacks: Arc<Callbacks>,
+    reconfigure: mpsc::Sender<Reconfigure>,
+}
+
+/// Asks the worker to protect other ports (a reload): cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Reconfigurer(mpsc::Sender<Reconfigure>);
+
+impl Reconfigurer {
+    /// Has the backend protect `ports` from now on ([`Firewall::reconfigure`]);
+    /// live grants are applied again if the backend lost them.
+    pub async fn reconfigure(&self, ports: Vec<u16>) -> Result<(), FirewallError> {
+        let gone = || FirewallError::Io {
+            context: "the firewall worker has stopped".into(),
+            source: std::io::Error::from(std::io::ErrorKind::BrokenPipe),
+        };
+        let (reply, result) = oneshot::channel();
+        self.0.send((ports, reply)).await.map_err(|_| gone())?;
+        result.await.map_err(|_| gone())?
+    }
 }
 
 impl std::fmt::Debug for FirewallWorker {
@@ -96,6 +118,7 @@ impl FirewallWorker {
         counters: Arc<Counters>,
     ) -> Result<(mpsc::Sender<Change>, FirewallWorker), FirewallError> {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let (reconfigure, requests) = mpsc::channel(1);
         let (ready_tx, ready_rx) = oneshot::channel();
         let callbacks: Arc<Callbacks> = Arc::default();
         let shared = callbacks.clone();
@@ -117,7 +140,7 @@ impl FirewallWorker {
                 }
                 let _ = ready_tx.send(Ok(()));
                 let run = catch_unwind(AssertUnwindSafe(|| {
-                    apply_until_closed(firewall.as_mut(), rx, &counters, &shared)
+                    apply_until_closed(firewall.as_mut(), rx, requests, &counters, &shared)
                 }));
                 if run.is_err() {
                     // The queue's receiver was dropped with the unwound
@@ -134,7 +157,14 @@ impl FirewallWorker {
                 source,
             })?;
         match ready_rx.await {
-            Ok(Ok(())) => Ok((tx, FirewallWorker { thread, callbacks })),
+            Ok(Ok(())) => Ok((
+                tx,
+                FirewallWorker {
+                    thread,
+                    callbacks,
+                    reconfigure,
+                },
+            )),
             Ok(Err(err)) => {
                 let _ = thread.join();
                 Err(err)
@@ -168,6 +198,11 @@ impl FirewallWorker {
             .unwrap_or_else(|p| p.into_inner()) = Some(Box::new(callback));
     }
 
+    /// A handle that asks the worker to protect other ports.
+    pub fn reconfigurer(&self) -> Reconfigurer {
+        Reconfigurer(self.reconfigure.clone())
+    }
+
     /// Whether the worker thread has ended (its queue is closed).
     pub fn is_finished(&self) -> bool {
         self.thread.is_finished()
@@ -194,6 +229,7 @@ fn teardown(firewall: &mut dyn Firewall) {
 /// What woke the worker.
 enum Wake {
     Change(Change),
+    Reconfigure(Reconfigure),
     Closed,
     /// A notification came (`true`), or the period elapsed
     /// ([`Notice::Changed`], `false`).
@@ -203,6 +239,7 @@ enum Wake {
 fn apply_until_closed(
     firewall: &mut dyn Firewall,
     mut rx: mpsc::Receiver<Change>,
+    mut requests: mpsc::Receiver<Reconfigure>,
     counters: &Counters,
     callbacks: &Callbacks,
 ) {
@@ -250,6 +287,7 @@ fn apply_until_closed(
                         debug!(?notice, "firewall notification concerns our rules");
                         Wake::Check(notice, true)
                     }
+                    Some(request) = requests.recv() => Wake::Reconfigure(request),
                     change = rx.recv() => change.map_or(Wake::Closed, Wake::Change),
                 }
             }),
@@ -274,6 +312,19 @@ fn apply_until_closed(
                 // (iptables-nft) deletions: drop those. A deletion in our
                 // own table is never ours and is acted on at once; anything
                 // else that came meanwhile waits for the periodic check.
+                if repair::discard(&mut monitor) == Notice::Broken {
+                    pending = Notice::Broken;
+                }
+            }
+            Wake::Reconfigure((ports, reply)) => {
+                let result = firewall.reconfigure(&ports).map(|kept| {
+                    info!(backend = firewall.name(), ?ports, "protected ports changed");
+                    if !kept {
+                        apply_batch(firewall, &callbacks.live(), counters, callbacks);
+                    }
+                });
+                let _ = reply.send(result);
+                // Our own rule changes are announced too: drop them.
                 if repair::discard(&mut monitor) == Notice::Broken {
                     pending = Notice::Broken;
                 }

@@ -34,7 +34,7 @@
 //! |---|---|
 //! | [`firewall`] | the backend trait and its implementations (nftables, iptables, userspace) |
 //! | [`firewall_worker`] | the thread that owns the backend and applies changes in batches |
-//! | [`server`] | the composition root: UDP knocks -> core -> grants -> firewall worker; expiry |
+//! | [`server`] | UDP knocks -> core -> grants -> firewall worker; expiry; reload; `server::daemon`: the composition root (`ServerConfig` in, running daemon out) |
 //! | [`spa_listener`] | the server's SPA listener: UDP -> verifier thread -> grants in the engine |
 //! | [`gate`] | the userspace backend's listener: resets strangers, serves or proxies the granted |
 //! | [`stats`] | the loopback stats endpoint: counters as one JSON line per connection |

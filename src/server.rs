@@ -38,6 +38,7 @@ use crate::grants::{GrantChange, GrantRefused, GrantTable, RefusalLog};
 use crate::knock::{KnockTracker, Verdict};
 use knock_log::{Kind, KnockLogs};
 use order::{Knock, PassClock};
+pub use reload::Reload;
 use tasks::Tasks;
 pub use tasks::{DRAIN_LIMIT, Listener};
 
@@ -103,8 +104,6 @@ pub struct GrantBatch {
 #[derive(Debug)]
 pub struct Engine {
     state: Mutex<State>,
-    protected_port: u16,
-    access: Duration,
     firewall: tokio::sync::mpsc::Sender<Change>,
     counters: Arc<Counters>,
     wake_expiry: Notify,
@@ -119,6 +118,10 @@ type GrantOutcome = Result<GrantChange, (GrantRefused, Option<u64>)>;
 #[derive(Debug)]
 struct State {
     tracker: KnockTracker,
+    /// The rules the tracker applies (a reload compares against them).
+    rules: KnockRules,
+    /// The protected TCP port a completed sequence opens.
+    protected_port: u16,
     grants: GrantTable,
     refusals: RefusalLog,
     /// The latest `now` given to the tracker, which needs them
@@ -169,12 +172,12 @@ impl Engine {
         Self {
             state: Mutex::new(State {
                 tracker: KnockTracker::new(&settings.rules),
+                rules: settings.rules.clone(),
+                protected_port: settings.protected_port,
                 grants: GrantTable::new(settings.max_grants),
                 refusals: RefusalLog::default(),
                 last_now: None,
             }),
-            protected_port: settings.protected_port,
-            access: settings.rules.access,
             firewall,
             counters,
             wake_expiry: Notify::new(),
@@ -197,7 +200,7 @@ impl Engine {
     /// scratch space reused from call to call.
     pub async fn handle_knocks(&self, knocks: &[Knock], clock: PassClock, batch: &mut GrantBatch) {
         batch.verdicts.clear();
-        {
+        let (access, protected_port) = {
             let mut state = self.lock();
             let was_idle = state.tracker.tracked() == 0;
             let mut granted = false;
@@ -208,7 +211,8 @@ impl Engine {
                 let change = match verdict {
                     Verdict::Grant { ip, until } => {
                         granted = true;
-                        Some(state.grant(ip, self.protected_port, until, &self.counters))
+                        let port = state.protected_port;
+                        Some(state.grant(ip, port, until, &self.counters))
                     }
                     _ => None,
                 };
@@ -218,14 +222,15 @@ impl Engine {
             if granted || (was_idle && state.tracker.tracked() > 0) {
                 self.wake_expiry.notify_one();
             }
-        }
+            (state.rules.access, state.protected_port)
+        };
         for &(verdict, change, port) in &batch.verdicts {
-            self.log(&verdict, port, change);
+            self.log(&verdict, port, change, (access, protected_port));
             if let (Verdict::Grant { ip, .. }, Some(Ok(_))) = (verdict, change) {
                 self.queue(Change::Grant {
                     ip,
-                    port: self.protected_port,
-                    ttl: self.access,
+                    port: protected_port,
+                    ttl: access,
                 })
                 .await;
             }
@@ -235,8 +240,14 @@ impl Engine {
     /// Logs a verdict; lockouts and grants at info within their budget
     /// (`server/knock_log.rs`), at debug beyond it; refused grants under
     /// their own budget (`grants::RefusalLog`).
-    fn log(&self, verdict: &Verdict, port: u16, change: Option<GrantOutcome>) {
-        let access = self.access.as_secs_f64();
+    fn log(
+        &self,
+        verdict: &Verdict,
+        port: u16,
+        change: Option<GrantOutcome>,
+        (access, protected): (Duration, u16),
+    ) {
+        let access = access.as_secs_f64();
         let at_info = |kind| self.knock_logs().admit(kind, Instant::now().into_std());
         match *verdict {
             Verdict::Progress { ip, matched, total } => {
@@ -244,7 +255,6 @@ impl Engine {
             }
             Verdict::Grant { ip, .. } => {
                 debug!(%ip, port, verdict = "grant", "knock");
-                let protected = self.protected_port;
                 let info = at_info(Kind::Grant);
                 match change {
                     Some(Err((refused, log))) => log_refusal(&refused, log),
@@ -432,21 +442,22 @@ fn log_refusal(refused: &GrantRefused, log: Option<u64>) {
     }
 }
 
-/// Binds one UDP socket per address and port. IPv6 sockets are v6-only so
-/// `0.0.0.0` and `::` can both be bound. Each gets a large receive buffer
-/// and kernel receive stamps from the start, so knocks that queue before
-/// the receiver runs are kept and ordered too.
+/// Binds the knock sockets, the one way they are bound: one UDP socket
+/// per address and port (IPv6 v6-only, so `0.0.0.0` and `::` can both be
+/// bound; with the default wildcards an unusable IPv6 is skipped with a
+/// warning). Each gets a large receive buffer and kernel receive stamps
+/// from the start, so knocks that queue before the receiver runs are kept
+/// and ordered too.
 pub fn bind_udp(addrs: &[IpAddr], ports: &[u16]) -> Result<Vec<UdpSocket>, ServerError> {
     let mut sockets = Vec::new();
-    for &ip in addrs {
-        for &port in ports {
-            let addr = SocketAddr::new(ip, port);
-            let socket = crate::net::udp_socket(addr)
-                .map_err(|source| ServerError::Bind { addr, source })?;
-            receiver::enlarge_buffer(&socket);
-            receiver::stamp_arrivals(&socket);
-            sockets.push(socket);
+    for &port in ports {
+        let bound = crate::net::bind_each(addrs, port, crate::net::udp_socket)
+            .map_err(|(addr, source)| ServerError::Bind { addr, source })?;
+        for socket in &bound {
+            receiver::enlarge_buffer(socket);
+            receiver::stamp_arrivals(socket);
         }
+        sockets.extend(bound);
     }
     Ok(sockets)
 }
@@ -474,6 +485,54 @@ pub async fn run_with(
     counters: Arc<Counters>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
+    let (_keep, reloads) = tokio::sync::mpsc::channel(1);
+    let parts = Parts {
+        settings,
+        sockets,
+        listeners,
+        firewall,
+        counters,
+    };
+    run_reloadable(parts, reloads, shutdown).await
+}
+
+/// What [`run_reloadable`] runs.
+pub struct Parts {
+    /// The rules at start.
+    pub settings: ServerSettings,
+    /// The knock sockets (none: the sequence is off).
+    pub sockets: Vec<UdpSocket>,
+    /// Tasks beside the knock sockets (SPA, gate, stats).
+    pub listeners: Vec<Listener>,
+    /// The firewall backend, set up here and torn down on the way out.
+    pub firewall: Box<dyn Firewall>,
+    /// The counters.
+    pub counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for Parts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parts")
+            .field("settings", &self.settings)
+            .field("firewall", &self.firewall.name())
+            .finish_non_exhaustive()
+    }
+}
+
+/// [`run_with`], taking new rules from `reloads` while it runs (see
+/// `server/reload.rs`).
+pub async fn run_reloadable(
+    parts: Parts,
+    mut reloads: tokio::sync::mpsc::Receiver<Reload>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let Parts {
+        settings,
+        sockets,
+        listeners,
+        firewall,
+        counters,
+    } = parts;
     let backend = firewall.name();
     let (changes, worker) = FirewallWorker::start(firewall, counters.clone())
         .await
@@ -492,6 +551,7 @@ pub async fn run_with(
         let engine = Arc::downgrade(&engine);
         move || engine.upgrade().map_or_else(Vec::new, |e| e.live_grants())
     });
+    let reconfigurer = worker.reconfigurer();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Tasks::default();
     let sequence = match sockets.is_empty() {
@@ -502,11 +562,13 @@ pub async fn run_with(
         let (name, task) = listener.start(engine.clone(), stop_rx.clone());
         tasks.spawn(name, task);
     }
+    let (rebind_tx, rebinds) = tokio::sync::mpsc::channel(1);
+    let rebind = (!sockets.is_empty()).then_some(rebind_tx);
     if !sockets.is_empty() {
         let engine = engine.clone();
         let stop = stop_rx.clone();
         let counters = counters.clone();
-        let task = receiver::receive_knocks(sockets, engine, counters, stop);
+        let task = receiver::receive_knocks(sockets, engine, counters, stop, rebinds);
         tasks.spawn("receiver", task);
     }
     tasks.spawn("expiry", {
@@ -523,10 +585,14 @@ pub async fn run_with(
         "knock server ready"
     );
 
-    let died = tokio::select! {
-        () = shutdown => None,
-        ended = tasks.first_ended() => Some(ended),
-        () = engine.firewall_stopped() => Some(("firewall worker", "its change queue closed".to_string())),
+    let mut shutdown = std::pin::pin!(shutdown);
+    let died = loop {
+        tokio::select! {
+            () = &mut shutdown => break None,
+            ended = tasks.first_ended() => break Some(ended),
+            () = engine.firewall_stopped() => break Some(("firewall worker", "its change queue closed".to_string())),
+            Some(reload) = reloads.recv() => reload::apply(&engine, rebind.as_ref(), &reconfigurer, reload).await,
+        }
     };
     match &died {
         None => info!("shutting down: removing firewall rules"),
@@ -548,9 +614,11 @@ pub async fn run_with(
     }
 }
 
+pub mod daemon;
 mod knock_log;
 pub mod order;
 pub mod receiver;
+pub mod reload;
 #[cfg(test)]
 mod supervision_tests;
 mod tasks;

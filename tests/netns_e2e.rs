@@ -7,6 +7,7 @@
 //! when `CI` is set.
 
 mod access;
+mod config_reload;
 mod crash;
 mod instance;
 mod iptables_rules;

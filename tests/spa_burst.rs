@@ -13,7 +13,7 @@ use portknock::spa::{DigestType, EncryptionMode, SpaKeys, SpaRequest, encode};
 use crate::spa_e2e::{HMAC, KEY, SpaServer};
 use crate::util::Proc;
 
-fn keys() -> SpaKeys {
+pub fn keys() -> SpaKeys {
     let b = |t: &str| base64::engine::general_purpose::STANDARD.decode(t).unwrap();
     SpaKeys::new(
         b(KEY),
@@ -24,7 +24,7 @@ fn keys() -> SpaKeys {
     .unwrap()
 }
 
-fn packet(keys: &SpaKeys, allow: Ipv4Addr, port: u16) -> String {
+pub fn packet(keys: &SpaKeys, allow: Ipv4Addr, port: u16) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()

@@ -1,31 +1,32 @@
 //! knock-server: listens for knock sequences (and, with `--spa`, for
 //! fwknop-compatible SPA packets) and opens the protected port for the
 //! source that knocked right. See `knock-server --help`.
+//!
+//! All the wiring lives in the library (`portknock::server::daemon`):
+//! this file turns flags (or `--config FILE` plus overriding flags) into
+//! one validated `ServerConfig`, sets up logging, runs the daemon and maps
+//! its error to the exit code (0, 1 runtime failure, 2 bad input).
 
+use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::anyhow;
-use clap::Parser;
-use tracing::{error, info, warn};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 
-use portknock::cli::{self, EXIT_FAILURE, EXIT_USAGE};
-use portknock::config::{self, KnockRules, Sequence};
-use portknock::counters::Counters;
-use portknock::firewall::instance::{Instance, InstanceError, InstanceLock};
-use portknock::firewall::userspace::AccessList;
-use portknock::firewall::{
-    Firewall, FirewallError, FirewallKind, FirewallOptions, Position, select,
+use portknock::cli::{self, EXIT_FAILURE};
+use portknock::config::globals::Word;
+use portknock::config::{
+    self, GlobalOverrides, Globals, Reveal, SeedFlags, Sequence, ServerConfig, SpaSettings,
 };
-use portknock::gate::{self, GateSettings, GateTarget};
-use portknock::net;
-use portknock::server::{self, Listener, ServerSettings};
-use portknock::service::ServiceSettings;
+use portknock::firewall::instance::{Instance, InstanceError};
+use portknock::firewall::{FirewallKind, Position};
+use portknock::gate;
+use portknock::server::daemon::{self, ConfigSource, DaemonError, GateTuning, Reloads};
 use portknock::spa::DEFAULT_SPA_PORT;
-use portknock::spa_listener::{self, SpaListener, SpaOptions, SpaSetup};
+use portknock::spa_listener;
 
 /// Port-knocking server: keeps a TCP port closed until a client knocks the
 /// secret sequence of UDP ports, then opens it for that client's IP only.
@@ -43,15 +44,15 @@ struct Args {
 
     /// Time allowed from the first knock to the last (seconds, or with a
     /// unit: 500ms, 10s, 1m).
-    #[arg(long, default_value = "10", value_parser = config::parse_duration)]
+    #[arg(long, default_value = "10", value_parser = config::parse_duration, allow_hyphen_values = true)]
     window: Duration,
 
     /// How long the protected port stays open after a correct sequence.
-    #[arg(long, default_value = "30", value_parser = config::parse_duration)]
+    #[arg(long, default_value = "30", value_parser = config::parse_duration, allow_hyphen_values = true)]
     access_duration: Duration,
 
     /// How long an IP is ignored after a wrong knock.
-    #[arg(long, default_value = "5", value_parser = config::parse_duration)]
+    #[arg(long, default_value = "5", value_parser = config::parse_duration, allow_hyphen_values = true)]
     lockout: Duration,
 
     /// Address to listen on; repeat for several [default: 0.0.0.0 and ::].
@@ -78,7 +79,7 @@ struct Args {
     flag: String,
 
     /// Built-in service: seconds before a served connection is closed.
-    #[arg(long, default_value = "3", value_parser = config::parse_duration)]
+    #[arg(long, default_value = "3", value_parser = config::parse_duration, allow_hyphen_values = true)]
     close_after: Duration,
 
     /// Bound on tracked source IPs (knocks in progress and lockouts); when
@@ -101,7 +102,7 @@ struct Args {
 
     /// Userspace gate with --upstream: close a proxied connection after this
     /// long without a byte either way (e.g. 90s, 5m, 1h; at most 24h).
-    #[arg(long, default_value = "5m", value_parser = config::parse_duration)]
+    #[arg(long, default_value = "5m", value_parser = config::parse_duration, allow_hyphen_values = true)]
     upstream_idle_timeout: Duration,
 
     /// Turn on the SPA listener: fwknop-compatible Single Packet
@@ -160,6 +161,22 @@ struct Args {
     #[arg(long, value_enum, default_value_t = Position::First)]
     iptables_position: Position,
 
+    /// Read the configuration (global settings and doors) from this TOML
+    /// file; flags given beside it override its global settings. See
+    /// packaging/portknock.toml.
+    #[arg(long, value_name = "FILE", help_heading = "Config file")]
+    config: Option<PathBuf>,
+
+    /// Check the configuration, print it (secrets masked) and exit: 0 if
+    /// valid, 2 if not.
+    #[arg(long, help_heading = "Config file")]
+    check_config: bool,
+
+    /// Ask the running server of --instance (kernel backend) to re-read
+    /// its --config file (SIGHUP), and exit.
+    #[arg(long, help_heading = "Config file")]
+    reload: bool,
+
     /// More logs: -v for every knock, -vv for everything (RUST_LOG wins).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -173,277 +190,183 @@ fn parse_sequence(text: &str) -> Result<Sequence, config::ConfigError> {
     text.parse()
 }
 
-/// An error and the exit code it maps to.
-struct Failure {
-    error: anyhow::Error,
-    code: u8,
-}
-
-impl<E: Into<anyhow::Error>> From<E> for Failure {
-    fn from(error: E) -> Self {
-        Self {
-            error: error.into(),
-            code: EXIT_FAILURE,
-        }
-    }
-}
-
-fn usage(error: impl Into<anyhow::Error>) -> Failure {
-    Failure {
-        error: error.into(),
-        code: EXIT_USAGE,
-    }
+/// Prints `error` once, prefixed with the program's name; returns `code`.
+fn fail(error: &dyn std::fmt::Display, code: u8) -> ExitCode {
+    let _ = writeln!(std::io::stderr(), "knock-server: error: {error}");
+    ExitCode::from(code)
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    cli::init_tracing(args.verbose, "info");
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(err) => return cli::fail("knock-server", &err.into(), EXIT_FAILURE),
+    let matches = Args::command().get_matches();
+    let args = match Args::from_arg_matches(&matches) {
+        Ok(args) => args,
+        Err(err) => err.exit(),
     };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(failure) => cli::fail("knock-server", &failure.error, failure.code),
+    if args.reload {
+        return match daemon::request_reload(&args.instance) {
+            Ok(pid) => {
+                let _ = writeln!(std::io::stdout(), "asked knock-server pid {pid} to reload");
+                ExitCode::SUCCESS
+            }
+            Err(err) => fail(&err, EXIT_FAILURE),
+        };
     }
-}
-
-async fn run(args: Args) -> Result<(), Failure> {
-    // Before the firewall is touched: SIGHUP must not kill us untorn-down.
-    cli::survive_hangups().map_err(|err| anyhow!(err).context("cannot handle SIGHUP"))?;
-    config::check_protected_port(&args.sequence, args.protected_port).map_err(usage)?;
-    let binds = if args.bind.is_empty() {
-        net::WILDCARDS.to_vec()
-    } else {
-        args.bind.clone()
+    let config = match server_config(&args, &matches) {
+        Ok(config) => config,
+        Err(err) => return fail(&err, err.exit_code()),
     };
-    let rules = KnockRules {
-        sequence: args.sequence.clone(),
-        window: args.window,
-        access: args.access_duration,
-        lockout: args.lockout,
-        max_tracked: args.max_tracked,
-    };
-    let spa = match &args.spa_access {
-        Some(path) if args.spa => Some(load_spa(&args, path)?),
-        _ => None,
-    };
-    let mut protected_ports = vec![args.protected_port];
-    if let Some(spa) = &spa {
-        protected_ports.extend(spa_listener::open_tcp_ports(spa.verifier.stanzas()));
-    }
-    let access = AccessList::new();
-    let (firewall, gate) = choose_firewall(&args, &access, protected_ports.clone())?;
-    // A kernel backend owns its instance's rules: refuse a second owner
-    // before touching anything. Held until after teardown.
-    let _instance_lock = match gate {
-        None => Some(InstanceLock::acquire(&args.instance)?),
-        Some(_) => None,
-    };
-    if gate.is_some() {
-        let unguarded: Vec<u16> = protected_ports
-            .iter()
-            .copied()
-            .filter(|&p| p != args.protected_port)
-            .collect();
-        if !unguarded.is_empty() {
-            warn!(
-                ports = ?unguarded,
-                "userspace gate guards tcp/{} only: SPA grants for these OPEN_PORTS are recorded but nothing enforces or serves them (use a kernel backend)",
-                args.protected_port
+    if args.check_config {
+        let _ = std::io::stdout().write_all(config.render(Reveal::Masked).as_bytes());
+        if let Err(err) = daemon::door_settings(&config) {
+            let _ = writeln!(
+                std::io::stderr(),
+                "knock-server: note: valid, but this build cannot run it yet: {err}"
             );
         }
+        return ExitCode::SUCCESS;
     }
-
-    // Bind everything before touching the firewall: a busy port fails the
-    // start with nothing applied.
-    let mut sockets = Vec::new();
-    let sequence_ports = match args.no_sequence {
-        true => Vec::new(),
-        false => args.sequence.distinct_ports(),
+    cli::init_tracing(args.verbose, config.globals().log_level.word());
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => return fail(&err, EXIT_FAILURE),
     };
-    for port in sequence_ports {
-        let bound = net::bind_each(&binds, port, net::udp_socket).map_err(|(addr, err)| {
-            anyhow!(err).context(format!("cannot listen for knocks on udp {addr}"))
-        })?;
-        sockets.extend(bound);
+    let source = args.config.clone().map(|path| ConfigSource {
+        path,
+        overrides: overrides(&args, &matches),
+    });
+    let tuning = GateTuning {
+        max_connections_per_ip: args.max_connections_per_ip,
+        upstream_idle_timeout: args.upstream_idle_timeout,
+        spa_only_port: args.config.is_none().then_some(args.protected_port),
+    };
+    let result = runtime.block_on(async {
+        // Before the firewall is touched: SIGHUP must not kill us untorn-down.
+        let triggers = daemon::hangups()
+            .map_err(|err| DaemonError::Unsupported(format!("cannot handle SIGHUP: {err}")))?;
+        let reloads = Reloads { source, triggers };
+        daemon::run_with(config, tuning, Some(reloads), cli::shutdown_signal()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => fail(&err, err.exit_code()),
     }
-    let gate_listeners = match &gate {
-        Some(_) => net::bind_each(&binds, args.protected_port, net::tcp_listener).map_err(
-            |(addr, err)| {
-                anyhow!(err).context(format!("cannot listen on the protected port tcp {addr}"))
-            },
-        )?,
-        None => Vec::new(),
-    };
+}
 
-    let mut listeners = Vec::new();
-    let mut spa_counters = None;
-    if let Some(spa) = spa {
-        let bound =
-            net::bind_each(&binds, args.spa_port, net::udp_socket).map_err(|(addr, err)| {
-                anyhow!(err).context(format!("cannot listen for SPA packets on udp {addr}"))
-            })?;
-        let listener = SpaListener::new(bound, spa.verifier, spa.replay);
-        spa_counters = Some(listener.counters());
-        listeners.push(listener.into_listener());
-    }
-    let stats_listener = match args.stats_listen {
-        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|err| {
-            anyhow!(err).context(format!("cannot listen for stats on tcp {addr}"))
-        })?),
-        None => None,
-    };
+/// Whether the user gave flag `id` (on the command line or by its env var).
+fn given(matches: &ArgMatches, id: &str) -> bool {
+    matches!(
+        matches.value_source(id),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    )
+}
 
-    let settings = ServerSettings {
-        rules,
-        protected_port: args.protected_port,
-        max_grants: args.max_grants,
-    };
-    let counters = Arc::new(Counters::new());
-    // The gate and the stats endpoint run as the server's listeners, so
-    // the server stops (with teardown) if either ends early.
-    if let Some(gate_settings) = gate {
-        listeners.push(Listener::new("gate", move |_, stop| {
-            let gate = gate::run(gate_listeners, access, gate_settings, stopped(stop));
-            async move {
-                if let Err(err) = gate.await {
-                    error!(error = %err, "userspace gate failed");
-                }
+/// The flags' door and globals, or `--config`'s file with the flags given
+/// beside it as overrides.
+fn server_config(args: &Args, matches: &ArgMatches) -> Result<ServerConfig, DaemonError> {
+    let Some(path) = &args.config else {
+        if !args.no_sequence {
+            config::check_protected_port(&args.sequence, args.protected_port)?;
+            if args.spa && args.sequence.ports().contains(&args.spa_port) {
+                return Err(DaemonError::Unsupported(format!(
+                    "--spa-port {} is also in the knock sequence: the SPA port and the knock ports must differ",
+                    args.spa_port
+                )));
             }
-        }));
-    }
-    if let Some(listener) = stats_listener {
-        let counters = counters.clone();
-        listeners.push(Listener::new("stats", move |_, stop| {
-            portknock::stats::serve(listener, counters, spa_counters, stopped(stop))
-        }));
-    }
-    let shutdown = cli::shutdown_signal();
-    let result = server::run_with(settings, sockets, listeners, firewall, counters, shutdown).await;
-    result.map_err(|err| match err {
-        server::ServerError::Setup(
-            FirewallError::NeedsPrivilege { .. } | FirewallError::ToolMissing { .. },
-        ) => usage(err),
-        other => other.into(),
-    })
-}
-
-/// Completes when the server's stop signal turns true (or its sender is gone).
-async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
-    let _ = stop.wait_for(|&stopped| stopped).await;
-}
-
-/// Loads the access file and the replay cache, and checks the SPA port
-/// against the knock ports; reports what the access file ignores.
-fn load_spa(args: &Args, path: &std::path::Path) -> Result<SpaSetup, Failure> {
-    if !args.no_sequence && args.sequence.ports().contains(&args.spa_port) {
-        return Err(usage(anyhow!(
-            "--spa-port {} is also in the knock sequence: the SPA port and the knock ports must differ",
-            args.spa_port
+        }
+        let flags = SeedFlags {
+            sequence: args.sequence.clone(),
+            protected_port: args.protected_port,
+            window: args.window,
+            access: args.access_duration,
+            lockout: args.lockout,
+            no_sequence: args.no_sequence,
+        };
+        let mut globals = Globals::default();
+        globals.apply(all_globals(args));
+        return Ok(ServerConfig::from_flags(flags, globals)?);
+    };
+    let door_flags = [
+        "sequence",
+        "protected_port",
+        "window",
+        "access_duration",
+        "lockout",
+        "no_sequence",
+    ];
+    if let Some(flag) = door_flags.iter().find(|id| given(matches, id)) {
+        return Err(DaemonError::Unsupported(format!(
+            "--{} describes the door of a flags-only server: with --config, doors come from {}",
+            flag.replace('_', "-"),
+            path.display()
         )));
     }
-    let opts = SpaOptions {
-        access: path.to_path_buf(),
+    ConfigSource {
+        path: path.clone(),
+        overrides: overrides(args, matches),
+    }
+    .load()
+}
+
+/// Every global the flags describe (their defaults included).
+fn all_globals(args: &Args) -> GlobalOverrides {
+    GlobalOverrides {
+        bind: Some(args.bind.clone()),
+        firewall: Some(args.firewall),
+        keep_established: Some(!args.no_keep_established),
+        max_tracked: Some(args.max_tracked),
+        max_grants: Some(args.max_grants),
+        instance: Some(args.instance.clone()),
+        iptables_position: Some(args.iptables_position),
+        stats_listen: args.stats_listen,
+        upstream: args.upstream.clone(),
+        flag: Some(args.flag.clone()),
+        close_after: Some(args.close_after),
+        max_connections: Some(args.max_connections),
+        spa: spa_settings(args),
+        ..GlobalOverrides::default()
+    }
+}
+
+/// The globals of the flags the user gave: they override the file's.
+fn overrides(args: &Args, matches: &ArgMatches) -> GlobalOverrides {
+    let all = all_globals(args);
+    let spa_flags = [
+        "spa",
+        "spa_port",
+        "spa_access",
+        "spa_allow_no_hmac",
+        "spa_max_age",
+        "spa_require_source_match",
+        "spa_replay_cache",
+    ];
+    let keep = |id: &str| given(matches, id);
+    GlobalOverrides {
+        bind: all.bind.filter(|_| keep("bind")),
+        firewall: all.firewall.filter(|_| keep("firewall")),
+        keep_established: all.keep_established.filter(|_| keep("no_keep_established")),
+        max_tracked: all.max_tracked.filter(|_| keep("max_tracked")),
+        max_grants: all.max_grants.filter(|_| keep("max_grants")),
+        instance: all.instance.filter(|_| keep("instance")),
+        iptables_position: all.iptables_position.filter(|_| keep("iptables_position")),
+        stats_listen: all.stats_listen.filter(|_| keep("stats_listen")),
+        upstream: all.upstream.filter(|_| keep("upstream")),
+        flag: all.flag.filter(|_| keep("flag")),
+        close_after: all.close_after.filter(|_| keep("close_after")),
+        max_connections: all.max_connections.filter(|_| keep("max_connections")),
+        spa: all.spa.filter(|_| spa_flags.iter().any(|id| keep(id))),
+        ..GlobalOverrides::default()
+    }
+}
+
+/// The SPA listener's settings, when `--spa` is on.
+fn spa_settings(args: &Args) -> Option<SpaSettings> {
+    let access = args.spa_access.clone().filter(|_| args.spa)?;
+    Some(SpaSettings {
+        port: args.spa_port,
+        access,
         allow_no_hmac: args.spa_allow_no_hmac,
         max_age_secs: args.spa_max_age,
         require_source_match: args.spa_require_source_match,
         replay_cache: args.spa_replay_cache.clone(),
-    };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let setup = SpaSetup::load(&opts, now).map_err(usage)?;
-    for warning in &setup.warnings {
-        warn!(file = %path.display(), "access file: {warning}");
-    }
-    if let Some(loose) = &setup.loose_mode {
-        warn!("access file: {loose}");
-    }
-    for line in spa_listener::stanzas_without_hmac(setup.verifier.stanzas()) {
-        warn!(file = %path.display(), line, "access stanza has no HMAC_KEY: its packets are not authenticated and can be tampered with or forged by anyone who learns KEY (fwknop's legacy mode)");
-    }
-    for line in spa_listener::stanzas_without_open_ports(setup.verifier.stanzas()) {
-        warn!(file = %path.display(), line, "access stanza has no OPEN_PORTS: any port may be requested (as with fwknopd)");
-    }
-    info!(
-        file = %path.display(),
-        stanzas = setup.verifier.stanzas().len(),
-        replay_cache = %opts.replay_cache.display(),
-        replay_entries = setup.replay.len(),
-        max_age_secs = opts.max_age_secs,
-        require_source_match = opts.require_source_match,
-        "spa configured"
-    );
-    Ok(setup)
-}
-
-/// Picks the firewall backend and, for userspace, the gate's settings.
-fn choose_firewall(
-    args: &Args,
-    access: &AccessList,
-    ports: Vec<u16>,
-) -> Result<(Box<dyn Firewall>, Option<GateSettings>), Failure> {
-    let options = FirewallOptions {
-        ports,
-        keep_established: !args.no_keep_established,
-        instance: args.instance.clone(),
-        position: args.iptables_position,
-    };
-    let selected = select::open(args.firewall, &options, access.clone()).map_err(usage)?;
-    for reason in &selected.passed_over {
-        info!(reason = %reason, "firewall auto: backend passed over");
-    }
-    if selected.kind != FirewallKind::Userspace {
-        if args.upstream.is_some() {
-            warn!(
-                "--upstream applies to the userspace gate only; ignored with the {} backend",
-                selected.kind
-            );
-        }
-        info!(backend = %selected.kind, "kernel firewall: run the protected service on port {}", args.protected_port);
-        return Ok((selected.firewall, None));
-    }
-    if args.firewall == FirewallKind::Auto {
-        warn!(
-            "no kernel firewall usable (needs CAP_NET_ADMIN and nft or iptables): using the userspace gate"
-        );
-    }
-    let target = match &args.upstream {
-        Some(upstream) => GateTarget::Upstream(check_upstream(upstream)?),
-        None => GateTarget::Builtin(ServiceSettings {
-            flag: args.flag.clone(),
-            close_after: args.close_after,
-            ..ServiceSettings::default()
-        }),
-    };
-    let gate = GateSettings {
-        port: args.protected_port,
-        target,
-        max_connections: args.max_connections,
-        max_connections_per_ip: args.max_connections_per_ip,
-        upstream_idle_timeout: args.upstream_idle_timeout,
-    };
-    Ok((selected.firewall, Some(gate)))
-}
-
-/// Checks that `--upstream` is `HOST:PORT` with a valid port, and warns if
-/// the host does not resolve now (it is resolved again per connection).
-fn check_upstream(upstream: &str) -> Result<String, Failure> {
-    let (host, port) = upstream.rsplit_once(':').ok_or_else(|| {
-        usage(anyhow!(
-            "invalid --upstream '{upstream}': expected HOST:PORT, e.g. 127.0.0.1:2223"
-        ))
-    })?;
-    config::parse_port(port)
-        .map_err(|err| usage(anyhow!("invalid --upstream '{upstream}': {err}")))?;
-    if host.is_empty() {
-        return Err(usage(anyhow!(
-            "invalid --upstream '{upstream}': expected HOST:PORT, e.g. 127.0.0.1:2223"
-        )));
-    }
-    if std::net::ToSocketAddrs::to_socket_addrs(upstream).is_err() {
-        warn!(%upstream, "upstream does not resolve now; will retry per connection");
-    }
-    Ok(upstream.to_string())
+    })
 }

@@ -148,6 +148,24 @@ impl InstanceLock {
     }
 }
 
+impl InstanceLock {
+    /// The pid of the live owner of `instance` in this network namespace
+    /// (`None`: nobody holds it, or its pid cannot be learned).
+    pub fn owner(instance: &Instance) -> Result<Option<i32>, InstanceError> {
+        let addr =
+            SocketAddr::from_abstract_name(instance.lock_name().as_bytes()).map_err(|source| {
+                InstanceError::Io {
+                    instance: instance.to_string(),
+                    source,
+                }
+            })?;
+        match UnixStream::connect_addr(&addr) {
+            Ok(stream) => Ok(peer_pid(&stream)),
+            Err(_) => Ok(None),
+        }
+    }
+}
+
 /// The pid of the process at the other end of `stream` (`SO_PEERCRED`).
 fn peer_pid(stream: &UnixStream) -> Option<i32> {
     let mut cred = libc::ucred {

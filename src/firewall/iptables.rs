@@ -242,6 +242,21 @@ impl Firewall for IptablesFirewall {
         self.remove_all()
     }
 
+    /// Sets the chain up again for `ports` (one `iptables-restore` per
+    /// family); the grants' rules go with the old chain, so the worker
+    /// applies the live ones again. On failure the old ports are set up.
+    fn reconfigure(&mut self, ports: &[u16]) -> Result<bool, FirewallError> {
+        let mut options = self.options.clone();
+        options.ports = ports.to_vec();
+        let old = std::mem::replace(&mut self.options, options);
+        if let Err(err) = self.setup() {
+            self.options = old;
+            let _ = self.setup();
+            return Err(err);
+        }
+        Ok(false)
+    }
+
     fn verify(&mut self) -> Result<Vec<String>, FirewallError> {
         let mut missing = Vec::new();
         for family in Family::ALL {

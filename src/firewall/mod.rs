@@ -223,6 +223,21 @@ pub trait Firewall: Send {
         Ok(None)
     }
 
+    /// Protects `ports` from now on instead of the ports it was set up
+    /// with (a reload). Returns whether the open grants survived; if not,
+    /// the worker applies every live grant again. On error the old ports
+    /// stay protected. Backends that cannot do it refuse.
+    fn reconfigure(&mut self, ports: &[u16]) -> Result<bool, FirewallError> {
+        let _ = ports;
+        Err(FirewallError::Io {
+            context: format!(
+                "the {} backend cannot change its protected ports while running",
+                self.name()
+            ),
+            source: std::io::Error::from(std::io::ErrorKind::Unsupported),
+        })
+    }
+
     /// Applies a batch of changes in order; one result per change. Backends
     /// that can apply a batch at once override this.
     fn apply(&mut self, changes: &[Change]) -> Vec<Result<(), FirewallError>> {

@@ -25,9 +25,10 @@
 //! A full receive buffer (`ENOBUFS`: notifications were lost) counts as
 //! [`Notice::Changed`], so the worker verifies at once.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use super::FirewallError;
+use super::nft_netlink::{netfilter_socket, set_option};
 
 /// `NFNLGRP_NFTABLES` (`nfnetlink.h`).
 const NFNLGRP_NFTABLES: libc::c_int = 7;
@@ -157,54 +158,23 @@ impl NftMonitor {
     /// Subscribes (in the calling thread's network namespace) to the
     /// deletions in the `watches`.
     pub fn open(watches: Vec<Watch>) -> Result<Self, FirewallError> {
-        // SAFETY: plain socket(2); the descriptor is owned right away.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                libc::NETLINK_NETFILTER,
-            )
-        };
-        if raw < 0 {
-            return Err(io_error("socket"));
-        }
-        // SAFETY: `raw` is a fresh descriptor nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: an all-zero sockaddr_nl is valid; the kernel picks our port id.
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        // SAFETY: `addr` is a sockaddr_nl of the given size.
-        let bound = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&raw const addr).cast(),
-                size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if bound < 0 {
-            return Err(io_error("bind"));
-        }
-        let set = |level, name, value: libc::c_int| {
-            // SAFETY: `value` is a c_int of the given size.
-            unsafe {
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    level,
-                    name,
-                    (&raw const value).cast(),
-                    size_of::<libc::c_int>() as libc::socklen_t,
-                ) == 0
-            }
-        };
-        if !set(
+        let fd = netfilter_socket(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK).map_err(io_error)?;
+        let int = |value: libc::c_int| value.to_ne_bytes();
+        if !set_option(
+            &fd,
             libc::SOL_NETLINK,
             libc::NETLINK_ADD_MEMBERSHIP,
-            NFNLGRP_NFTABLES,
+            &int(NFNLGRP_NFTABLES),
         ) {
             return Err(io_error("join NFNLGRP_NFTABLES"));
         }
-        if !set(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, RECEIVE_BUFFER) {
-            set(libc::SOL_SOCKET, libc::SO_RCVBUF, RECEIVE_BUFFER);
+        if !set_option(
+            &fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            &int(RECEIVE_BUFFER),
+        ) {
+            set_option(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &int(RECEIVE_BUFFER));
         }
         Ok(Self {
             fd,

@@ -380,7 +380,47 @@ fn io_error(context: &str) -> FirewallError {
     }
 }
 
-fn set_option(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, value: &[u8]) -> bool {
+/// A `NETLINK_NETFILTER` socket (with `flags` beside `SOCK_RAW`), bound
+/// with a port id the kernel picks, in the calling thread's network
+/// namespace; on failure, what failed (errno is left for the caller).
+pub(super) fn netfilter_socket(flags: libc::c_int) -> Result<OwnedFd, &'static str> {
+    // SAFETY: plain socket(2); the descriptor is owned right away.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | flags,
+            libc::NETLINK_NETFILTER,
+        )
+    };
+    if raw < 0 {
+        return Err("socket");
+    }
+    // SAFETY: `raw` is a fresh descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: an all-zero sockaddr_nl is valid; the kernel picks our port id.
+    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    // SAFETY: `addr` is a sockaddr_nl of the given size.
+    let bound = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&raw const addr).cast(),
+            size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if bound < 0 {
+        return Err("bind");
+    }
+    Ok(fd)
+}
+
+/// Sets a socket option; false (errno set) if the kernel refused it.
+pub(super) fn set_option(
+    fd: &OwnedFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &[u8],
+) -> bool {
     // SAFETY: a valid socket and a buffer of the given length.
     unsafe {
         libc::setsockopt(
@@ -397,33 +437,7 @@ impl NftNetlink {
     /// Opens and binds the socket (in the calling thread's network
     /// namespace), for the sets of table `inet <table>`.
     pub fn open(table: &str) -> Result<Self, FirewallError> {
-        // SAFETY: plain socket(2); the descriptor is owned right away.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_NETFILTER,
-            )
-        };
-        if raw < 0 {
-            return Err(io_error("socket"));
-        }
-        // SAFETY: `raw` is a fresh descriptor nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: an all-zero sockaddr_nl is valid; the kernel picks our port id.
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        // SAFETY: `addr` is a sockaddr_nl of the given size.
-        let bound = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&raw const addr).cast(),
-                size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if bound < 0 {
-            return Err(io_error("bind"));
-        }
+        let fd = netfilter_socket(libc::SOCK_CLOEXEC).map_err(io_error)?;
         let one: libc::c_int = 1;
         set_option(
             &fd,

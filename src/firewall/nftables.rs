@@ -56,12 +56,6 @@ pub const SET_V6: &str = "allowed_v6";
 /// (creating it first so the delete never fails).
 pub fn ruleset(options: &FirewallOptions) -> String {
     let table = format!("inet {}", options.instance.nft_table());
-    let ports = options
-        .unique_ports()
-        .iter()
-        .map(u16::to_string)
-        .collect::<Vec<_>>()
-        .join(", ");
     let mut out = String::new();
     let _ = writeln!(out, "table {table}\ndelete table {table}\ntable {table} {{");
     for (set, ty) in [(SET_V4, "ipv4_addr"), (SET_V6, "ipv6_addr")] {
@@ -71,24 +65,8 @@ pub fn ruleset(options: &FirewallOptions) -> String {
         );
     }
     out.push_str("\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n");
-    let keep = options.keep_established && !ports.is_empty();
-    if keep {
-        let _ = writeln!(
-            out,
-            "\t\ttcp dport {{ {ports} }} ct state established,related {} accept",
-            mark_match()
-        );
-    }
-    // The mark is only read by the established rule: without it, none.
-    let mark = if keep {
-        format!("ct mark set ct mark | {GRANT_MARK:#010x} ")
-    } else {
-        String::new()
-    };
-    let _ = writeln!(out, "\t\tip saddr . tcp dport @{SET_V4} {mark}accept");
-    let _ = writeln!(out, "\t\tip6 saddr . tcp dport @{SET_V6} {mark}accept");
-    if !ports.is_empty() {
-        let _ = writeln!(out, "\t\ttcp dport {{ {ports} }} drop");
+    for rule in chain_rules(options) {
+        let _ = writeln!(out, "\t\t{rule}");
     }
     out.push_str("\t}\n}\n");
     out
@@ -97,6 +75,48 @@ pub fn ruleset(options: &FirewallOptions) -> String {
 /// The established rule's test of [`GRANT_MARK`], as `nft` prints it.
 fn mark_match() -> String {
     format!("ct mark & {GRANT_MARK:#010x} == {GRANT_MARK:#010x}")
+}
+
+/// The rules of our `input` chain, in order. With `keep_established` a
+/// grant's accept marks the connection and the established rule asks for
+/// the mark; without it, nothing reads the mark and nothing sets it.
+fn chain_rules(options: &FirewallOptions) -> Vec<String> {
+    let ports = options
+        .unique_ports()
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let keep = options.keep_established && !ports.is_empty();
+    let mut rules = Vec::new();
+    if keep {
+        rules.push(format!(
+            "tcp dport {{ {ports} }} ct state established,related {} accept",
+            mark_match()
+        ));
+    }
+    let mark = if keep {
+        format!("ct mark set ct mark | {GRANT_MARK:#010x} ")
+    } else {
+        String::new()
+    };
+    rules.push(format!("ip saddr . tcp dport @{SET_V4} {mark}accept"));
+    rules.push(format!("ip6 saddr . tcp dport @{SET_V6} {mark}accept"));
+    if !ports.is_empty() {
+        rules.push(format!("tcp dport {{ {ports} }} drop"));
+    }
+    rules
+}
+
+/// One transaction that replaces the rules of our `input` chain with
+/// those of `options`, leaving the sets (the open grants) as they are.
+pub fn rechain_script(options: &FirewallOptions) -> String {
+    let chain = format!("inet {} input", options.instance.nft_table());
+    let mut out = format!("flush chain {chain}\n");
+    for rule in chain_rules(options) {
+        let _ = writeln!(out, "add rule {chain} {rule}");
+    }
+    out
 }
 
 /// The transaction that deletes our table, without failing if it is gone.
@@ -334,6 +354,15 @@ impl Firewall for NftablesFirewall {
 
     fn teardown(&mut self) -> Result<(), FirewallError> {
         self.transaction(&teardown_script(&self.options))
+    }
+
+    /// One transaction: the chain's rules change, the sets (grants) stay.
+    fn reconfigure(&mut self, ports: &[u16]) -> Result<bool, FirewallError> {
+        let mut options = self.options.clone();
+        options.ports = ports.to_vec();
+        self.transaction(&rechain_script(&options))?;
+        self.options = options;
+        Ok(true)
     }
 
     fn verify(&mut self) -> Result<Vec<String>, FirewallError> {

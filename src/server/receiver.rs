@@ -27,12 +27,12 @@ use std::sync::Arc;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::net::UdpSocket;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::Engine;
 use super::order::{KnockOrder, PassClock, timespec_ns};
+use super::{Engine, Reload};
 use crate::counters::Counters;
 
 /// Most datagrams taken from one socket in one pass (one `recvmmsg`).
@@ -249,17 +249,109 @@ struct KnockSocket {
 }
 
 /// Receives knocks on all `sockets` until `stop` changes, judging them in
-/// the order they arrived (see the module doc).
+/// the order they arrived (see the module doc). A [`Reload`] from
+/// `reloads` is applied between two passes: what is held is judged under
+/// the old rules, then the engine takes the new rules and the sockets of
+/// ports no longer knocked close while the new ones join, so no knock
+/// read is judged by a mix of both.
 pub async fn receive_knocks(
     sockets: Vec<UdpSocket>,
     engine: Arc<Engine>,
     counters: Arc<Counters>,
     mut stop: watch::Receiver<bool>,
+    mut reloads: mpsc::Receiver<Reload>,
 ) {
+    let mut knock_sockets = knock_sockets(sockets);
+    let mut scratch = Scratch::new();
+    let mut order = KnockOrder::new(knock_sockets.len().max(1) * BATCH);
+    let mut batch = super::GrantBatch::default();
+    'sockets: loop {
+        let fds: Vec<RawFd> = knock_sockets.iter().map(|s| s.socket.as_raw_fd()).collect();
+        let set = match ReadySet::new(&fds) {
+            Ok(set) => set,
+            Err(err) => {
+                warn!(error = %err, "cannot watch the knock sockets; not listening");
+                return;
+            }
+        };
+        let mut events = set.events();
+        loop {
+            let mut guard = tokio::select! {
+                ready = set.epoll.readable() => match ready {
+                    Ok(guard) => guard,
+                    Err(err) => {
+                        warn!(error = %err, "knock sockets failed; not listening");
+                        return;
+                    }
+                },
+                Some(reload) = reloads.recv() => {
+                    // Judge what is held under the rules it was knocked for.
+                    let clock = PassClock::now(Instant::now().into_std());
+                    order.begin(clock.real);
+                    let n = order.release();
+                    if n > 0 {
+                        engine.handle_knocks(&order.pending()[..n], clock, &mut batch).await;
+                        order.consume(n);
+                    }
+                    let kept = engine.reconfigure(&reload.settings);
+                    knock_sockets.retain(|s| reload.ports.contains(&s.port));
+                    knock_sockets.extend(self::knock_sockets(reload.add));
+                    let _ = reload.done.send(Ok(kept));
+                    continue 'sockets;
+                }
+                _ = stop.changed() => return,
+            };
+            let clock = PassClock::now(Instant::now().into_std());
+            order.begin(clock.real);
+            let mut any_ready = false;
+            let ready = match set.ready(&mut events) {
+                Ok(ready) => ready,
+                Err(err) => {
+                    debug!(error = %err, "epoll_wait failed");
+                    continue;
+                }
+            };
+            for i in ready {
+                any_ready = true;
+                let KnockSocket { socket, port } = &knock_sockets[i];
+                let max = order.room().min(BATCH);
+                match scratch.receive(socket.as_raw_fd(), max) {
+                    Ok(n) => {
+                        counters.record_packets(n as u64);
+                        for &(ip, stamp) in &scratch.received {
+                            // No stamp: date it by this pass (held to the next).
+                            order.push(ip, *port, if stamp == 0 { clock.real } else { stamp });
+                        }
+                        if n == max {
+                            let last = scratch.received.last().map_or(0, |&(_, s)| s);
+                            order.more_after(last);
+                        }
+                    }
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                    // ICMP errors and the like surface here; they are not knocks.
+                    Err(err) => debug!(port, error = %err, "receive error"),
+                }
+            }
+            let n = order.release();
+            if n > 0 {
+                engine
+                    .handle_knocks(&order.pending()[..n], clock, &mut batch)
+                    .await;
+                order.consume(n);
+            }
+            if !any_ready && order.held() == 0 {
+                // Every socket was empty: sleep until one is not.
+                guard.clear_ready();
+            }
+        }
+    }
+}
+
+/// Takes `sockets` out of tokio's hands (bound by [`super::bind_udp`],
+/// with their buffer and stamps already set), each with its port.
+fn knock_sockets(sockets: Vec<UdpSocket>) -> Vec<KnockSocket> {
     let mut knock_sockets = Vec::with_capacity(sockets.len());
     for socket in sockets {
-        enlarge_buffer(&socket);
-        stamp_arrivals(&socket);
         let port = match socket.local_addr() {
             Ok(addr) => addr.port(),
             Err(err) => {
@@ -272,72 +364,7 @@ pub async fn receive_knocks(
             Err(err) => warn!(port, error = %err, "knock socket unusable; not listening on it"),
         }
     }
-    let fds: Vec<RawFd> = knock_sockets.iter().map(|s| s.socket.as_raw_fd()).collect();
-    let set = match ReadySet::new(&fds) {
-        Ok(set) => set,
-        Err(err) => {
-            warn!(error = %err, "cannot watch the knock sockets; not listening");
-            return;
-        }
-    };
-    let mut events = set.events();
-    let mut scratch = Scratch::new();
-    let mut order = KnockOrder::new(knock_sockets.len() * BATCH);
-    let mut batch = super::GrantBatch::default();
-    loop {
-        let mut guard = tokio::select! {
-            ready = set.epoll.readable() => match ready {
-                Ok(guard) => guard,
-                Err(err) => {
-                    warn!(error = %err, "knock sockets failed; not listening");
-                    return;
-                }
-            },
-            _ = stop.changed() => return,
-        };
-        let clock = PassClock::now(Instant::now().into_std());
-        order.begin(clock.real);
-        let mut any_ready = false;
-        let ready = match set.ready(&mut events) {
-            Ok(ready) => ready,
-            Err(err) => {
-                debug!(error = %err, "epoll_wait failed");
-                continue;
-            }
-        };
-        for i in ready {
-            any_ready = true;
-            let KnockSocket { socket, port } = &knock_sockets[i];
-            let max = order.room().min(BATCH);
-            match scratch.receive(socket.as_raw_fd(), max) {
-                Ok(n) => {
-                    counters.record_packets(n as u64);
-                    for &(ip, stamp) in &scratch.received {
-                        // No stamp: date it by this pass (held to the next).
-                        order.push(ip, *port, if stamp == 0 { clock.real } else { stamp });
-                    }
-                    if n == max {
-                        let last = scratch.received.last().map_or(0, |&(_, s)| s);
-                        order.more_after(last);
-                    }
-                }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-                // ICMP errors and the like surface here; they are not knocks.
-                Err(err) => debug!(port, error = %err, "receive error"),
-            }
-        }
-        let n = order.release();
-        if n > 0 {
-            engine
-                .handle_knocks(&order.pending()[..n], clock, &mut batch)
-                .await;
-            order.consume(n);
-        }
-        if !any_ready && order.held() == 0 {
-            // Every socket was empty: sleep until one is not.
-            guard.clear_ready();
-        }
-    }
+    knock_sockets
 }
 
 /// Waits (bounded) until the kernel stamps datagrams on arrival. The

@@ -13,6 +13,12 @@
 //! the timestamp check rejects those packets anyway. Pruning rewrites the
 //! file atomically (see `replay_file.rs` for how the file is protected).
 //!
+//! A failed commit (a full disk, an I/O error) refuses its batch and may
+//! leave a torn line at the end of the file, which would swallow the next
+//! line appended (that packet would open again after a restart): so the
+//! next commit rewrites the whole file from memory instead of appending,
+//! and refuses its batch too until that succeeds (`tests/faults.rs`).
+//!
 //! If the file is deleted or replaced under us, the next commit (or
 //! [`ReplayCache::check_file`], which the listener calls every second) logs
 //! at error level and rewrites it from memory, which holds every live
@@ -192,6 +198,17 @@ impl ReplayStore for ReplayCache {
             if !file.is_ours() {
                 // Rewrites every entry, the pending ones included.
                 self.check_file()?;
+            } else if file.torn {
+                // A failed append may have left a torn line that would
+                // swallow this batch's first record: rewrite every entry
+                // (the pending ones and a refused batch's included).
+                *file = replay_file::rewrite(&file.path, &self.entries)?;
+                self.pending = (String::new(), 0);
+                tracing::info!(
+                    path = %file.path.display(),
+                    entries = self.entries.len(),
+                    "spa replay cache rewritten after a failed write"
+                );
             } else {
                 let (text, lines) = std::mem::take(&mut self.pending);
                 file.append(&text, lines)?;

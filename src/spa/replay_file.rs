@@ -45,6 +45,11 @@ pub(super) struct CacheFile {
     identity: (u64, u64),
     /// Lines (entries) in the file, for the compaction trigger.
     pub(super) lines: usize,
+    /// A write or fsync failed (a full disk, an I/O error): the file may
+    /// end in a torn line, which would swallow the next line appended
+    /// after it, and after a failed fsync the kernel's copy cannot be
+    /// trusted. The next commit rewrites the file from memory instead.
+    pub(super) torn: bool,
 }
 
 pub(super) fn err(path: &Path, op: &'static str, source: io::Error) -> ReplayError {
@@ -193,6 +198,7 @@ pub(super) fn rewrite(
         handle,
         identity: (meta.dev(), meta.ino()),
         lines: entries.len(),
+        torn: false,
     })
 }
 
@@ -226,14 +232,17 @@ fn create_temp(path: &Path) -> Result<(PathBuf, File), ReplayError> {
 }
 
 impl CacheFile {
-    /// Appends `text` and fsyncs: one write and one fsync per call.
+    /// Appends `text` and fsyncs: one write and one fsync per call. On
+    /// failure the file is marked [`CacheFile::torn`].
     pub(super) fn append(&mut self, text: &str, lines: usize) -> Result<(), ReplayError> {
-        self.handle
-            .write_all(text.as_bytes())
-            .map_err(|e| err(&self.path, "append to", e))?;
-        self.handle
-            .sync_data()
-            .map_err(|e| err(&self.path, "fsync", e))?;
+        let written = match self.handle.write_all(text.as_bytes()) {
+            Ok(()) => self.handle.sync_data().map_err(|e| (e, "fsync")),
+            Err(e) => Err((e, "append to")),
+        };
+        if let Err((e, op)) = written {
+            self.torn = true;
+            return Err(err(&self.path, op, e));
+        }
         self.lines += lines;
         Ok(())
     }

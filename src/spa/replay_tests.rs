@@ -2,6 +2,7 @@ use super::*;
 use crate::spa::b64;
 use crate::spa::replay_file::HEADER;
 use std::fs;
+use std::io::Write;
 
 fn d(n: u8) -> ReplayDigest {
     [n; 32]
@@ -264,4 +265,32 @@ fn a_full_cache_refuses_new_packets() {
     let e = c.record(d(255), 1).unwrap_err().to_string();
     assert!(e.contains("cap"), "{e}");
     assert!(!c.contains(&d(255)));
+}
+
+#[test]
+fn after_a_failed_write_the_next_commit_rewrites_the_file_whole() {
+    // What a full disk leaves (tests/faults.rs has it for real): a commit
+    // failed part-way, the file ends in a torn line and is marked torn.
+    let dir = private_dir();
+    let path = dir.path().join("replay.cache");
+    let mut c = ReplayCache::open(&path, 120, 1000).unwrap();
+    c.insert(d(1), 1000, 1000).unwrap();
+    c.record(d(2), 1000).unwrap();
+    let torn = &b64::encode(&d(2))[..3];
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(torn.as_bytes())
+        .unwrap();
+    c.pending = (String::new(), 0);
+    c.file.as_mut().unwrap().torn = true;
+
+    // Appended after the torn line, this record would be lost at reopen.
+    c.insert(d(3), 1001, 1001).unwrap();
+    let text = fs::read_to_string(&path).unwrap();
+    let c = ReplayCache::open(&path, 120, 1002).unwrap();
+    for n in 1..=3 {
+        assert!(c.contains(&d(n)), "entry {n} lost:\n{text}");
+    }
 }

@@ -1,0 +1,348 @@
+//! The composition root: one validated [`ServerConfig`] in, a running
+//! daemon out. The binary and the tests call [`run`] alike (the shape of
+//! tokio-rs/mini-redis): the binary only parses flags, sets up logging and
+//! maps [`DaemonError::exit_code`] to its exit code.
+//!
+//! Order of start-up, so that a bad start changes nothing: the SPA access
+//! file and the firewall backend are chosen, then every socket is bound
+//! (knocks, the gate's protected port, SPA, stats), and only then does the
+//! server set the firewall up. A kernel backend holds its instance lock
+//! (`firewall/instance.rs`) for the whole run.
+//!
+//! Doors: today's knock core judges one sequence against one protected
+//! port, so a configuration runs here when it has at most one door with
+//! one TCP protected port, UDP knocks and no `allow` restriction; anything
+//! more is refused with a clear message until the multi-door core lands
+//! (running one core per door would judge a knock for door B as a wrong
+//! knock of door A, so it is not a shortcut). Reload lives in
+//! `daemon/reload.rs`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+use super::{Listener, Parts, ServerError, ServerSettings};
+use crate::config::{AllowList, Deny, Proto, ServerConfig};
+use crate::counters::Counters;
+use crate::firewall::instance::InstanceLock;
+use crate::firewall::userspace::AccessList;
+use crate::firewall::{Firewall, FirewallKind, FirewallOptions, select};
+use crate::gate::{self, GateSettings, GateTarget};
+use crate::net;
+use crate::service::ServiceSettings;
+use crate::spa_listener::{self, SpaListener, SpaSetup};
+
+mod error;
+mod reload;
+
+pub use error::{DaemonError, EXIT_FAILURE, EXIT_USAGE};
+pub use reload::{ConfigSource, Reloads, hangups, request_reload};
+
+/// Tunables of the userspace gate that the configuration does not hold yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GateTuning {
+    /// Cap on connections one client IP holds at once.
+    pub max_connections_per_ip: usize,
+    /// Close a proxied connection after this long without a byte.
+    pub upstream_idle_timeout: Duration,
+    /// The port the gate guards and serves when no door names one (SPA
+    /// only): the seed's `--protected-port`. `None`: SPA's first port.
+    pub spa_only_port: Option<u16>,
+}
+
+impl Default for GateTuning {
+    fn default() -> Self {
+        Self {
+            max_connections_per_ip: gate::DEFAULT_MAX_CONNECTIONS_PER_IP,
+            upstream_idle_timeout: Duration::from_secs(300),
+            spa_only_port: None,
+        }
+    }
+}
+
+/// Runs `config` until `shutdown` completes, without reloads.
+pub async fn run(
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    run_with(config, GateTuning::default(), None, shutdown).await
+}
+
+/// The knock rules of `config`'s door (none: SPA only), or why today's
+/// core cannot run it.
+pub fn door_settings(config: &ServerConfig) -> Result<Option<ServerSettings>, DaemonError> {
+    let door = match config.doors() {
+        [] => return Ok(None),
+        [door] => door,
+        doors => {
+            return Err(DaemonError::Unsupported(format!(
+                "{} doors configured: several doors need the multi-door core, which is not built yet; run one door per knock-server (each with its own --instance)",
+                doors.len()
+            )));
+        }
+    };
+    let refuse = |what: String| {
+        Err(DaemonError::Unsupported(format!(
+            "door '{}': {what} needs the multi-door core, which is not built yet",
+            door.name()
+        )))
+    };
+    let port = match door.protected() {
+        [port] if port.proto == Proto::Tcp => port.port,
+        [port] => return refuse(format!("protected port {port} (UDP)")),
+        ports => return refuse(format!("{} protected ports", ports.len())),
+    };
+    if let Some(knock) = door.sequence().iter().find(|k| k.proto == Proto::Tcp) {
+        return refuse(format!(
+            "TCP knock {knock} (heard once stealth capture lands)"
+        ));
+    }
+    if door.allow() != &AllowList::everything() {
+        return refuse("an allow list".to_string());
+    }
+    Ok(Some(ServerSettings {
+        rules: door.knock_rules(config.globals().max_tracked),
+        protected_port: port,
+        max_grants: config.globals().max_grants,
+    }))
+}
+
+/// The distinct knock ports of `door`.
+fn knock_ports(door: Option<&ServerSettings>) -> Vec<u16> {
+    door.map_or_else(Vec::new, |d| d.rules.sequence.distinct_ports())
+}
+
+/// Runs `config` until `shutdown` completes; `reloads`, if given, swaps in
+/// a new configuration while it runs (`daemon/reload.rs`).
+pub async fn run_with(
+    config: ServerConfig,
+    tuning: GateTuning,
+    reloads: Option<Reloads>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let globals = config.globals().clone();
+    let door = door_settings(&config)?;
+    if let Some(upstream) = &globals.upstream {
+        check_upstream(upstream)?;
+    }
+    if globals.deny == Deny::Drop {
+        warn!("deny = drop is not supported by today's backends yet: strangers get a reset");
+    }
+    if let Some(addr) = globals.metrics_listen {
+        warn!(%addr, "metrics-listen is not served yet; ignored");
+    }
+    let binds = match globals.bind.is_empty() {
+        true => net::WILDCARDS.to_vec(),
+        false => globals.bind.clone(),
+    };
+    let spa = match &globals.spa {
+        Some(settings) => Some(load_spa(settings)?),
+        None => None,
+    };
+    let spa_ports = spa.as_ref().map_or_else(Vec::new, |spa| {
+        spa_listener::open_tcp_ports(spa.verifier.stanzas())
+    });
+    let mut protected_ports: Vec<u16> = door.iter().map(|d| d.protected_port).collect();
+    if door.is_none() && spa.is_some() {
+        protected_ports.extend(tuning.spa_only_port);
+    }
+    protected_ports.extend(&spa_ports);
+    let access = AccessList::new();
+    let options = FirewallOptions {
+        ports: protected_ports.clone(),
+        keep_established: globals.keep_established,
+        instance: globals.instance.clone(),
+        position: globals.iptables_position,
+    };
+    let selected =
+        select::open(globals.firewall, &options, access.clone()).map_err(DaemonError::Firewall)?;
+    for reason in &selected.passed_over {
+        info!(reason = %reason, "firewall auto: backend passed over");
+    }
+    let userspace = selected.kind == FirewallKind::Userspace;
+    // A kernel backend owns its instance's rules: refuse a second owner
+    // before touching anything. Held until after teardown.
+    let _instance_lock = match userspace {
+        false => Some(InstanceLock::acquire(&globals.instance)?),
+        true => None,
+    };
+    // The gate serves one port: the door's, or SPA's first OPEN_PORTS one.
+    let gate_port = door
+        .as_ref()
+        .map(|d| d.protected_port)
+        .or_else(|| protected_ports.first().copied());
+    if userspace {
+        if globals.firewall == FirewallKind::Auto {
+            warn!(
+                "no kernel firewall usable (needs CAP_NET_ADMIN and nft or iptables): using the userspace gate"
+            );
+        }
+        let unguarded: Vec<u16> = protected_ports
+            .iter()
+            .copied()
+            .filter(|&p| Some(p) != gate_port)
+            .collect();
+        if !unguarded.is_empty() {
+            warn!(ports = ?unguarded, "userspace gate guards the door's port only: SPA grants for these OPEN_PORTS are recorded but nothing enforces or serves them (use a kernel backend)");
+        }
+    } else {
+        if globals.upstream.is_some() {
+            warn!(
+                "upstream applies to the userspace gate only; ignored with the {} backend",
+                selected.kind
+            );
+        }
+        info!(backend = %selected.kind, ports = ?protected_ports, "kernel firewall: run the protected services yourself");
+    }
+
+    // Bind everything before touching the firewall: a busy port fails the
+    // start with nothing applied.
+    let sockets =
+        super::bind_udp(&binds, &knock_ports(door.as_ref())).map_err(bind("for knocks on udp"))?;
+    let mut listeners = Vec::new();
+    let counters = Arc::new(Counters::new());
+    if let (true, Some(port)) = (userspace, gate_port) {
+        let bound = net::bind_each(&binds, port, net::tcp_listener).map_err(|(addr, source)| {
+            DaemonError::Bind {
+                what: "on the protected port tcp",
+                addr,
+                source,
+            }
+        })?;
+        let settings = gate_settings(&globals, port, tuning);
+        listeners.push(Listener::new("gate", move |_, stop| {
+            let gate = gate::run(bound, access, settings, stopped(stop));
+            async move {
+                if let Err(err) = gate.await {
+                    error!(error = %err, "userspace gate failed");
+                }
+            }
+        }));
+    }
+    let mut spa_counters = None;
+    if let (Some(spa), Some(settings)) = (spa, &globals.spa) {
+        let bound =
+            super::bind_udp(&binds, &[settings.port]).map_err(bind("for SPA packets on udp"))?;
+        let listener = SpaListener::new(bound, spa.verifier, spa.replay);
+        spa_counters = Some(listener.counters());
+        listeners.push(listener.into_listener());
+    }
+    if let Some(addr) = globals.stats_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| DaemonError::Bind {
+                what: "for stats on tcp",
+                addr,
+                source,
+            })?;
+        let counters = counters.clone();
+        listeners.push(Listener::new("stats", move |_, stop| {
+            crate::stats::serve(listener, counters, spa_counters, stopped(stop))
+        }));
+    }
+    let settings = door.clone().unwrap_or_else(|| ServerSettings {
+        rules: Default::default(),
+        protected_port: gate_port.unwrap_or(0),
+        max_grants: globals.max_grants,
+    });
+    let parts = Parts {
+        settings,
+        sockets,
+        listeners,
+        firewall: selected.firewall as Box<dyn Firewall>,
+        counters,
+    };
+    let (reload_tx, reload_rx) = mpsc::channel(1);
+    let server = super::run_reloadable(parts, reload_rx, shutdown);
+    let running = reload::Running {
+        binds,
+        spa_ports,
+        userspace,
+    };
+    let reloader = reload::serve(reloads, config, running, reload_tx);
+    tokio::select! {
+        result = server => Ok(result?),
+        () = reloader => unreachable!("the reloader never returns"),
+    }
+}
+
+fn bind(what: &'static str) -> impl Fn(ServerError) -> DaemonError {
+    move |err| match err {
+        ServerError::Bind { addr, source } => DaemonError::Bind { what, addr, source },
+        other => DaemonError::Server(other),
+    }
+}
+
+fn gate_settings(globals: &crate::config::Globals, port: u16, tuning: GateTuning) -> GateSettings {
+    let target = match &globals.upstream {
+        Some(upstream) => GateTarget::Upstream(upstream.clone()),
+        None => GateTarget::Builtin(ServiceSettings {
+            flag: globals.flag.clone(),
+            close_after: globals.close_after,
+            ..ServiceSettings::default()
+        }),
+    };
+    GateSettings {
+        port,
+        target,
+        max_connections: globals.max_connections,
+        max_connections_per_ip: tuning.max_connections_per_ip,
+        upstream_idle_timeout: tuning.upstream_idle_timeout,
+    }
+}
+
+/// Completes when the server's stop signal turns true (or its sender is gone).
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|&stopped| stopped).await;
+}
+
+/// Loads the access file and the replay cache; reports what the access
+/// file ignores.
+fn load_spa(settings: &crate::config::SpaSettings) -> Result<SpaSetup, DaemonError> {
+    let opts = settings.options();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let setup = SpaSetup::load(&opts, now)?;
+    let path = settings.access.display();
+    for warning in &setup.warnings {
+        warn!(file = %path, "access file: {warning}");
+    }
+    if let Some(loose) = &setup.loose_mode {
+        warn!("access file: {loose}");
+    }
+    for line in spa_listener::stanzas_without_hmac(setup.verifier.stanzas()) {
+        warn!(file = %path, line, "access stanza has no HMAC_KEY: its packets are not authenticated and can be tampered with or forged by anyone who learns KEY (fwknop's legacy mode)");
+    }
+    for line in spa_listener::stanzas_without_open_ports(setup.verifier.stanzas()) {
+        warn!(file = %path, line, "access stanza has no OPEN_PORTS: any port may be requested (as with fwknopd)");
+    }
+    info!(
+        file = %path,
+        stanzas = setup.verifier.stanzas().len(),
+        replay_cache = %opts.replay_cache.display(),
+        replay_entries = setup.replay.len(),
+        max_age_secs = opts.max_age_secs,
+        require_source_match = opts.require_source_match,
+        "spa configured"
+    );
+    Ok(setup)
+}
+
+/// Checks that `upstream` is `HOST:PORT` with a valid port, and warns if
+/// the host does not resolve now (it is resolved again per connection).
+fn check_upstream(upstream: &str) -> Result<(), DaemonError> {
+    let refuse = || DaemonError::Upstream(upstream.to_string());
+    let (host, port) = upstream.rsplit_once(':').ok_or_else(refuse)?;
+    crate::config::parse_port(port).map_err(|_| refuse())?;
+    if host.is_empty() {
+        return Err(refuse());
+    }
+    if std::net::ToSocketAddrs::to_socket_addrs(upstream).is_err() {
+        warn!(%upstream, "upstream does not resolve now; will retry per connection");
+    }
+    Ok(())
+}

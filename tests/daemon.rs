@@ -1,0 +1,7 @@
+//! The daemon as a library and behind `--config`: `daemon::run` in-process
+//! (loopback, userspace gate), reload, and the binary's refusals of bad
+//! configuration files.
+
+mod bad_config;
+mod in_process;
+mod reload;
