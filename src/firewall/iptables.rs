@@ -4,10 +4,14 @@
 //!
 //! ```text
 //! -A INPUT -p tcp -m multiport --dports P1,P2 -j PORTKNOCK  (first in INPUT)
-//! -A PORTKNOCK -s IP -p tcp --dport P -j ACCEPT  (one per grant, on top)
-//! -A PORTKNOCK -p tcp --dport P -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+//! -A PORTKNOCK -s IP -p tcp --dport P -j CONNMARK --set-xmark BIT/BIT  (one per grant, on top)
+//! -A PORTKNOCK -p tcp --dport P -m connmark --mark BIT/BIT -j ACCEPT
 //! -A PORTKNOCK -p tcp --dport P -j DROP          (per protected port)
 //! ```
+//!
+//! BIT is [`super::GRANT_MARK`]: only connections a grant accepted are
+//! accepted after it ends (see [`rules`]). With `--no-keep-established`
+//! a grant's rule is `-j ACCEPT` and there is no connmark rule.
 //!
 //! The chain is `PORTKNOCK-<instance>` for `--instance`. Only TCP to the
 //! protected ports jumps to it (a multiport match takes 15 ports, so more
@@ -180,10 +184,10 @@ impl IptablesFirewall {
             .map(|change| match *change {
                 Change::Grant { ip, port, .. } => held
                     .insert((ip.to_canonical(), port))
-                    .then(|| (Family::of(ip), change_line(&chain, change))),
+                    .then(|| (Family::of(ip), change_line(&chain, change, &self.options))),
                 Change::Revoke { ip, port } => held
                     .remove(&(ip.to_canonical(), port))
-                    .then(|| (Family::of(ip), change_line(&chain, change))),
+                    .then(|| (Family::of(ip), change_line(&chain, change, &self.options))),
             })
             .collect()
     }

@@ -63,14 +63,30 @@ pub enum Position {
     Last,
 }
 
+/// The conntrack mark bit the kernel backends set on every connection a
+/// grant accepted; only marked connections outlive their grant (with
+/// `keep_established`). A connection a stranger opened while our rules were
+/// flushed carries no mark, so it is cut as soon as the repair lands
+/// (issue 9 item 1: fail closed).
+///
+/// Bit 24, and only that bit: the rest of the mark is left alone (set with
+/// `or`/`--set-xmark BIT/BIT`, matched with `and`/`--mark BIT/BIT`). It is
+/// clear of the marks in common use (kube-proxy 0x4000/0x8000, Tailscale
+/// 0xff0000, Mullvad 0xf41, wg-quick 0xca6c). A tool that overwrites the
+/// whole ct mark clears it, which fails closed: the connection is cut
+/// when its grant ends, as with `--no-keep-established`.
+pub const GRANT_MARK: u32 = 0x0100_0000;
+
 /// What a kernel backend protects and how (`--port`, `--no-keep-established`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FirewallOptions {
     /// TCP ports dropped for everyone without a grant (one today; SPA may
     /// protect several). Duplicates are ignored; an empty list protects nothing.
     pub ports: Vec<u16>,
-    /// Let connections that are already established (or related to one)
-    /// survive the end of their grant, as knockd users expect for SSH.
+    /// Let connections that a grant accepted (and those related to one)
+    /// survive the end of their grant, as knockd users expect for SSH. Only
+    /// connections carrying [`GRANT_MARK`] ride this; a stranger's
+    /// connection that got in while someone had flushed our rules does not.
     pub keep_established: bool,
     /// Which table/chain is ours (`--instance`).
     pub instance: Instance,

@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use super::nft_monitor::{NFPROTO_INET, NftMonitor, Watch};
 use super::nft_netlink::NftNetlink;
-use super::{Change, Firewall, FirewallError, FirewallOptions, system};
+use super::{Change, Firewall, FirewallError, FirewallOptions, GRANT_MARK, system};
 
 /// Family and name of the default instance's table.
 pub const TABLE: &str = "inet portknock";
@@ -72,7 +72,14 @@ pub fn ruleset(options: &FirewallOptions) -> String {
     out
 }
 
-/// The rules of our `input` chain, in order.
+/// The established rule's test of [`GRANT_MARK`], as `nft` prints it.
+fn mark_match() -> String {
+    format!("ct mark & {GRANT_MARK:#010x} == {GRANT_MARK:#010x}")
+}
+
+/// The rules of our `input` chain, in order. With `keep_established` a
+/// grant's accept marks the connection and the established rule asks for
+/// the mark; without it, nothing reads the mark and nothing sets it.
 fn chain_rules(options: &FirewallOptions) -> Vec<String> {
     let ports = options
         .unique_ports()
@@ -80,14 +87,21 @@ fn chain_rules(options: &FirewallOptions) -> Vec<String> {
         .map(u16::to_string)
         .collect::<Vec<_>>()
         .join(", ");
+    let keep = options.keep_established && !ports.is_empty();
     let mut rules = Vec::new();
-    if options.keep_established && !ports.is_empty() {
+    if keep {
         rules.push(format!(
-            "tcp dport {{ {ports} }} ct state established,related accept"
+            "tcp dport {{ {ports} }} ct state established,related {} accept",
+            mark_match()
         ));
     }
-    rules.push(format!("ip saddr . tcp dport @{SET_V4} accept"));
-    rules.push(format!("ip6 saddr . tcp dport @{SET_V6} accept"));
+    let mark = if keep {
+        format!("ct mark set ct mark | {GRANT_MARK:#010x} ")
+    } else {
+        String::new()
+    };
+    rules.push(format!("ip saddr . tcp dport @{SET_V4} {mark}accept"));
+    rules.push(format!("ip6 saddr . tcp dport @{SET_V6} {mark}accept"));
     if !ports.is_empty() {
         rules.push(format!("tcp dport {{ {ports} }} drop"));
     }
@@ -152,6 +166,36 @@ pub fn missing_parts(listing: Option<&str>, options: &FirewallOptions) -> Vec<St
             "{table} chain input: {} of {expected} rules",
             rules
         ));
+    }
+    if options.keep_established && !options.unique_ports().is_empty() {
+        missing.extend(unmarked_rules(&body, &table));
+    }
+    missing
+}
+
+/// The rules of `body` (our chain's lines) that lost their part in
+/// [`GRANT_MARK`]: an established rule that does not ask for the mark would
+/// let a stranger's connection ride it; a grant rule that does not set it
+/// would cut the granted user's connections at the grant's end.
+fn unmarked_rules(body: &[&str], table: &str) -> Vec<String> {
+    let established = mark_match();
+    let mut missing = Vec::new();
+    for line in body
+        .iter()
+        .filter(|line| line.contains("ct state established"))
+    {
+        if !line.contains(&established) {
+            missing.push(format!("{table} chain input: the grant mark in `{line}`"));
+        }
+    }
+    let set_mark = format!("ct mark set ct mark | {GRANT_MARK:#010x}");
+    for set in [SET_V4, SET_V6] {
+        let at = format!("@{set}");
+        for line in body.iter().filter(|line| line.contains(&at)) {
+            if !line.contains(&set_mark) {
+                missing.push(format!("{table} chain input: the grant mark in `{line}`"));
+            }
+        }
     }
     missing
 }

@@ -42,9 +42,9 @@ fn nftables_setup_grant_renew_revoke_teardown() {
             "type ipv6_addr . inet_service",
             "flags timeout",
             "type filter hook input priority filter; policy accept;",
-            "tcp dport 2222 ct state established,related accept",
-            "ip saddr . tcp dport @allowed_v4 accept",
-            "ip6 saddr . tcp dport @allowed_v6 accept",
+            "tcp dport 2222 ct state established,related ct mark & 0x01000000 == 0x01000000 accept",
+            "ip saddr . tcp dport @allowed_v4 ct mark set ct mark | 0x01000000 accept",
+            "ip6 saddr . tcp dport @allowed_v6 ct mark set ct mark | 0x01000000 accept",
             "tcp dport 2222 drop",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");

@@ -171,3 +171,85 @@ fn nftables_traffic_stops_when_the_kernel_timeout_ends() {
     std::thread::sleep(Duration::from_millis(2300));
     assert_dropped(&topo, "192.0.2.2", "192.0.2.1");
 }
+
+/// The admin's own table, which tracks connections (as any host with NAT or
+/// `ct state` rules of its own does): conntrack keeps following the
+/// stranger's connection while our rules are gone. Without it the kernel
+/// tracks nothing in the namespace during the flush, and the stranger's
+/// next packet is picked up as `new`, which hides the bug.
+const ADMIN_TABLE: &str = "table inet admin { chain input { \
+    type filter hook input priority 10; policy accept; ct state established counter; }; }";
+
+/// Debian's `nftables.service` reload: one transaction that flushes the
+/// ruleset and loads the admin's file.
+fn debian_reload() -> String {
+    format!("printf '%s\\n' 'flush ruleset' '{ADMIN_TABLE}' | nft -f -")
+}
+
+/// Issue 9 item 1 (fail closed): someone flushes our rules (`flush`, run in
+/// the server namespace), a stranger connects while they are gone, and the
+/// rules come back as the server's repair brings them (setup, then the live
+/// grant). The stranger's open connection must not ride the established
+/// rule: its next data gets no answer. The granted client's connection,
+/// opened before the flush, lives on, also after its grant ends.
+fn stranger_cut_by_the_repair<F: Firewall>(
+    tag: &str,
+    flush: &[&str],
+    make: fn(FirewallOptions) -> F,
+) {
+    let topo = Topology::new(tag);
+    let (v4, _v6) = topo.listen(PORT);
+    let granted: IpAddr = "192.0.2.2".parse().unwrap();
+    topo.server.sh(&["nft", ADMIN_TABLE]);
+    let mut fw = topo.server.run(|| {
+        let mut fw = make(FirewallOptions::new([PORT]));
+        fw.setup().unwrap();
+        fw.grant(granted, PORT, TTL).unwrap();
+        fw
+    });
+    let mut client = assert_open(&topo, "192.0.2.2", "192.0.2.1");
+    let mut server = accept(&v4);
+
+    topo.server.sh(flush);
+    let mut stranger = assert_open(&topo, "192.0.2.3", "192.0.2.1");
+    let mut stranger_server = accept(&v4);
+    assert!(
+        established_survives(&mut stranger, &mut stranger_server),
+        "the stranger is in while our rules are flushed"
+    );
+
+    topo.server.run(|| {
+        fw.setup().unwrap();
+        fw.grant(granted, PORT, TTL).unwrap();
+        assert!(fw.verify().unwrap().is_empty());
+    });
+    assert!(
+        !established_survives(&mut stranger, &mut stranger_server),
+        "the stranger's connection from the flushed window rides the established rule"
+    );
+    assert_dropped(&topo, "192.0.2.3", "192.0.2.1");
+    assert!(established_survives(&mut client, &mut server), "granted");
+    topo.server.run(|| fw.revoke(granted, PORT).unwrap());
+    assert!(
+        established_survives(&mut client, &mut server),
+        "the granted connection outlives its grant"
+    );
+    topo.server.run(|| fw.teardown().unwrap());
+}
+
+#[test]
+fn nftables_a_strangers_connection_from_a_flushed_window_is_cut_by_the_repair() {
+    let t = "nftables_a_strangers_connection_from_a_flushed_window_is_cut_by_the_repair";
+    if privileged(t) {
+        let reload = debian_reload();
+        stranger_cut_by_the_repair("nft-tr-cut", &["sh", "-c", &reload], nftables);
+    }
+}
+
+#[test]
+fn iptables_a_strangers_connection_from_a_flushed_window_is_cut_by_the_repair() {
+    let t = "iptables_a_strangers_connection_from_a_flushed_window_is_cut_by_the_repair";
+    if privileged(t) {
+        stranger_cut_by_the_repair("ipt-tr-cut", &["iptables", "-F"], iptables);
+    }
+}

@@ -11,7 +11,7 @@ use crate::util::{Reached, connect_from};
 /// The rule of client A's IPv4 grant, as `iptables -D` takes it.
 fn a_grant_rule() -> Vec<String> {
     format!(
-        "-s {}/32 -p tcp -m tcp --dport 2222 -j ACCEPT",
+        "-s {}/32 -p tcp -m tcp --dport 2222 -j CONNMARK --set-xmark 0x1000000/0x1000000",
         CLIENTS[A][0]
     )
     .split(' ')

@@ -6,6 +6,14 @@
 //! flush; the test prints the window during which B got in (the figures of
 //! BENCHMARKS.md), bounds it, and checks that the granted client A still
 //! gets in and that A's grant still ends on time.
+//!
+//! B keeps the connections it got in the window open, and once the repair
+//! has landed sends one byte on each: none may be answered (the host's
+//! ACK), since only connections a grant accepted ride the established rule
+//! (the conntrack mark of [`portknock::firewall::GRANT_MARK`]). The host
+//! has a table of the admin's own that uses conntrack, as any host with NAT
+//! or `ct state` rules does: without one the kernel tracks nothing while
+//! our rules are gone and B's next packet would be picked up as `new`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,10 +32,27 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(20);
 const PROBE_FOR: Duration = Duration::from_millis(2500);
 /// The bound on the open window (issue: under one second).
 const MAX_WINDOW: Duration = Duration::from_secs(1);
+/// Connections of the window each prober keeps open (the rest close).
+const HOLD: usize = 16;
+/// How long B's byte may go unanswered before we call it dropped: the
+/// host ACKs at once when it is let in.
+const UNANSWERED_FOR: Duration = Duration::from_secs(1);
+/// The admin's own table: it tracks connections and survives every flush
+/// of ours but `nft flush ruleset` (which the Debian-style reload re-adds).
+const ADMIN_TABLE: &str = "table inet admin { chain input { \
+    type filter hook input priority 10; policy accept; ct state established counter; }; }";
+
+/// The stranger's view of the flush: when each connection got in, and the
+/// connections kept open.
+struct Probed {
+    opened: Vec<Instant>,
+    held: Vec<socket2::Socket>,
+}
 
 /// Connects from B's address every few ms until `stop`; returns the
-/// instants at which B got in.
-fn probe(lab: &Lab, stop: &AtomicBool) -> Vec<Instant> {
+/// instants at which B got in and the first [`HOLD`] connections of each
+/// prober, still open.
+fn probe(lab: &Lab, stop: &AtomicBool) -> Probed {
     let source: IpAddr = CLIENTS[B][0].parse().unwrap();
     let to = host_addr(V4);
     let stop_at = Instant::now() + PROBE_FOR + Duration::from_secs(2);
@@ -39,32 +64,64 @@ fn probe(lab: &Lab, stop: &AtomicBool) -> Vec<Instant> {
                     ns.run(|| {
                         thread::sleep(PROBE_TIMEOUT / PROBERS as u32 * i as u32);
                         let mut opened = Vec::new();
+                        let mut held = Vec::new();
                         for _ in 0..100_000 {
                             if stop.load(Ordering::Relaxed) || Instant::now() > stop_at {
                                 break;
                             }
-                            opened.extend(connect(source, to));
+                            if let Some((at, socket)) = connect(source, to) {
+                                opened.push(at);
+                                if held.len() < HOLD {
+                                    held.push(socket);
+                                }
+                            }
                         }
-                        opened
+                        (opened, held)
                     })
                 })
             })
             .collect();
-        probers
-            .into_iter()
-            .flat_map(|p| p.join().unwrap())
-            .collect()
+        let mut all = Probed {
+            opened: Vec::new(),
+            held: Vec::new(),
+        };
+        for prober in probers {
+            let (opened, held) = prober.join().unwrap();
+            all.opened.extend(opened);
+            all.held.extend(held);
+        }
+        all
     })
 }
 
+/// How many of `held` answer a byte sent now, within [`UNANSWERED_FOR`]:
+/// the host acknowledged it (nothing left unacknowledged in the send
+/// queue) or reset the connection.
+fn answered(held: &[socket2::Socket]) -> usize {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    for mut socket in held {
+        let _ = socket.write(b"x");
+    }
+    thread::sleep(UNANSWERED_FOR);
+    held.iter()
+        .filter(|socket| {
+            let mut queued: libc::c_int = 0;
+            // SAFETY: TIOCOUTQ writes one int for a valid socket.
+            let ok = unsafe { libc::ioctl(socket.as_raw_fd(), libc::TIOCOUTQ, &mut queued) } == 0;
+            !matches!(socket.take_error(), Ok(None)) || !ok || queued == 0
+        })
+        .count()
+}
+
 /// Tries one connection from `source`; on success, the instant at which
-/// its SYN left, i.e. when the firewall let it in (veth delivers it inside
+/// its SYN left (and the connection), i.e. when the firewall let it in (veth delivers it inside
 /// the `connect` call). Neither when the prober saw the answer nor the
 /// kernel's last-ACK time will do: on a loaded machine the prober thread
 /// and the service may each run hundreds of ms late, and a late greeting
 /// moves the last ACK (measured: one sample 2 s after a 30 ms window, while
 /// the three other probers were refused throughout).
-fn connect(source: IpAddr, to: SocketAddr) -> Option<Instant> {
+fn connect(source: IpAddr, to: SocketAddr) -> Option<(Instant, socket2::Socket)> {
     use std::os::fd::AsRawFd;
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(to),
@@ -75,7 +132,7 @@ fn connect(source: IpAddr, to: SocketAddr) -> Option<Instant> {
     socket.bind(&SocketAddr::new(source, 0).into()).unwrap();
     socket.set_nonblocking(true).unwrap();
     let sent = match socket.connect(&to.into()) {
-        Ok(()) => return Some(Instant::now()),
+        Ok(()) => return Some((Instant::now(), socket)),
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Instant::now(),
         Err(e) => panic!("connect: {e}"),
     };
@@ -86,10 +143,10 @@ fn connect(source: IpAddr, to: SocketAddr) -> Option<Instant> {
     };
     // SAFETY: one valid pollfd.
     let ready = unsafe { libc::poll(&mut poll, 1, PROBE_TIMEOUT.as_millis() as libc::c_int) };
-    let opened = (ready == 1 && matches!(socket.take_error(), Ok(None))).then_some(sent);
+    let opened = ready == 1 && matches!(socket.take_error(), Ok(None));
     // Pace the next SYN a little: the probers must not starve the server.
     thread::sleep(Duration::from_millis(2));
-    opened
+    opened.then_some((sent, socket))
 }
 
 /// Grants A, runs `flush` in the host namespace while B probes, and checks
@@ -102,12 +159,13 @@ fn survives(test: &str, tag: &str, backend: Backend, flush: &[&str]) {
     let Some(mut lab) = Lab::start(test, tag, backend, timing) else {
         return;
     };
+    lab.lan.host.sh(&["nft", ADMIN_TABLE]);
     lab.knock(&[(A, V4)]);
     let knocked = Instant::now();
     lab.expect_filtered(&[(B, V4)]);
 
     let stop = AtomicBool::new(false);
-    let (opened, flushed_at) = thread::scope(|scope| {
+    let (Probed { opened, held }, flushed_at) = thread::scope(|scope| {
         let prober = scope.spawn(|| probe(&lab, &stop));
         thread::sleep(Duration::from_millis(200));
         let flushed_at = Instant::now();
@@ -156,6 +214,19 @@ fn survives(test: &str, tag: &str, backend: Backend, flush: &[&str]) {
     );
     lab.read_flag((A, V4));
 
+    // The connections B got in the window are cut by the repair (checked
+    // after A's read: it takes a second, and A's grant must still be on).
+    let answered = answered(&held);
+    println!(
+        "stranger's connections from the window answered after the repair: {answered} of {}",
+        held.len()
+    );
+    assert_eq!(
+        answered, 0,
+        "a stranger's connection rides the established rule"
+    );
+    drop(held);
+
     // A's grant was re-applied with its remaining time: it ends on time.
     sleep_until(knocked + Duration::from_millis(ACCESS * 1000 + 700));
     lab.expect_filtered(&[(A, V4)]);
@@ -170,6 +241,15 @@ fn nftables_survives_nft_flush_ruleset() {
         Backend::Nftables,
         &["nft", "flush", "ruleset"],
     );
+}
+
+/// Debian's `nftables.service` reload: the admin's file, which starts with
+/// `flush ruleset`, loaded as one transaction.
+#[test]
+fn nftables_survives_a_debian_style_reload() {
+    let t = "nftables_survives_a_debian_style_reload";
+    let reload = format!("printf '%s\\n' 'flush ruleset' '{ADMIN_TABLE}' | nft -f -");
+    survives(t, "rl-nft-deb", Backend::Nftables, &["sh", "-c", &reload]);
 }
 
 #[test]

@@ -1,30 +1,47 @@
 //! The iptables rules as text: what setup, a change and teardown send to
 //! `*-restore --noflush`, and what a check expects to find in `*-save`.
 //! Pure functions, tested without a kernel.
+//!
+//! With `keep_established` a grant's rule does not accept by itself: it
+//! sets [`GRANT_MARK`] in the connection's conntrack mark (`-j CONNMARK
+//! --set-xmark BIT/BIT`, other bits kept) and falls through to the fixed
+//! rule that accepts marked connections to the port (`-m connmark --mark
+//! BIT/BIT`), the first packet and every later one alike. One rule per
+//! grant, as before; a stranger's connection that got in while our rules
+//! were flushed carries no mark and is dropped once they are back.
+//! Without it, a grant's rule accepts (`-j ACCEPT`) and nothing is marked.
 
 use std::net::IpAddr;
 
-use super::super::{Change, FirewallOptions, Position};
+use super::super::{Change, FirewallOptions, GRANT_MARK, Position};
 
 /// Most ports one `-m multiport --dports` takes (`XT_MULTI_PORTS`).
 pub const MULTIPORT_MAX: usize = 15;
 
 /// The rule matching one grant, without its `-A`/`-I`/`-D` verb, exactly as
-/// `iptables-save` prints it.
-pub fn grant_rule(ip: IpAddr, port: u16) -> String {
+/// `iptables-save` prints it: it marks the connection when established
+/// connections are kept (see the module's doc), else it accepts.
+pub fn grant_rule(ip: IpAddr, port: u16, options: &FirewallOptions) -> String {
     let (ip, prefix) = match ip.to_canonical() {
         ip @ IpAddr::V4(_) => (ip, 32),
         ip @ IpAddr::V6(_) => (ip, 128),
     };
-    format!("-s {ip}/{prefix} -p tcp -m tcp --dport {port} -j ACCEPT")
+    let target = if options.keep_established {
+        format!("CONNMARK --set-xmark {GRANT_MARK:#x}/{GRANT_MARK:#x}")
+    } else {
+        "ACCEPT".to_string()
+    };
+    format!("-s {ip}/{prefix} -p tcp -m tcp --dport {port} -j {target}")
 }
 
 /// The script line for one change in `chain`: insert the grant on top, or
 /// delete it.
-pub fn change_line(chain: &str, change: &Change) -> String {
+pub fn change_line(chain: &str, change: &Change, options: &FirewallOptions) -> String {
     match *change {
-        Change::Grant { ip, port, .. } => format!("-I {chain} 1 {}", grant_rule(ip, port)),
-        Change::Revoke { ip, port } => format!("-D {chain} {}", grant_rule(ip, port)),
+        Change::Grant { ip, port, .. } => {
+            format!("-I {chain} 1 {}", grant_rule(ip, port, options))
+        }
+        Change::Revoke { ip, port } => format!("-D {chain} {}", grant_rule(ip, port, options)),
     }
 }
 
@@ -62,7 +79,7 @@ fn fixed_rules(chain: &str, options: &FirewallOptions) -> Vec<String> {
     if options.keep_established {
         for port in options.unique_ports() {
             lines.push(format!(
-                "-A {chain} -p tcp -m tcp --dport {port} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
+                "-A {chain} -p tcp -m tcp --dport {port} -m connmark --mark {GRANT_MARK:#x}/{GRANT_MARK:#x} -j ACCEPT"
             ));
         }
     }
@@ -145,7 +162,7 @@ pub fn missing_rules(
         }
     }
     for (ip, port) in granted {
-        let line = format!("-A {chain} {}", grant_rule(ip, port));
+        let line = format!("-A {chain} {}", grant_rule(ip, port, options));
         if !present.contains(line.as_str()) {
             missing.push(line);
         }

@@ -23,8 +23,8 @@ fn setup_script_on_a_clean_table() {
         setup_script("", &options),
         "*filter\n\
          :PORTKNOCK - [0:0]\n\
-         -A PORTKNOCK -p tcp -m tcp --dport 22 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n\
-         -A PORTKNOCK -p tcp -m tcp --dport 2222 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n\
+         -A PORTKNOCK -p tcp -m tcp --dport 22 -m connmark --mark 0x1000000/0x1000000 -j ACCEPT\n\
+         -A PORTKNOCK -p tcp -m tcp --dport 2222 -m connmark --mark 0x1000000/0x1000000 -j ACCEPT\n\
          -A PORTKNOCK -p tcp -m tcp --dport 22 -j DROP\n\
          -A PORTKNOCK -p tcp -m tcp --dport 2222 -j DROP\n\
          -I INPUT 1 -p tcp -m multiport --dports 22,2222 -j PORTKNOCK\n\
@@ -73,6 +73,13 @@ fn change_lines_for_both_families() {
     let mapped: IpAddr = "::ffff:192.0.2.2".parse().unwrap();
     let v6: IpAddr = "2001:db8::2".parse().unwrap();
     let ttl = Duration::from_secs(30);
+    // Established connections kept: a grant marks, the fixed rule accepts.
+    let keep = FirewallOptions::new([2222]);
+    // Not kept: a grant accepts, nothing is marked.
+    let plain = FirewallOptions {
+        keep_established: false,
+        ..FirewallOptions::new([2222])
+    };
     assert_eq!(
         change_line(
             CHAIN,
@@ -80,9 +87,10 @@ fn change_lines_for_both_families() {
                 ip: v4,
                 port: 2222,
                 ttl
-            }
+            },
+            &keep
         ),
-        "-I PORTKNOCK 1 -s 192.0.2.2/32 -p tcp -m tcp --dport 2222 -j ACCEPT"
+        "-I PORTKNOCK 1 -s 192.0.2.2/32 -p tcp -m tcp --dport 2222 -j CONNMARK --set-xmark 0x1000000/0x1000000"
     );
     assert_eq!(
         change_line(
@@ -90,9 +98,10 @@ fn change_lines_for_both_families() {
             &Change::Revoke {
                 ip: mapped,
                 port: 2222
-            }
+            },
+            &keep
         ),
-        "-D PORTKNOCK -s 192.0.2.2/32 -p tcp -m tcp --dport 2222 -j ACCEPT"
+        "-D PORTKNOCK -s 192.0.2.2/32 -p tcp -m tcp --dport 2222 -j CONNMARK --set-xmark 0x1000000/0x1000000"
     );
     assert_eq!(
         change_line(
@@ -101,7 +110,8 @@ fn change_lines_for_both_families() {
                 ip: v6,
                 port: 22,
                 ttl
-            }
+            },
+            &plain
         ),
         "-I PORTKNOCK 1 -s 2001:db8::2/128 -p tcp -m tcp --dport 22 -j ACCEPT"
     );
@@ -183,8 +193,8 @@ const INTACT: &str = "\
 :PORTKNOCK - [0:0]
 -A INPUT -p tcp -m multiport --dports 2222 -j PORTKNOCK
 -A INPUT -p tcp -m tcp --dport 80 -j ACCEPT
--A PORTKNOCK -s 192.0.2.2/32 -p tcp -m tcp --dport 2222 -j ACCEPT
--A PORTKNOCK -p tcp -m tcp --dport 2222 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A PORTKNOCK -s 192.0.2.2/32 -p tcp -m tcp --dport 2222 -j CONNMARK --set-xmark 0x1000000/0x1000000
+-A PORTKNOCK -p tcp -m tcp --dport 2222 -m connmark --mark 0x1000000/0x1000000 -j ACCEPT
 -A PORTKNOCK -p tcp -m tcp --dport 2222 -j DROP
 COMMIT
 ";
@@ -217,7 +227,21 @@ fn missing_rules_finds_each_kind_of_drift() {
     // A grant's rule deleted by hand.
     assert_eq!(
         rules::missing_rules(INTACT, &options, [(a, 2222), (b, 2222)]),
-        ["-A PORTKNOCK -s 192.0.2.3/32 -p tcp -m tcp --dport 2222 -j ACCEPT"]
+        [
+            "-A PORTKNOCK -s 192.0.2.3/32 -p tcp -m tcp --dport 2222 -j CONNMARK --set-xmark 0x1000000/0x1000000"
+        ]
+    );
+    // A table of the old layout (an established rule that does not ask for
+    // the grant mark lets a stranger's connection ride it): repaired.
+    let unmarked = INTACT.replace(
+        "-m connmark --mark 0x1000000/0x1000000 -j ACCEPT",
+        "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+    );
+    assert_eq!(
+        rules::missing_rules(&unmarked, &options, [(a, 2222)]),
+        [
+            "-A PORTKNOCK -p tcp -m tcp --dport 2222 -m connmark --mark 0x1000000/0x1000000 -j ACCEPT"
+        ]
     );
     // The chain deleted.
     assert_eq!(

@@ -14,9 +14,10 @@ fn ruleset_golden() {
              \tset allowed_v6 {\n\t\ttype ipv6_addr . inet_service\n\t\tflags timeout\n\t}\n\
              \tchain input {\n\
              \t\ttype filter hook input priority filter; policy accept;\n\
-             \t\ttcp dport { 22, 2222 } ct state established,related accept\n\
-             \t\tip saddr . tcp dport @allowed_v4 accept\n\
-             \t\tip6 saddr . tcp dport @allowed_v6 accept\n\
+             \t\ttcp dport { 22, 2222 } ct state established,related \
+             ct mark & 0x01000000 == 0x01000000 accept\n\
+             \t\tip saddr . tcp dport @allowed_v4 ct mark set ct mark | 0x01000000 accept\n\
+             \t\tip6 saddr . tcp dport @allowed_v6 ct mark set ct mark | 0x01000000 accept\n\
              \t\ttcp dport { 22, 2222 } drop\n\
              \t}\n}\n"
     );
@@ -29,6 +30,8 @@ fn ruleset_without_established_or_ports() {
         ..FirewallOptions::new([2222])
     };
     assert!(!ruleset(&options).contains("established"));
+    // Nothing reads the mark then: the grants do not set it either.
+    assert!(!ruleset(&options).contains("ct mark"));
     let none = FirewallOptions::new([]);
     let text = ruleset(&none);
     assert!(!text.contains("dport {"), "{text}");
@@ -48,9 +51,9 @@ const LISTING: &str = "table inet portknock {
 
 \tchain input {
 \t\ttype filter hook input priority filter; policy accept;
-\t\ttcp dport 2222 ct state established,related accept
-\t\tip saddr . tcp dport @allowed_v4 accept
-\t\tip6 saddr . tcp dport @allowed_v6 accept
+\t\ttcp dport 2222 ct state established,related ct mark & 0x01000000 == 0x01000000 accept
+\t\tip saddr . tcp dport @allowed_v4 ct mark set ct mark | 0x01000000 accept
+\t\tip6 saddr . tcp dport @allowed_v6 ct mark set ct mark | 0x01000000 accept
 \t\ttcp dport 2222 drop
 \t}
 }
@@ -83,6 +86,30 @@ fn missing_parts_of_an_intact_flushed_or_deleted_table() {
     );
     let no_chain = LISTING.replace("chain input {", "chain other {");
     assert_eq!(missing_parts(Some(&no_chain), &options).len(), 1);
+}
+
+/// An established rule that does not ask for the grant mark (a table of
+/// an older version, or one edited by hand) lets a stranger's connection
+/// ride it: not our complete ruleset, so it is repaired. A grant rule that
+/// no longer sets the mark is reported too.
+#[test]
+fn missing_parts_reports_rules_without_the_grant_mark() {
+    let options = FirewallOptions::new([2222]);
+    let unmarked = LISTING.replace(" ct mark & 0x01000000 == 0x01000000", "");
+    let missing = missing_parts(Some(&unmarked), &options);
+    assert_eq!(missing.len(), 1, "{missing:?}");
+    assert!(missing[0].contains("the grant mark in `tcp dport 2222 ct state"));
+    let unset = LISTING.replace(" ct mark set ct mark | 0x01000000", "");
+    assert_eq!(missing_parts(Some(&unset), &options).len(), 2);
+    // Without keep-established the mark is neither set nor asked for.
+    let plain = FirewallOptions {
+        keep_established: false,
+        ..options
+    };
+    let listing = LISTING
+        .replace("\t\ttcp dport 2222 ct state established,related ct mark & 0x01000000 == 0x01000000 accept\n", "")
+        .replace(" ct mark set ct mark | 0x01000000", "");
+    assert!(missing_parts(Some(&listing), &plain).is_empty());
 }
 
 #[test]
