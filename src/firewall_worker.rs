@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info};
 
 use crate::counters::Counters;
-use crate::firewall::nft_monitor::{NftMonitor, Notice};
+use crate::firewall::nftables::{NftMonitor, Notice};
 use crate::firewall::{Change, Firewall, FirewallError};
 
 /// Changes queued beyond this make a knock wait (backpressure, not loss).
