@@ -522,8 +522,15 @@ impl Engine {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Runs the expiry loop until `stop` turns true.
-    pub async fn run_expiry(&self, mut stop: watch::Receiver<bool>) {
+    /// Runs the expiry loop until `stop` turns true, forgetting each grant
+    /// the firewall worker reports on `failed` (so the state matches the
+    /// firewall, and a repair does not re-add what never opened).
+    pub async fn run_expiry(
+        &self,
+        mut stop: watch::Receiver<bool>,
+        mut failed: crate::firewall_worker::FailedGrants,
+    ) {
+        let mut reporting = true;
         loop {
             let next = self.expire_due().await;
             let sleep = async {
@@ -535,6 +542,10 @@ impl Engine {
             tokio::select! {
                 _ = sleep => {}
                 _ = self.wake_expiry.notified() => {}
+                report = failed.recv(), if reporting => match report {
+                    Some((ip, port)) => self.forget_grant(ip, port),
+                    None => reporting = false,
+                },
                 _ = stop.changed() => return,
             }
         }
@@ -647,19 +658,10 @@ pub async fn run_reloadable(
         counters,
     } = parts;
     let backend = firewall.name();
-    let (changes, worker) = FirewallWorker::start(firewall, counters.clone())
+    let (changes, failed, worker) = FirewallWorker::start(firewall, counters.clone())
         .await
         .map_err(ServerError::Setup)?;
     let engine = Arc::new(Engine::new(&settings, changes, counters.clone()));
-    worker.on_failed_grant({
-        let engine = Arc::downgrade(&engine);
-        move |ip, port| {
-            if let Some(engine) = engine.upgrade() {
-                engine.forget_grant(ip, port);
-            }
-        }
-    });
-
     worker.live_grants({
         let engine = Arc::downgrade(&engine);
         move || engine.upgrade().map_or_else(Vec::new, |e| e.live_grants())
@@ -686,7 +688,7 @@ pub async fn run_reloadable(
     }
     tasks.spawn("expiry", {
         let engine = engine.clone();
-        async move { engine.run_expiry(stop_rx).await }
+        async move { engine.run_expiry(stop_rx, failed).await }
     });
     info!(
         sequence = %sequence,
