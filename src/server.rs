@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 use tokio::net::UdpSocket;
+use tokio::sync::Notify;
 use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
@@ -527,7 +527,7 @@ impl Engine {
     /// firewall, and a repair does not re-add what never opened).
     pub async fn run_expiry(
         &self,
-        mut stop: watch::Receiver<bool>,
+        stop: crate::shutdown::Shutdown,
         mut failed: crate::firewall_worker::FailedGrants,
     ) {
         let mut reporting = true;
@@ -546,7 +546,7 @@ impl Engine {
                     Some((ip, port)) => self.forget_grant(ip, port),
                     None => reporting = false,
                 },
-                _ = stop.changed() => return,
+                _ = stop.stopped() => return,
             }
         }
     }
@@ -667,7 +667,7 @@ pub async fn run_reloadable(
         move || engine.upgrade().map_or_else(Vec::new, |e| e.live_grants())
     });
     let reconfigurer = worker.reconfigurer();
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = crate::shutdown::Shutdown::new();
     let mut tasks = Tasks::default();
     let sequence = match sockets.is_empty() {
         true => "off".to_string(),
@@ -717,7 +717,7 @@ pub async fn run_reloadable(
             "a server task ended before shutdown: stopping the server and removing firewall rules"
         ),
     }
-    let _ = stop_tx.send(true);
+    stop_tx.stop();
     tasks.drain().await;
     engine.flush_log_summaries();
     drop(engine);

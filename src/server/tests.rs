@@ -7,8 +7,6 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::watch;
-
 use super::*;
 use crate::config::KnockRules;
 use crate::firewall::recording::{Call, CallLog, RecordingFirewall};
@@ -34,7 +32,7 @@ fn ip(last: u8) -> IpAddr {
 struct Harness {
     engine: Arc<Engine>,
     calls: CallLog,
-    stop: watch::Sender<bool>,
+    stop: crate::shutdown::Stopper,
     worker: FirewallWorker,
     expiry: tokio::task::JoinHandle<()>,
 }
@@ -47,7 +45,7 @@ async fn start(firewall: impl FnOnce(CallLog) -> RecordingFirewall) -> Harness {
             .await
             .unwrap();
     let engine = Arc::new(Engine::new(&settings(), changes, counters));
-    let (stop, stop_rx) = watch::channel(false);
+    let (stop, stop_rx) = crate::shutdown::Shutdown::new();
     let expiry = tokio::spawn({
         let engine = engine.clone();
         async move { engine.run_expiry(stop_rx, failed).await }
@@ -84,7 +82,7 @@ impl Harness {
     }
 
     async fn stop(self) -> Vec<Call> {
-        self.stop.send(true).unwrap();
+        self.stop.stop();
         self.expiry.await.unwrap();
         drop(self.engine);
         self.worker.finish().await;
