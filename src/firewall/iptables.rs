@@ -47,7 +47,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::nft_monitor::{NFPROTO_IPV4, NFPROTO_IPV6, NftMonitor, Watch};
+use super::nftables::{NFPROTO_IPV4, NFPROTO_IPV6, NftMonitor, Watch};
 use super::{Change, Firewall, FirewallError, FirewallOptions, system};
 
 pub mod rules;

@@ -19,7 +19,7 @@
 //! `iptables -F`): [`Firewall::verify`] says what is missing, and the
 //! worker (`firewall_worker.rs`) repairs by running setup again and
 //! re-applying every live grant with its remaining time. Deletions are
-//! announced at once by nf_tables ([`nft_monitor`]): for nftables, and for
+//! announced at once by nf_tables ([`nftables::NftMonitor`]): for nftables, and for
 //! iptables-nft whose rules live in nf_tables tables `filter`; iptables is
 //! also checked every second (iptables-legacy announces nothing).
 //!
@@ -36,8 +36,6 @@
 pub mod instance;
 pub mod iptables;
 pub mod leftovers;
-pub mod nft_monitor;
-pub mod nft_netlink;
 pub mod nftables;
 pub mod recording;
 pub mod select;
@@ -223,7 +221,7 @@ pub trait Firewall: Send {
 
     /// A kernel notification source that tells when our rules may have been
     /// changed by someone else (`None`: rely on the periodic check).
-    fn monitor(&mut self) -> Result<Option<nft_monitor::NftMonitor>, FirewallError> {
+    fn monitor(&mut self) -> Result<Option<nftables::NftMonitor>, FirewallError> {
         Ok(None)
     }
 

@@ -11,7 +11,7 @@
 //! A grant adds the element with the access duration as its timeout. Setup
 //! and teardown are one `nft -f` transaction each; grants and revokes are
 //! set-element messages on one nf_tables netlink socket the backend owns
-//! ([`super::nft_netlink`]): no process, no text parser, one transaction
+//! (the private `netlink` module): no process, no text parser, one transaction
 //! per batch. Each change is the same three steps as the text commands of
 //! [`change_commands`]: `add; delete; add ... timeout` refreshes the timeout
 //! of an open grant on every kernel (a plain `add` of an existing element
@@ -24,7 +24,7 @@
 //! so a drop in one of the admin's own base chains still wins.
 //!
 //! Someone else deleting or flushing our table is noticed at once through
-//! [`super::nft_monitor`] and repaired without further ado (nothing but our
+//! [`NftMonitor`] and repaired without further ado (nothing but our
 //! own setup deletes in our table). The periodic safety net reads the table
 //! (`nft -t list table`, sets without their elements) and [`missing_parts`]
 //! says what is gone. Deleted set elements (`nft flush set`, which locks a
@@ -38,9 +38,12 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::nft_monitor::{NFPROTO_INET, NftMonitor, Watch};
-use super::nft_netlink::NftNetlink;
+mod monitor;
+mod netlink;
+
 use super::{Change, Firewall, FirewallError, FirewallOptions, GRANT_MARK, system};
+pub use monitor::{NFPROTO_INET, NFPROTO_IPV4, NFPROTO_IPV6, NftMonitor, Notice, Watch};
+use netlink::NftNetlink;
 
 /// Family and name of the default instance's table.
 pub const TABLE: &str = "inet portknock";

@@ -317,9 +317,9 @@ fn gate_settings(globals: &crate::config::Globals, port: u16, tuning: GateTuning
     }
 }
 
-/// Completes when the server's stop signal turns true (or its sender is gone).
-async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
-    let _ = stop.wait_for(|&stopped| stopped).await;
+/// Completes when the server's stop signal is given (or its sender is gone).
+async fn stopped(stop: crate::shutdown::Shutdown) {
+    stop.stopped().await;
 }
 
 /// Loads the access file and the replay cache; reports what the access
