@@ -245,9 +245,10 @@ impl Firewall for IptablesFirewall {
     /// Sets the chain up again for `ports` (one `iptables-restore` per
     /// family); the grants' rules go with the old chain, so the worker
     /// applies the live ones again. On failure the old ports are set up.
-    fn reconfigure(&mut self, ports: &[u16]) -> Result<bool, FirewallError> {
+    fn reconfigure(&mut self, ports: &[u16], udp_ports: &[u16]) -> Result<bool, FirewallError> {
         let mut options = self.options.clone();
         options.ports = ports.to_vec();
+        options.udp_ports = udp_ports.to_vec();
         let old = std::mem::replace(&mut self.options, options);
         if let Err(err) = self.setup() {
             self.options = old;
