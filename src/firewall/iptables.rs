@@ -9,12 +9,15 @@
 //! -A PORTKNOCK -p tcp --dport P -j DROP          (per protected port)
 //! ```
 //!
+//! Protected UDP ports get the same with `-p udp` (their own jump, and a
+//! grant's rule takes its port's protocol).
+//!
 //! BIT is [`super::GRANT_MARK`]: only connections a grant accepted are
 //! accepted after it ends (see [`rules`]). With `--no-keep-established`
 //! a grant's rule is `-j ACCEPT` and there is no connmark rule.
 //!
-//! The chain is `PORTKNOCK-<instance>` for `--instance`. Only TCP to the
-//! protected ports jumps to it (a multiport match takes 15 ports, so more
+//! The chain is `PORTKNOCK-<instance>` for `--instance`. Only TCP (UDP) to
+//! the protected TCP (UDP) ports jumps to it (a multiport match takes 15 ports, so more
 //! make more jumps): a host with thousands of grants pays nothing on its
 //! other traffic. Traffic to other ports falls off the end of the chain back
 //! into INPUT, so the host's own rules are untouched.

@@ -6,7 +6,10 @@
 //! (`ipv4_addr . inet_service`) and `allowed_v6` (`ipv6_addr .
 //! inet_service`), both `flags timeout`, and one `input` chain that accepts
 //! established traffic to the protected ports (unless turned off), accepts
-//! `saddr . dport` found in a set, and drops the protected ports.
+//! `saddr . dport` found in a set, and drops the protected ports; each per
+//! protocol (`tcp dport`, and `udp dport` when UDP ports are protected).
+//! The sets are shared: a port number is protected under one protocol
+//! only, so an element opens it under that one.
 //!
 //! A grant adds the element with the access duration as its timeout. Setup
 //! and teardown are one `nft -f` transaction each; grants and revokes are

@@ -13,10 +13,12 @@
 //! (`knock/doors.rs`): knock sockets are bound for the UDP knock ports of
 //! every door, the firewall protects every door's protected ports, and
 //! the userspace gate listens on each of them, serving a client only on
-//! the ports its grants cover. Refused for now, with a clear message:
-//! `:tcp` knocks (heard once stealth capture lands) and `udp/N` protected
-//! ports (the backends' changes carry a TCP port only). Reload lives in
-//! `daemon/reload.rs`.
+//! the ports its grants cover. `udp/N` protected ports are protected by
+//! the kernel backends (per-protocol rules; a grant is (address, port
+//! number) and the config gives each number one protocol); the userspace
+//! gate serves TCP only and refuses them. Refused for now, with a clear
+//! message: `:tcp` knocks (heard once stealth capture lands). Reload lives
+//! in `daemon/reload.rs`.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -75,10 +77,9 @@ pub async fn run(
 /// The knock rules of `config`'s doors (none: SPA only), or why the
 /// daemon cannot run them yet.
 ///
-/// Refused, each with a clear message: `:tcp` knocks (the socket receiver
-/// hears UDP only; they are heard once stealth capture lands) and `udp/N`
-/// protected ports (a firewall [`crate::firewall::Change`] carries a port
-/// number only, so the kernel backends protect TCP ports).
+/// Refused with a clear message: `:tcp` knocks (the socket receiver hears
+/// UDP only; they are heard once stealth capture lands). `udp/N` protected
+/// ports pass here; the userspace gate refuses them once it is chosen.
 pub fn door_settings(config: &ServerConfig) -> Result<Option<ServerSettings>, DaemonError> {
     if config.doors().is_empty() {
         return Ok(None);
