@@ -77,7 +77,11 @@ impl Callbacks {
 }
 
 /// A request to protect other ports, and where the result goes.
-type Reconfigure = (Vec<u16>, oneshot::Sender<Result<(), FirewallError>>);
+type Reconfigure = (
+    Vec<u16>,
+    Vec<u16>,
+    oneshot::Sender<Result<(), FirewallError>>,
+);
 
 /// Handle on the running worker thread.
 pub struct FirewallWorker {
@@ -91,15 +95,23 @@ pub struct FirewallWorker {
 pub struct Reconfigurer(mpsc::Sender<Reconfigure>);
 
 impl Reconfigurer {
-    /// Has the backend protect `ports` from now on ([`Firewall::reconfigure`]);
-    /// live grants are applied again if the backend lost them.
-    pub async fn reconfigure(&self, ports: Vec<u16>) -> Result<(), FirewallError> {
+    /// Has the backend protect the TCP `ports` and the `udp_ports` from now
+    /// on ([`Firewall::reconfigure`]); live grants are applied again if the
+    /// backend lost them.
+    pub async fn reconfigure(
+        &self,
+        ports: Vec<u16>,
+        udp_ports: Vec<u16>,
+    ) -> Result<(), FirewallError> {
         let gone = || FirewallError::Io {
             context: "the firewall worker has stopped".into(),
             source: std::io::Error::from(std::io::ErrorKind::BrokenPipe),
         };
         let (reply, result) = oneshot::channel();
-        self.0.send((ports, reply)).await.map_err(|_| gone())?;
+        self.0
+            .send((ports, udp_ports, reply))
+            .await
+            .map_err(|_| gone())?;
         result.await.map_err(|_| gone())?
     }
 }
@@ -314,9 +326,14 @@ fn apply_until_closed(
                     pending = Notice::Broken;
                 }
             }
-            Wake::Reconfigure((ports, reply)) => {
-                let result = firewall.reconfigure(&ports).map(|kept| {
-                    info!(backend = firewall.name(), ?ports, "protected ports changed");
+            Wake::Reconfigure((ports, udp_ports, reply)) => {
+                let result = firewall.reconfigure(&ports, &udp_ports).map(|kept| {
+                    info!(
+                        backend = firewall.name(),
+                        ?ports,
+                        ?udp_ports,
+                        "protected ports changed"
+                    );
                     if !kept {
                         apply_batch(firewall, &callbacks.live(), counters, callbacks);
                     }

@@ -263,6 +263,7 @@ fn guarded(config: &ServerConfig, args: &Args) -> FirewallOptions {
     let port = door.map_or(args.protected_port, |door| door.protected_port);
     FirewallOptions {
         ports: vec![port],
+        udp_ports: Vec::new(),
         keep_established: g.keep_established,
         instance: g.instance.clone(),
         position: g.iptables_position,

@@ -6,7 +6,10 @@
 //! (`ipv4_addr . inet_service`) and `allowed_v6` (`ipv6_addr .
 //! inet_service`), both `flags timeout`, and one `input` chain that accepts
 //! established traffic to the protected ports (unless turned off), accepts
-//! `saddr . dport` found in a set, and drops the protected ports.
+//! `saddr . dport` found in a set, and drops the protected ports; each per
+//! protocol (`tcp dport`, and `udp dport` when UDP ports are protected).
+//! The sets are shared: a port number is protected under one protocol
+//! only, so an element opens it under that one.
 //!
 //! A grant adds the element with the access duration as its timeout. Setup
 //! and teardown are one `nft -f` transaction each; grants and revokes are
@@ -83,30 +86,46 @@ fn mark_match() -> String {
 /// The rules of our `input` chain, in order. With `keep_established` a
 /// grant's accept marks the connection and the established rule asks for
 /// the mark; without it, nothing reads the mark and nothing sets it.
+///
+/// Per protocol with protected ports (TCP first, then UDP): the
+/// established rule, then the grant rules, then the drop; the TCP grant
+/// rules are there even with no port at all (the seed's layout). The sets
+/// are shared: an element `addr . port` opens that port under the one
+/// protocol it is protected with.
 fn chain_rules(options: &FirewallOptions) -> Vec<String> {
-    let ports = options
-        .unique_ports()
-        .iter()
-        .map(u16::to_string)
-        .collect::<Vec<_>>()
-        .join(", ");
-    let keep = options.keep_established && !ports.is_empty();
+    let protocols: Vec<(&str, String)> = options
+        .protocols()
+        .into_iter()
+        .map(|(proto, ports)| {
+            let list = ports.iter().map(u16::to_string).collect::<Vec<_>>();
+            (proto, list.join(", "))
+        })
+        .collect();
+    let keep = options.keep_established && !protocols.is_empty();
     let mut rules = Vec::new();
     if keep {
-        rules.push(format!(
-            "tcp dport {{ {ports} }} ct state established,related {} accept",
-            mark_match()
-        ));
+        for (proto, ports) in &protocols {
+            rules.push(format!(
+                "{proto} dport {{ {ports} }} ct state established,related {} accept",
+                mark_match()
+            ));
+        }
     }
     let mark = if keep {
         format!("ct mark set ct mark | {GRANT_MARK:#010x} ")
     } else {
         String::new()
     };
-    rules.push(format!("ip saddr . tcp dport @{SET_V4} {mark}accept"));
-    rules.push(format!("ip6 saddr . tcp dport @{SET_V6} {mark}accept"));
-    if !ports.is_empty() {
-        rules.push(format!("tcp dport {{ {ports} }} drop"));
+    let mut granted: Vec<&str> = protocols.iter().map(|(proto, _)| *proto).collect();
+    if granted.first() != Some(&"tcp") {
+        granted.insert(0, "tcp");
+    }
+    for proto in granted {
+        rules.push(format!("ip saddr . {proto} dport @{SET_V4} {mark}accept"));
+        rules.push(format!("ip6 saddr . {proto} dport @{SET_V6} {mark}accept"));
+    }
+    for (proto, ports) in &protocols {
+        rules.push(format!("{proto} dport {{ {ports} }} drop"));
     }
     rules
 }
@@ -130,8 +149,7 @@ pub fn teardown_script(options: &FirewallOptions) -> String {
 
 /// How many rules [`ruleset`] puts in the `input` chain.
 fn expected_rules(options: &FirewallOptions) -> usize {
-    let ports = !options.unique_ports().is_empty();
-    2 + usize::from(ports) + usize::from(ports && options.keep_established)
+    chain_rules(options).len()
 }
 
 /// What is missing from our table, given its terse listing (`nft -t list
@@ -170,7 +188,7 @@ pub fn missing_parts(listing: Option<&str>, options: &FirewallOptions) -> Vec<St
             rules
         ));
     }
-    if options.keep_established && !options.unique_ports().is_empty() {
+    if options.keep_established && !options.protocols().is_empty() {
         missing.extend(unmarked_rules(&body, &table));
     }
     missing
@@ -360,9 +378,10 @@ impl Firewall for NftablesFirewall {
     }
 
     /// One transaction: the chain's rules change, the sets (grants) stay.
-    fn reconfigure(&mut self, ports: &[u16]) -> Result<bool, FirewallError> {
+    fn reconfigure(&mut self, ports: &[u16], udp_ports: &[u16]) -> Result<bool, FirewallError> {
         let mut options = self.options.clone();
         options.ports = ports.to_vec();
+        options.udp_ports = udp_ports.to_vec();
         self.transaction(&rechain_script(&options))?;
         self.options = options;
         Ok(true)
