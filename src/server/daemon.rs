@@ -162,9 +162,6 @@ pub async fn run_with(
     if let Some(upstream) = &globals.upstream {
         check_upstream(upstream)?;
     }
-    if globals.deny == Deny::Drop {
-        warn!("deny = drop is not supported by today's backends yet: strangers get a reset");
-    }
     if let Some(addr) = globals.metrics_listen {
         warn!(%addr, "metrics-listen is not served yet; ignored");
     }
@@ -241,6 +238,16 @@ pub async fn run_with(
             );
         }
         info!(backend = %selected.kind, ports = ?protected_ports, udp_ports = ?udp_ports, "kernel firewall: run the protected services yourself");
+    }
+    // `deny` is not applied by the backends yet: say what strangers get.
+    match (userspace, globals.deny) {
+        (true, Deny::Drop) => {
+            warn!("deny = drop is not applied yet: the userspace gate resets strangers")
+        }
+        (false, Deny::Reject) => {
+            info!(backend = %selected.kind, "deny = reject is not applied yet: the kernel backends drop strangers' packets")
+        }
+        _ => {}
     }
 
     // Bind everything before touching the firewall: a busy port fails the
