@@ -6,3 +6,4 @@ mod bad_config;
 mod doors;
 mod in_process;
 mod reload;
+mod reload_load;
