@@ -3,6 +3,7 @@
 //! configuration files.
 
 mod bad_config;
+mod bench_config;
 mod doors;
 mod in_process;
 mod reload;
