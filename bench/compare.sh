@@ -10,6 +10,7 @@
 #          (our server from a config file: its doors, @PORT@ replaced by the
 #          protected port under test; the bench knocks SEQ, so the file's
 #          door for SEQ must be the one on @PORT@)
+#        REL=/tmp/old sudo bench/compare.sh out.md   (binaries from there)
 #        LOADS="latency seq-50000/s" sudo bench/compare.sh out.md
 #          (only these loads, by the names in SCENARIOS)
 # Needs root (ip netns, iptables in the namespace). Installs knockd with
@@ -30,7 +31,9 @@ LOADS=${LOADS:-}
 STATS=127.0.0.1:7199
 NS=pkbench$$
 WORK=$(mktemp -d /tmp/pkbench.XXXXXX)
-REL=$PWD/target/release
+# REL: where the binaries are (an A/B against an older knock-server: a
+# directory with that server beside this knock-bench and protected-service).
+REL=${REL:-$PWD/target/release}
 PIDS=()
 
 cleanup() {
