@@ -65,29 +65,51 @@ impl<'a> MakeWriter<'a> for LossyStderr {
     }
 }
 
-/// Completes on SIGINT or SIGTERM.
+/// Completes on the first signal that asks the program to stop: SIGINT,
+/// SIGTERM, and the other fatal signals that can be caught (SIGQUIT,
+/// SIGUSR1, SIGUSR2), so each of them goes through the caller's teardown
+/// instead of killing the process with its firewall rules in place. The
+/// log says which signal it was. (SIGHUP is the server's reload; it is
+/// handled where the reloads are.)
 pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
+        let kinds = [
+            (SignalKind::interrupt(), "SIGINT"),
+            (SignalKind::terminate(), "SIGTERM"),
+            (SignalKind::quit(), "SIGQUIT"),
+            (SignalKind::user_defined1(), "SIGUSR1"),
+            (SignalKind::user_defined2(), "SIGUSR2"),
+        ];
+        let mut streams = Vec::new();
+        for (kind, name) in kinds {
+            match signal(kind) {
+                Ok(stream) => streams.push((stream, name)),
+                Err(err) => tracing::warn!("cannot handle {name}: {err}"),
             }
         }
+        if streams.is_empty() {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("stop signal received (SIGINT)");
+            return;
+        }
+        let name = std::future::poll_fn(|cx| {
+            for (stream, name) in streams.iter_mut() {
+                if stream.poll_recv(cx).is_ready() {
+                    return std::task::Poll::Ready(*name);
+                }
+            }
+            std::task::Poll::Pending
+        })
+        .await;
+        tracing::info!("stop signal received ({name})");
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("stop signal received");
     }
-    tracing::info!("stop signal received");
 }
 
 /// Prints an error chain on one line, prefixed with the program's name, and

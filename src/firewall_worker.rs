@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info};
 
 use crate::counters::Counters;
-use crate::firewall::nft_monitor::{NftMonitor, Notice};
+use crate::firewall::nftables::{NftMonitor, Notice};
 use crate::firewall::{Change, Firewall, FirewallError};
 
 /// Changes queued beyond this make a knock wait (backpressure, not loss).
@@ -45,26 +45,26 @@ const IDLE: Duration = Duration::from_secs(3600);
 /// verify at most this often; a deletion in our own table never waits.
 const MIN_GAP: Duration = Duration::from_millis(50);
 
-type FailedGrant = Box<dyn Fn(IpAddr, u16) + Send + Sync>;
+/// Where the worker reports grants it could not apply, `(ip, port)`, so
+/// the server forgets them and its state matches the firewall (drained by
+/// [`crate::server::Engine::run_expiry`]). Unbounded, so the firewall
+/// thread never waits on the server; one entry per failed grant, so it is
+/// bounded by the grants the queue carried.
+pub type FailedGrants = mpsc::UnboundedReceiver<(IpAddr, u16)>;
+
 type LiveGrants = Box<dyn Fn() -> Vec<Change> + Send + Sync>;
 
-/// What the worker calls back into the server.
-#[derive(Default)]
+/// What the worker tells the server: failed grants on a channel, and
+/// where a repair reads the live grants.
 struct Callbacks {
-    on_failed_grant: Mutex<Option<FailedGrant>>,
+    failed_grants: mpsc::UnboundedSender<(IpAddr, u16)>,
     live_grants: Mutex<Option<LiveGrants>>,
 }
 
 impl Callbacks {
     fn failed_grant(&self, ip: IpAddr, port: u16) {
-        if let Some(callback) = self
-            .on_failed_grant
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
-            callback(ip, port);
-        }
+        // Gone only when the server is stopping: nothing left to forget.
+        let _ = self.failed_grants.send((ip, port));
     }
 
     fn live(&self) -> Vec<Change> {
@@ -77,7 +77,11 @@ impl Callbacks {
 }
 
 /// A request to protect other ports, and where the result goes.
-type Reconfigure = (Vec<u16>, oneshot::Sender<Result<(), FirewallError>>);
+type Reconfigure = (
+    Vec<u16>,
+    Vec<u16>,
+    oneshot::Sender<Result<(), FirewallError>>,
+);
 
 /// Handle on the running worker thread.
 pub struct FirewallWorker {
@@ -91,15 +95,23 @@ pub struct FirewallWorker {
 pub struct Reconfigurer(mpsc::Sender<Reconfigure>);
 
 impl Reconfigurer {
-    /// Has the backend protect `ports` from now on ([`Firewall::reconfigure`]);
-    /// live grants are applied again if the backend lost them.
-    pub async fn reconfigure(&self, ports: Vec<u16>) -> Result<(), FirewallError> {
+    /// Has the backend protect the TCP `ports` and the `udp_ports` from now
+    /// on ([`Firewall::reconfigure`]); live grants are applied again if the
+    /// backend lost them.
+    pub async fn reconfigure(
+        &self,
+        ports: Vec<u16>,
+        udp_ports: Vec<u16>,
+    ) -> Result<(), FirewallError> {
         let gone = || FirewallError::Io {
             context: "the firewall worker has stopped".into(),
             source: std::io::Error::from(std::io::ErrorKind::BrokenPipe),
         };
         let (reply, result) = oneshot::channel();
-        self.0.send((ports, reply)).await.map_err(|_| gone())?;
+        self.0
+            .send((ports, udp_ports, reply))
+            .await
+            .map_err(|_| gone())?;
         result.await.map_err(|_| gone())?
     }
 }
@@ -111,16 +123,22 @@ impl std::fmt::Debug for FirewallWorker {
 }
 
 impl FirewallWorker {
-    /// Sets the backend up on a new thread and starts applying changes.
-    /// Fails, leaving no thread behind, if the setup fails.
+    /// Sets the backend up on a new thread and starts applying changes:
+    /// the queue of changes, the grants that failed (for
+    /// [`crate::server::Engine::run_expiry`]), and the worker. Fails,
+    /// leaving no thread behind, if the setup fails.
     pub async fn start(
         mut firewall: Box<dyn Firewall>,
         counters: Arc<Counters>,
-    ) -> Result<(mpsc::Sender<Change>, FirewallWorker), FirewallError> {
+    ) -> Result<(mpsc::Sender<Change>, FailedGrants, FirewallWorker), FirewallError> {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let (reconfigure, requests) = mpsc::channel(1);
         let (ready_tx, ready_rx) = oneshot::channel();
-        let callbacks: Arc<Callbacks> = Arc::default();
+        let (failed_tx, failed) = mpsc::unbounded_channel();
+        let callbacks = Arc::new(Callbacks {
+            failed_grants: failed_tx,
+            live_grants: Mutex::default(),
+        });
         let shared = callbacks.clone();
         let thread = std::thread::Builder::new()
             .name("firewall".into())
@@ -159,6 +177,7 @@ impl FirewallWorker {
         match ready_rx.await {
             Ok(Ok(())) => Ok((
                 tx,
+                failed,
                 FirewallWorker {
                     thread,
                     callbacks,
@@ -177,15 +196,6 @@ impl FirewallWorker {
                 })
             }
         }
-    }
-
-    /// Registers what to call when a grant could not be applied.
-    pub fn on_failed_grant(&self, callback: impl Fn(IpAddr, u16) + Send + Sync + 'static) {
-        *self
-            .callbacks
-            .on_failed_grant
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(Box::new(callback));
     }
 
     /// Registers where a repair reads the live grants: one
@@ -316,9 +326,14 @@ fn apply_until_closed(
                     pending = Notice::Broken;
                 }
             }
-            Wake::Reconfigure((ports, reply)) => {
-                let result = firewall.reconfigure(&ports).map(|kept| {
-                    info!(backend = firewall.name(), ?ports, "protected ports changed");
+            Wake::Reconfigure((ports, udp_ports, reply)) => {
+                let result = firewall.reconfigure(&ports, &udp_ports).map(|kept| {
+                    info!(
+                        backend = firewall.name(),
+                        ?ports,
+                        ?udp_ports,
+                        "protected ports changed"
+                    );
                     if !kept {
                         apply_batch(firewall, &callbacks.live(), counters, callbacks);
                     }

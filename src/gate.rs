@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
@@ -127,7 +127,7 @@ pub async fn run(
         total: Arc::new(Semaphore::new(settings.max_connections.max(1))),
         per_ip: ConnectionsPerIp::new(settings.max_connections_per_ip),
     };
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = crate::shutdown::Shutdown::new();
     let mut accept_loops = JoinSet::new();
     for listener in listeners {
         let addr = listener.local_addr()?;
@@ -141,7 +141,7 @@ pub async fn run(
         ));
     }
     shutdown.await;
-    let _ = stop_tx.send(true);
+    stop_tx.stop();
     while accept_loops.join_next().await.is_some() {}
     Ok(())
 }
@@ -151,7 +151,7 @@ async fn accept_loop(
     access: AccessList,
     settings: Arc<GateSettings>,
     slots: Slots,
-    mut stop: watch::Receiver<bool>,
+    stop: crate::shutdown::Shutdown,
 ) {
     let mut connections = JoinSet::new();
     let mut backoff = AcceptBackoff::new();
@@ -167,11 +167,11 @@ async fn accept_loop(
                 Err(err) => {
                     tokio::select! {
                         _ = backoff.on_error("gate", &err) => continue,
-                        _ = stop.changed() => break,
+                        _ = stop.stopped() => break,
                     }
                 }
             },
-            _ = stop.changed() => break,
+            _ = stop.stopped() => break,
         };
         backoff.on_success("gate");
         while connections.try_join_next().is_some() {}

@@ -73,6 +73,7 @@ pub mod log_budget;
 pub mod net;
 pub mod server;
 pub mod service;
+pub mod shutdown;
 pub mod spa;
 pub mod spa_listener;
 pub mod stats;

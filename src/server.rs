@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 use tokio::net::UdpSocket;
+use tokio::sync::Notify;
 use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
@@ -522,8 +522,15 @@ impl Engine {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Runs the expiry loop until `stop` turns true.
-    pub async fn run_expiry(&self, mut stop: watch::Receiver<bool>) {
+    /// Runs the expiry loop until `stop` turns true, forgetting each grant
+    /// the firewall worker reports on `failed` (so the state matches the
+    /// firewall, and a repair does not re-add what never opened).
+    pub async fn run_expiry(
+        &self,
+        stop: crate::shutdown::Shutdown,
+        mut failed: crate::firewall_worker::FailedGrants,
+    ) {
+        let mut reporting = true;
         loop {
             let next = self.expire_due().await;
             let sleep = async {
@@ -535,7 +542,11 @@ impl Engine {
             tokio::select! {
                 _ = sleep => {}
                 _ = self.wake_expiry.notified() => {}
-                _ = stop.changed() => return,
+                report = failed.recv(), if reporting => match report {
+                    Some((ip, port)) => self.forget_grant(ip, port),
+                    None => reporting = false,
+                },
+                _ = stop.stopped() => return,
             }
         }
     }
@@ -647,25 +658,16 @@ pub async fn run_reloadable(
         counters,
     } = parts;
     let backend = firewall.name();
-    let (changes, worker) = FirewallWorker::start(firewall, counters.clone())
+    let (changes, failed, worker) = FirewallWorker::start(firewall, counters.clone())
         .await
         .map_err(ServerError::Setup)?;
     let engine = Arc::new(Engine::new(&settings, changes, counters.clone()));
-    worker.on_failed_grant({
-        let engine = Arc::downgrade(&engine);
-        move |ip, port| {
-            if let Some(engine) = engine.upgrade() {
-                engine.forget_grant(ip, port);
-            }
-        }
-    });
-
     worker.live_grants({
         let engine = Arc::downgrade(&engine);
         move || engine.upgrade().map_or_else(Vec::new, |e| e.live_grants())
     });
     let reconfigurer = worker.reconfigurer();
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = crate::shutdown::Shutdown::new();
     let mut tasks = Tasks::default();
     let sequence = match sockets.is_empty() {
         true => "off".to_string(),
@@ -686,7 +688,7 @@ pub async fn run_reloadable(
     }
     tasks.spawn("expiry", {
         let engine = engine.clone();
-        async move { engine.run_expiry(stop_rx).await }
+        async move { engine.run_expiry(stop_rx, failed).await }
     });
     info!(
         sequence = %sequence,
@@ -715,7 +717,7 @@ pub async fn run_reloadable(
             "a server task ended before shutdown: stopping the server and removing firewall rules"
         ),
     }
-    let _ = stop_tx.send(true);
+    stop_tx.stop();
     tasks.drain().await;
     engine.flush_log_summaries();
     drop(engine);

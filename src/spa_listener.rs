@@ -44,7 +44,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::net::UdpSocket;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, mpsc};
 use tracing::{debug, error, info};
 
 use crate::counters::SpaCounters;
@@ -99,7 +99,7 @@ impl SpaListener {
 
     /// Runs until `stop` turns true, then finishes the packets already
     /// handed to the committer.
-    pub async fn run(self, engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
+    pub async fn run(self, engine: Arc<Engine>, stop: crate::shutdown::Shutdown) {
         let SpaListener {
             sockets,
             verifier,
@@ -142,12 +142,11 @@ impl SpaListener {
         );
         // Until the stop signal, or a thread that ends before it (a panic):
         // then the listener ends, and with it the server (supervision).
-        while !*stop.borrow_and_update() {
+        if !stop.is_stopped() {
             tokio::select! {
-                changed = stop.changed() => if changed.is_err() { break },
+                () = stop.stopped() => {}
                 () = ended.notified() => {
                     error!("an SPA thread ended unexpectedly: stopping the listener");
-                    break;
                 }
             }
         }

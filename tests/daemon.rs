@@ -8,3 +8,4 @@ mod doors;
 mod in_process;
 mod reload;
 mod reload_load;
+mod udp_gate;

@@ -1,28 +1,26 @@
-//! The integration tests: one binary, one harness (`util`), a module per
-//! area. They start the real programs on loopback, on ports picked per test.
+//! The integration tests: one binary, one harness (`util`, with the SPA
+//! fixtures in `util/spa.rs` and the namespace helpers in `util/netns.rs`),
+//! a folder per area. They start the real programs on loopback, on ports
+//! picked per test. Module roots follow one convention: `area.rs` beside
+//! its folder `area/` (never `area/mod.rs`).
+//!
+//! - `knock`: the knock sequence, the userspace gate and the binaries'
+//!   flags and output, end to end on loopback; also the failures a server
+//!   meets there (full disk, no file descriptors, floods).
+//! - `spa`: single packet authorization, against our own client and
+//!   Debian's real `fwknop`/`fwknopd`.
+//! - `kernel`: the nftables and iptables backends, inside network
+//!   namespaces the tests create.
+//! - `daemon`: the server as a library and behind `--config`.
+//! - `packaging`: what ships around the code: scripts, the container, the
+//!   library's shape.
+//!
+//! `spa_fuzz` is its own binary (it installs a counting allocator).
 
 mod util;
 
-mod bench;
-mod cli;
-mod cli_client;
-mod client_output;
-mod container;
 mod daemon;
-mod e2e;
-mod faults;
-mod fd_exhaustion;
-mod firewall;
-mod gate_limits;
-mod knock_log;
-mod library_shape;
-mod netns_e2e;
-mod scripts;
-mod spa_burst;
-mod spa_cli;
-mod spa_e2e;
-mod spa_files;
-mod spa_fwknop_client;
-mod spa_fwknopd;
-mod spa_fwknopd_udp;
-mod spa_vectors;
+mod kernel;
+mod knock;
+mod packaging;
+mod spa;

@@ -219,13 +219,11 @@ fn main() -> ExitCode {
         Err(err) => return fail(&err, err.exit_code()),
     };
     if args.check_config {
-        let _ = std::io::stdout().write_all(config.render(Reveal::Masked).as_bytes());
+        // What the daemon would refuse at start fails here, with its message.
         if let Err(err) = daemon::door_settings(&config) {
-            let _ = writeln!(
-                std::io::stderr(),
-                "knock-server: note: valid, but this build cannot run it yet: {err}"
-            );
+            return fail(&err, err.exit_code());
         }
+        let _ = std::io::stdout().write_all(config.render(Reveal::Masked).as_bytes());
         return ExitCode::SUCCESS;
     }
     cli::init_tracing(args.verbose, config.globals().log_level.word());
@@ -265,6 +263,7 @@ fn guarded(config: &ServerConfig, args: &Args) -> FirewallOptions {
     let port = door.map_or(args.protected_port, |door| door.protected_port);
     FirewallOptions {
         ports: vec![port],
+        udp_ports: Vec::new(),
         keep_established: g.keep_established,
         instance: g.instance.clone(),
         position: g.iptables_position,

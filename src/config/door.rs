@@ -346,6 +346,13 @@ impl Door {
         for (i, port) in protected.iter().enumerate() {
             if protected[..i].contains(port) {
                 push(Key::Protected, Some(i), Problem::DuplicateProtected(*port));
+            } else if let Some(other) = protected[..i].iter().find(|p| p.port == port.port) {
+                let problem = Problem::ProtocolConflict {
+                    port: *port,
+                    other: *other,
+                    door: name.clone(),
+                };
+                push(Key::Protected, Some(i), problem);
             }
         }
         for (i, knock) in sequence.iter().enumerate() {

@@ -198,6 +198,20 @@ pub enum Problem {
         /// The earlier door's access.
         other_access: Duration,
     },
+    /// One port number protected under two protocols (`tcp/N` and `udp/N`),
+    /// in one door or two: a grant is keyed by (address, port number), so
+    /// the firewall could not tell which protocol it opens.
+    #[error(
+        "protected port {port} is also protected port {other} of door '{door}': a port number is protected under one protocol only"
+    )]
+    ProtocolConflict {
+        /// This protected port.
+        port: ProtectedPort,
+        /// The same number under the other protocol.
+        other: ProtectedPort,
+        /// The door that protects `other`.
+        door: DoorName,
+    },
     /// The SPA port is also a knock or protected port.
     #[error(
         "SPA port {port} is also {what}: the SPA port must differ from every knock and protected port"

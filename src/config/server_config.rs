@@ -280,6 +280,16 @@ fn check_doors(doors: &[Door]) -> Vec<Issue> {
         }
         for (item, port) in door.protected().iter().enumerate() {
             match protected.get(&port.port) {
+                Some((other, earlier)) if other.proto != port.proto => {
+                    if earlier.name() != door.name() {
+                        let problem = Problem::ProtocolConflict {
+                            port: *port,
+                            other: *other,
+                            door: earlier.name().clone(),
+                        };
+                        issues.push(place(Issue::at(Key::Protected, Some(item), problem)));
+                    }
+                }
                 Some((_, earlier)) if earlier.timing().access != door.timing().access => {
                     let problem = Problem::AccessConflict {
                         port: *port,

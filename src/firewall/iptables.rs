@@ -9,12 +9,15 @@
 //! -A PORTKNOCK -p tcp --dport P -j DROP          (per protected port)
 //! ```
 //!
+//! Protected UDP ports get the same with `-p udp` (their own jump, and a
+//! grant's rule takes its port's protocol).
+//!
 //! BIT is [`super::GRANT_MARK`]: only connections a grant accepted are
 //! accepted after it ends (see [`rules`]). With `--no-keep-established`
 //! a grant's rule is `-j ACCEPT` and there is no connmark rule.
 //!
-//! The chain is `PORTKNOCK-<instance>` for `--instance`. Only TCP to the
-//! protected ports jumps to it (a multiport match takes 15 ports, so more
+//! The chain is `PORTKNOCK-<instance>` for `--instance`. Only TCP (UDP) to
+//! the protected TCP (UDP) ports jumps to it (a multiport match takes 15 ports, so more
 //! make more jumps): a host with thousands of grants pays nothing on its
 //! other traffic. Traffic to other ports falls off the end of the chain back
 //! into INPUT, so the host's own rules are untouched.
@@ -47,7 +50,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::nft_monitor::{NFPROTO_IPV4, NFPROTO_IPV6, NftMonitor, Watch};
+use super::nftables::{NFPROTO_IPV4, NFPROTO_IPV6, NftMonitor, Watch};
 use super::{Change, Firewall, FirewallError, FirewallOptions, system};
 
 pub mod rules;
@@ -245,9 +248,10 @@ impl Firewall for IptablesFirewall {
     /// Sets the chain up again for `ports` (one `iptables-restore` per
     /// family); the grants' rules go with the old chain, so the worker
     /// applies the live ones again. On failure the old ports are set up.
-    fn reconfigure(&mut self, ports: &[u16]) -> Result<bool, FirewallError> {
+    fn reconfigure(&mut self, ports: &[u16], udp_ports: &[u16]) -> Result<bool, FirewallError> {
         let mut options = self.options.clone();
         options.ports = ports.to_vec();
+        options.udp_ports = udp_ports.to_vec();
         let old = std::mem::replace(&mut self.options, options);
         if let Err(err) = self.setup() {
             self.options = old;

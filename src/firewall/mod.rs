@@ -19,7 +19,7 @@
 //! `iptables -F`): [`Firewall::verify`] says what is missing, and the
 //! worker (`firewall_worker.rs`) repairs by running setup again and
 //! re-applying every live grant with its remaining time. Deletions are
-//! announced at once by nf_tables ([`nft_monitor`]): for nftables, and for
+//! announced at once by nf_tables ([`nftables::NftMonitor`]): for nftables, and for
 //! iptables-nft whose rules live in nf_tables tables `filter`; iptables is
 //! also checked every second (iptables-legacy announces nothing).
 //!
@@ -36,8 +36,6 @@
 pub mod instance;
 pub mod iptables;
 pub mod leftovers;
-pub mod nft_monitor;
-pub mod nft_netlink;
 pub mod nftables;
 pub mod recording;
 pub mod select;
@@ -83,6 +81,11 @@ pub struct FirewallOptions {
     /// TCP ports dropped for everyone without a grant (one today; SPA may
     /// protect several). Duplicates are ignored; an empty list protects nothing.
     pub ports: Vec<u16>,
+    /// UDP ports dropped for everyone without a grant (a door's `udp/N`,
+    /// e.g. WireGuard). A port number is in one of the two lists only (the
+    /// config refuses `tcp/N` beside `udp/N`): a grant is (address, port
+    /// number) and the kernel backends' rules give it the port's protocol.
+    pub udp_ports: Vec<u16>,
     /// Let connections that a grant accepted (and those related to one)
     /// survive the end of their grant, as knockd users expect for SSH. Only
     /// connections carrying [`GRANT_MARK`] ride this; a stranger's
@@ -99,19 +102,53 @@ impl FirewallOptions {
     pub fn new(ports: impl Into<Vec<u16>>) -> Self {
         Self {
             ports: ports.into(),
+            udp_ports: Vec::new(),
             keep_established: true,
             instance: Instance::default(),
             position: Position::First,
         }
     }
 
-    /// The protected ports, sorted, without duplicates.
+    /// The protected TCP ports, sorted, without duplicates.
     pub fn unique_ports(&self) -> Vec<u16> {
-        let mut ports = self.ports.clone();
-        ports.sort_unstable();
-        ports.dedup();
-        ports
+        sorted(&self.ports)
     }
+
+    /// The protected UDP ports, sorted, without duplicates.
+    pub fn unique_udp_ports(&self) -> Vec<u16> {
+        sorted(&self.udp_ports)
+    }
+
+    /// The protected ports of each protocol that has any, as (`tcp` or
+    /// `udp`, sorted ports), TCP first: what the kernel backends write a
+    /// rule for per protocol.
+    pub fn protocols(&self) -> Vec<(&'static str, Vec<u16>)> {
+        [
+            ("tcp", self.unique_ports()),
+            ("udp", self.unique_udp_ports()),
+        ]
+        .into_iter()
+        .filter(|(_, ports)| !ports.is_empty())
+        .collect()
+    }
+
+    /// The protocol `port` is protected under: `udp` if it is one of the
+    /// UDP ports, else `tcp` (a grant of a port not protected at all, which
+    /// the daemon never makes, gets the seed's TCP).
+    pub fn proto_of(&self, port: u16) -> &'static str {
+        if self.udp_ports.contains(&port) {
+            "udp"
+        } else {
+            "tcp"
+        }
+    }
+}
+
+fn sorted(ports: &[u16]) -> Vec<u16> {
+    let mut ports = ports.to_vec();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
 }
 
 /// One change to what the firewall lets through.
@@ -223,16 +260,17 @@ pub trait Firewall: Send {
 
     /// A kernel notification source that tells when our rules may have been
     /// changed by someone else (`None`: rely on the periodic check).
-    fn monitor(&mut self) -> Result<Option<nft_monitor::NftMonitor>, FirewallError> {
+    fn monitor(&mut self) -> Result<Option<nftables::NftMonitor>, FirewallError> {
         Ok(None)
     }
 
-    /// Protects `ports` from now on instead of the ports it was set up
-    /// with (a reload). Returns whether the open grants survived; if not,
-    /// the worker applies every live grant again. On error the old ports
-    /// stay protected. Backends that cannot do it refuse.
-    fn reconfigure(&mut self, ports: &[u16]) -> Result<bool, FirewallError> {
-        let _ = ports;
+    /// Protects the TCP `ports` and the `udp_ports` from now on instead of
+    /// the ports it was set up with (a reload). Returns whether the open
+    /// grants survived; if not, the worker applies every live grant again.
+    /// On error the old ports stay protected. Backends that cannot do it
+    /// refuse.
+    fn reconfigure(&mut self, ports: &[u16], udp_ports: &[u16]) -> Result<bool, FirewallError> {
+        let _ = (ports, udp_ports);
         Err(FirewallError::Io {
             context: format!(
                 "the {} backend cannot change its protected ports while running",

@@ -6,12 +6,15 @@
 //! (`ipv4_addr . inet_service`) and `allowed_v6` (`ipv6_addr .
 //! inet_service`), both `flags timeout`, and one `input` chain that accepts
 //! established traffic to the protected ports (unless turned off), accepts
-//! `saddr . dport` found in a set, and drops the protected ports.
+//! `saddr . dport` found in a set, and drops the protected ports; each per
+//! protocol (`tcp dport`, and `udp dport` when UDP ports are protected).
+//! The sets are shared: a port number is protected under one protocol
+//! only, so an element opens it under that one.
 //!
 //! A grant adds the element with the access duration as its timeout. Setup
 //! and teardown are one `nft -f` transaction each; grants and revokes are
 //! set-element messages on one nf_tables netlink socket the backend owns
-//! ([`super::nft_netlink`]): no process, no text parser, one transaction
+//! (the private `netlink` module): no process, no text parser, one transaction
 //! per batch. Each change is the same three steps as the text commands of
 //! [`change_commands`]: `add; delete; add ... timeout` refreshes the timeout
 //! of an open grant on every kernel (a plain `add` of an existing element
@@ -24,7 +27,7 @@
 //! so a drop in one of the admin's own base chains still wins.
 //!
 //! Someone else deleting or flushing our table is noticed at once through
-//! [`super::nft_monitor`] and repaired without further ado (nothing but our
+//! [`NftMonitor`] and repaired without further ado (nothing but our
 //! own setup deletes in our table). The periodic safety net reads the table
 //! (`nft -t list table`, sets without their elements) and [`missing_parts`]
 //! says what is gone. Deleted set elements (`nft flush set`, which locks a
@@ -38,9 +41,12 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::nft_monitor::{NFPROTO_INET, NftMonitor, Watch};
-use super::nft_netlink::NftNetlink;
+mod monitor;
+mod netlink;
+
 use super::{Change, Firewall, FirewallError, FirewallOptions, GRANT_MARK, system};
+pub use monitor::{NFPROTO_INET, NFPROTO_IPV4, NFPROTO_IPV6, NftMonitor, Notice, Watch};
+use netlink::NftNetlink;
 
 /// Family and name of the default instance's table.
 pub const TABLE: &str = "inet portknock";
@@ -80,30 +86,46 @@ fn mark_match() -> String {
 /// The rules of our `input` chain, in order. With `keep_established` a
 /// grant's accept marks the connection and the established rule asks for
 /// the mark; without it, nothing reads the mark and nothing sets it.
+///
+/// Per protocol with protected ports (TCP first, then UDP): the
+/// established rule, then the grant rules, then the drop; the TCP grant
+/// rules are there even with no port at all (the seed's layout). The sets
+/// are shared: an element `addr . port` opens that port under the one
+/// protocol it is protected with.
 fn chain_rules(options: &FirewallOptions) -> Vec<String> {
-    let ports = options
-        .unique_ports()
-        .iter()
-        .map(u16::to_string)
-        .collect::<Vec<_>>()
-        .join(", ");
-    let keep = options.keep_established && !ports.is_empty();
+    let protocols: Vec<(&str, String)> = options
+        .protocols()
+        .into_iter()
+        .map(|(proto, ports)| {
+            let list = ports.iter().map(u16::to_string).collect::<Vec<_>>();
+            (proto, list.join(", "))
+        })
+        .collect();
+    let keep = options.keep_established && !protocols.is_empty();
     let mut rules = Vec::new();
     if keep {
-        rules.push(format!(
-            "tcp dport {{ {ports} }} ct state established,related {} accept",
-            mark_match()
-        ));
+        for (proto, ports) in &protocols {
+            rules.push(format!(
+                "{proto} dport {{ {ports} }} ct state established,related {} accept",
+                mark_match()
+            ));
+        }
     }
     let mark = if keep {
         format!("ct mark set ct mark | {GRANT_MARK:#010x} ")
     } else {
         String::new()
     };
-    rules.push(format!("ip saddr . tcp dport @{SET_V4} {mark}accept"));
-    rules.push(format!("ip6 saddr . tcp dport @{SET_V6} {mark}accept"));
-    if !ports.is_empty() {
-        rules.push(format!("tcp dport {{ {ports} }} drop"));
+    let mut granted: Vec<&str> = protocols.iter().map(|(proto, _)| *proto).collect();
+    if granted.first() != Some(&"tcp") {
+        granted.insert(0, "tcp");
+    }
+    for proto in granted {
+        rules.push(format!("ip saddr . {proto} dport @{SET_V4} {mark}accept"));
+        rules.push(format!("ip6 saddr . {proto} dport @{SET_V6} {mark}accept"));
+    }
+    for (proto, ports) in &protocols {
+        rules.push(format!("{proto} dport {{ {ports} }} drop"));
     }
     rules
 }
@@ -127,8 +149,7 @@ pub fn teardown_script(options: &FirewallOptions) -> String {
 
 /// How many rules [`ruleset`] puts in the `input` chain.
 fn expected_rules(options: &FirewallOptions) -> usize {
-    let ports = !options.unique_ports().is_empty();
-    2 + usize::from(ports) + usize::from(ports && options.keep_established)
+    chain_rules(options).len()
 }
 
 /// What is missing from our table, given its terse listing (`nft -t list
@@ -167,7 +188,7 @@ pub fn missing_parts(listing: Option<&str>, options: &FirewallOptions) -> Vec<St
             rules
         ));
     }
-    if options.keep_established && !options.unique_ports().is_empty() {
+    if options.keep_established && !options.protocols().is_empty() {
         missing.extend(unmarked_rules(&body, &table));
     }
     missing
@@ -357,9 +378,10 @@ impl Firewall for NftablesFirewall {
     }
 
     /// One transaction: the chain's rules change, the sets (grants) stay.
-    fn reconfigure(&mut self, ports: &[u16]) -> Result<bool, FirewallError> {
+    fn reconfigure(&mut self, ports: &[u16], udp_ports: &[u16]) -> Result<bool, FirewallError> {
         let mut options = self.options.clone();
         options.ports = ports.to_vec();
+        options.udp_ports = udp_ports.to_vec();
         self.transaction(&rechain_script(&options))?;
         self.options = options;
         Ok(true)

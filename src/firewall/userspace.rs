@@ -80,7 +80,7 @@ impl Firewall for UserspaceFirewall {
 
     /// The access list does not depend on the ports: nothing to change
     /// (the gate's own port is fixed; the daemon refuses to move it).
-    fn reconfigure(&mut self, _ports: &[u16]) -> Result<bool, FirewallError> {
+    fn reconfigure(&mut self, _ports: &[u16], _udp_ports: &[u16]) -> Result<bool, FirewallError> {
         Ok(true)
     }
 

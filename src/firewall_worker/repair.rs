@@ -22,7 +22,7 @@ use tokio::io::unix::AsyncFd;
 use tracing::{debug, error};
 
 use super::Callbacks;
-use crate::firewall::nft_monitor::{NftMonitor, Notice};
+use crate::firewall::nftables::{NftMonitor, Notice};
 use crate::firewall::{Change, Firewall};
 
 /// Repairs in a row before giving up until the retry.

@@ -89,7 +89,7 @@ fn ip(text: &str) -> IpAddr {
 #[tokio::test]
 async fn drift_is_repaired_with_setup_and_the_live_grants() {
     let (fw, log, broken) = drifting();
-    let (tx, worker) = FirewallWorker::start(fw, Arc::new(Counters::new()))
+    let (tx, _failed, worker) = FirewallWorker::start(fw, Arc::new(Counters::new()))
         .await
         .unwrap();
     let ttl = Duration::from_secs(7);
@@ -117,7 +117,7 @@ async fn drift_is_repaired_with_setup_and_the_live_grants() {
 #[tokio::test]
 async fn flushed_grants_are_re_added_alone_without_a_setup() {
     let (fw, log, _, flushed) = drifting_grants();
-    let (tx, worker) = FirewallWorker::start(fw, Arc::new(Counters::new()))
+    let (tx, _failed, worker) = FirewallWorker::start(fw, Arc::new(Counters::new()))
         .await
         .unwrap();
     let ttl = Duration::from_millis(4200);
@@ -141,7 +141,7 @@ async fn flushed_grants_are_re_added_alone_without_a_setup() {
 #[tokio::test]
 async fn a_panicking_backend_is_torn_down_and_closes_the_queue() {
     let (fw, log, _) = drifting();
-    let (tx, worker) = FirewallWorker::start(fw, Arc::new(Counters::new()))
+    let (tx, _failed, worker) = FirewallWorker::start(fw, Arc::new(Counters::new()))
         .await
         .unwrap();
     tx.send(Change::Grant {

@@ -13,10 +13,12 @@
 //! (`knock/doors.rs`): knock sockets are bound for the UDP knock ports of
 //! every door, the firewall protects every door's protected ports, and
 //! the userspace gate listens on each of them, serving a client only on
-//! the ports its grants cover. Refused for now, with a clear message:
-//! `:tcp` knocks (heard once stealth capture lands) and `udp/N` protected
-//! ports (the backends' changes carry a TCP port only). Reload lives in
-//! `daemon/reload.rs`.
+//! the ports its grants cover. `udp/N` protected ports are protected by
+//! the kernel backends (per-protocol rules; a grant is (address, port
+//! number) and the config gives each number one protocol); the userspace
+//! gate serves TCP only and refuses them. Refused for now, with a clear
+//! message: `:tcp` knocks (heard once stealth capture lands). Reload lives
+//! in `daemon/reload.rs`.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -75,10 +77,9 @@ pub async fn run(
 /// The knock rules of `config`'s doors (none: SPA only), or why the
 /// daemon cannot run them yet.
 ///
-/// Refused, each with a clear message: `:tcp` knocks (the socket receiver
-/// hears UDP only; they are heard once stealth capture lands) and `udp/N`
-/// protected ports (a firewall [`crate::firewall::Change`] carries a port
-/// number only, so the kernel backends protect TCP ports).
+/// Refused with a clear message: `:tcp` knocks (the socket receiver hears
+/// UDP only; they are heard once stealth capture lands). `udp/N` protected
+/// ports pass here; the userspace gate refuses them once it is chosen.
 pub fn door_settings(config: &ServerConfig) -> Result<Option<ServerSettings>, DaemonError> {
     if config.doors().is_empty() {
         return Ok(None);
@@ -90,11 +91,6 @@ pub fn door_settings(config: &ServerConfig) -> Result<Option<ServerSettings>, Da
                 door.name()
             )))
         };
-        if let Some(port) = door.protected().iter().find(|p| p.proto != Proto::Tcp) {
-            return refuse(format!(
-                "protected port {port}: UDP protected ports are not supported by the firewall backends yet; protect TCP ports only"
-            ));
-        }
         if let Some(knock) = door.sequence().iter().find(|k| k.proto == Proto::Tcp) {
             return refuse(format!(
                 "TCP knock {knock}: TCP knocks are heard once stealth capture lands; use UDP knocks"
@@ -117,17 +113,40 @@ fn knock_ports(doors: Option<&ServerSettings>) -> Vec<u16> {
     ports
 }
 
-/// The distinct protected ports of every door, in configuration order.
-fn door_ports(doors: Option<&ServerSettings>) -> Vec<u16> {
+/// The distinct protected ports under `proto` of every door, in
+/// configuration order.
+fn door_ports(doors: Option<&ServerSettings>, proto: Proto) -> Vec<u16> {
     let mut ports = Vec::new();
     for door in doors.map_or(&[][..], |d| &d.doors[..]) {
-        for protected in door.protected() {
+        for protected in door.protected().iter().filter(|p| p.proto == proto) {
             if !ports.contains(&protected.port) {
                 ports.push(protected.port);
             }
         }
     }
     ports
+}
+
+/// Refuses a door's `udp/N` protected port with the userspace gate (chosen,
+/// or what `auto` resolved to): the gate accepts TCP connections and
+/// cannot guard a UDP service.
+fn refuse_udp_in_gate(
+    doors: Option<&ServerSettings>,
+    chosen: FirewallKind,
+) -> Result<(), DaemonError> {
+    for door in doors.map_or(&[][..], |d| &d.doors[..]) {
+        if let Some(port) = door.protected().iter().find(|p| p.proto == Proto::Udp) {
+            let how = match chosen {
+                FirewallKind::Auto => " (what firewall auto chose: no kernel firewall is usable)",
+                _ => "",
+            };
+            return Err(DaemonError::Unsupported(format!(
+                "door '{}': protected port {port}: the userspace gate{how} guards TCP ports only; use --firewall nftables or iptables (needs CAP_NET_ADMIN)",
+                door.name()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Runs `config` until `shutdown` completes; `reloads`, if given, swaps in
@@ -160,14 +179,21 @@ pub async fn run_with(
     let spa_ports = spa.as_ref().map_or_else(Vec::new, |spa| {
         spa_listener::open_tcp_ports(spa.verifier.stanzas())
     });
-    let mut protected_ports = door_ports(door.as_ref());
+    let mut protected_ports = door_ports(door.as_ref(), Proto::Tcp);
     if door.is_none() && spa.is_some() {
         protected_ports.extend(tuning.spa_only_port);
     }
     protected_ports.extend(&spa_ports);
+    let udp_ports = door_ports(door.as_ref(), Proto::Udp);
+    if let Some(port) = spa_ports.iter().find(|p| udp_ports.contains(p)) {
+        return Err(DaemonError::Unsupported(format!(
+            "SPA's OPEN_PORTS opens tcp/{port}, which a door protects as udp/{port}: a port number is protected under one protocol only"
+        )));
+    }
     let access = AccessList::new();
     let options = FirewallOptions {
         ports: protected_ports.clone(),
+        udp_ports: udp_ports.clone(),
         keep_established: globals.keep_established,
         instance: globals.instance.clone(),
         position: globals.iptables_position,
@@ -178,6 +204,9 @@ pub async fn run_with(
         info!(reason = %reason, "firewall auto: backend passed over");
     }
     let userspace = selected.kind == FirewallKind::Userspace;
+    if userspace {
+        refuse_udp_in_gate(door.as_ref(), globals.firewall)?;
+    }
     // A kernel backend owns its instance's rules: refuse a second owner
     // before touching anything. Held until after teardown.
     let _instance_lock = match userspace {
@@ -187,7 +216,7 @@ pub async fn run_with(
     // The gate serves every door's protected port, or (SPA only) SPA's
     // first OPEN_PORTS one.
     let gate_ports = match door.as_ref() {
-        Some(door) => door_ports(Some(door)),
+        Some(door) => door_ports(Some(door), Proto::Tcp),
         None => protected_ports.first().copied().into_iter().collect(),
     };
     if userspace {
@@ -211,7 +240,7 @@ pub async fn run_with(
                 selected.kind
             );
         }
-        info!(backend = %selected.kind, ports = ?protected_ports, "kernel firewall: run the protected services yourself");
+        info!(backend = %selected.kind, ports = ?protected_ports, udp_ports = ?udp_ports, "kernel firewall: run the protected services yourself");
     }
 
     // Bind everything before touching the firewall: a busy port fails the
@@ -317,9 +346,9 @@ fn gate_settings(globals: &crate::config::Globals, port: u16, tuning: GateTuning
     }
 }
 
-/// Completes when the server's stop signal turns true (or its sender is gone).
-async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
-    let _ = stop.wait_for(|&stopped| stopped).await;
+/// Completes when the server's stop signal is given (or its sender is gone).
+async fn stopped(stop: crate::shutdown::Shutdown) {
+    stop.stopped().await;
 }
 
 /// Loads the access file and the replay cache; reports what the access

@@ -162,10 +162,11 @@ mod tests {
             doors: Vec::new(),
         };
         let engine = Arc::new(Engine::new(&settings, changes, Arc::new(Counters::new())));
-        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let (stop, stop_rx) = crate::shutdown::Shutdown::new();
+        let (_failed_tx, failed) = tokio::sync::mpsc::unbounded_channel();
         let expiry = tokio::spawn({
             let engine = engine.clone();
-            async move { engine.run_expiry(stop_rx).await }
+            async move { engine.run_expiry(stop_rx, failed).await }
         });
         // The sequence's second port as a first knock: a wrong knock each.
         let wrong = settings.rules.sequence.ports()[1];
@@ -191,7 +192,7 @@ mod tests {
             summary.contains("kind=\"lockout\"") && summary.contains("demoted=80"),
             "{summary}"
         );
-        stop.send(true).unwrap();
+        stop.stop();
         expiry.await.unwrap();
     }
 

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
@@ -258,7 +258,7 @@ pub async fn receive_knocks(
     sockets: Vec<UdpSocket>,
     engine: Arc<Engine>,
     counters: Arc<Counters>,
-    mut stop: watch::Receiver<bool>,
+    stop: crate::shutdown::Shutdown,
     mut reloads: mpsc::Receiver<Reload>,
 ) {
     let mut knock_sockets = knock_sockets(sockets);
@@ -299,7 +299,7 @@ pub async fn receive_knocks(
                     let _ = reload.done.send(Ok(kept));
                     continue 'sockets;
                 }
-                _ = stop.changed() => return,
+                _ = stop.stopped() => return,
             };
             let clock = PassClock::now(Instant::now().into_std());
             order.begin(clock.real);

@@ -34,8 +34,9 @@ pub struct Reload {
     pub add: Vec<UdpSocket>,
     /// Every knock port of the new rules: sockets on other ports close.
     pub ports: Vec<u16>,
-    /// Every port the firewall must protect now, if that changed.
-    pub firewall_ports: Option<Vec<u16>>,
+    /// Every port the firewall must protect now, if that changed: the TCP
+    /// ports and the UDP ports.
+    pub firewall_ports: Option<(Vec<u16>, Vec<u16>)>,
     /// Told when the new rules are in force: `true` if the knock progress
     /// was kept (the rules were unchanged); the firewall's refusal leaves
     /// everything as it was.
@@ -128,8 +129,8 @@ pub(super) async fn apply(
     firewall: &Reconfigurer,
     mut reload: Reload,
 ) {
-    if let Some(ports) = reload.firewall_ports.take() {
-        if let Err(err) = firewall.reconfigure(ports).await {
+    if let Some((ports, udp_ports)) = reload.firewall_ports.take() {
+        if let Err(err) = firewall.reconfigure(ports, udp_ports).await {
             let _ = reload.done.send(Err(err));
             return;
         }

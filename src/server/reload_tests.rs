@@ -101,9 +101,10 @@ async fn a_reload_keeps_unchanged_doors_resets_changed_ones_and_revokes_removed_
     );
 
     // The kept grant, renumbered, still ends at its own time.
-    let (_stop, stop) = watch::channel(false);
+    let (_stop, stop) = crate::shutdown::Shutdown::new();
     let engine = Arc::new(engine);
-    let expiry = tokio::spawn(async move { engine.run_expiry(stop).await });
+    let (_failed_tx, failed) = tokio::sync::mpsc::unbounded_channel();
+    let expiry = tokio::spawn(async move { engine.run_expiry(stop, failed).await });
     tokio::time::sleep(30 * SEC).await;
     let revoked: Vec<_> = drain(&mut queued);
     assert!(revoked.contains(&(ip(2), 80, false)), "{revoked:?}");

@@ -51,12 +51,12 @@ fn recording(calls: CallLog) -> Box<dyn Firewall> {
 
 /// A listener that grants access to 127.0.0.9, then runs until stopped.
 fn granting() -> Listener {
-    Listener::new("granting", |engine, mut stop| async move {
+    Listener::new("granting", |engine, stop| async move {
         engine
             .grant(IpAddr::from([127, 0, 0, 9]), 2222, 60 * SEC)
             .await
             .unwrap();
-        let _ = stop.wait_for(|&s| s).await;
+        stop.stopped().await;
     })
 }
 

@@ -11,7 +11,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
 use tokio::task::{Id, JoinError, JoinSet};
 use tracing::warn;
 
@@ -22,7 +21,7 @@ use super::Engine;
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
 type Start = Box<
-    dyn FnOnce(Arc<Engine>, watch::Receiver<bool>) -> Pin<Box<dyn Future<Output = ()> + Send>>
+    dyn FnOnce(Arc<Engine>, crate::shutdown::Shutdown) -> Pin<Box<dyn Future<Output = ()> + Send>>
         + Send,
 >;
 
@@ -48,7 +47,7 @@ impl Listener {
     /// A listener called `name` in logs and errors, started by `start`.
     pub fn new<F>(
         name: &'static str,
-        start: impl FnOnce(Arc<Engine>, watch::Receiver<bool>) -> F + Send + 'static,
+        start: impl FnOnce(Arc<Engine>, crate::shutdown::Shutdown) -> F + Send + 'static,
     ) -> Self
     where
         F: Future<Output = ()> + Send + 'static,
@@ -68,7 +67,7 @@ impl Listener {
     pub(super) fn start(
         self,
         engine: Arc<Engine>,
-        stop: watch::Receiver<bool>,
+        stop: crate::shutdown::Shutdown,
     ) -> (&'static str, Pin<Box<dyn Future<Output = ()> + Send>>) {
         (self.name, (self.start)(engine, stop))
     }

@@ -7,8 +7,6 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::watch;
-
 use super::*;
 use crate::config::KnockRules;
 use crate::firewall::recording::{Call, CallLog, RecordingFirewall};
@@ -34,7 +32,7 @@ fn ip(last: u8) -> IpAddr {
 struct Harness {
     engine: Arc<Engine>,
     calls: CallLog,
-    stop: watch::Sender<bool>,
+    stop: crate::shutdown::Stopper,
     worker: FirewallWorker,
     expiry: tokio::task::JoinHandle<()>,
 }
@@ -42,21 +40,15 @@ struct Harness {
 async fn start(firewall: impl FnOnce(CallLog) -> RecordingFirewall) -> Harness {
     let calls: CallLog = Arc::new(Mutex::new(Vec::new()));
     let counters = Arc::new(Counters::new());
-    let (changes, worker) =
+    let (changes, failed, worker) =
         FirewallWorker::start(Box::new(firewall(calls.clone())), counters.clone())
             .await
             .unwrap();
     let engine = Arc::new(Engine::new(&settings(), changes, counters));
-    let weak = Arc::downgrade(&engine);
-    worker.on_failed_grant(move |ip, port| {
-        if let Some(engine) = weak.upgrade() {
-            engine.forget_grant(ip, port);
-        }
-    });
-    let (stop, stop_rx) = watch::channel(false);
+    let (stop, stop_rx) = crate::shutdown::Shutdown::new();
     let expiry = tokio::spawn({
         let engine = engine.clone();
-        async move { engine.run_expiry(stop_rx).await }
+        async move { engine.run_expiry(stop_rx, failed).await }
     });
     Harness {
         engine,
@@ -90,7 +82,7 @@ impl Harness {
     }
 
     async fn stop(self) -> Vec<Call> {
-        self.stop.send(true).unwrap();
+        self.stop.stop();
         self.expiry.await.unwrap();
         drop(self.engine);
         self.worker.finish().await;
@@ -151,7 +143,9 @@ async fn a_failed_grant_is_forgotten_so_state_matches_the_firewall() {
         if h.engine.open_grants() == 0 {
             break;
         }
+        // The firewall thread reports; the expiry task drains the report.
         std::thread::sleep(Duration::from_millis(5));
+        tokio::task::yield_now().await;
     }
     assert_eq!(h.engine.open_grants(), 0);
     tokio::time::sleep(40 * SEC).await;

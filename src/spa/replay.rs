@@ -17,7 +17,7 @@
 //! leave a torn line at the end of the file, which would swallow the next
 //! line appended (that packet would open again after a restart): so the
 //! next commit rewrites the whole file from memory instead of appending,
-//! and refuses its batch too until that succeeds (`tests/faults.rs`).
+//! and refuses its batch too until that succeeds (`tests/knock/faults.rs`).
 //!
 //! If the file is deleted or replaced under us, the next commit (or
 //! [`ReplayCache::check_file`], which the listener calls every second) logs

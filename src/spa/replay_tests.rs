@@ -269,7 +269,7 @@ fn a_full_cache_refuses_new_packets() {
 
 #[test]
 fn after_a_failed_write_the_next_commit_rewrites_the_file_whole() {
-    // What a full disk leaves (tests/faults.rs has it for real): a commit
+    // What a full disk leaves (tests/knock/faults.rs has it for real): a commit
     // failed part-way, the file ends in a torn line and is marked torn.
     let dir = private_dir();
     let path = dir.path().join("replay.cache");

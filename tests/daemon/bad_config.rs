@@ -120,6 +120,14 @@ fn a_missing_or_unreadable_file_is_refused() {
 #[test]
 fn check_config_prints_the_example_with_secrets_masked() {
     let example = Path::new("packaging/portknock.toml");
+    // The example runs as is: no refusal, no note.
+    let out = server(&["--check-config"], example).expect_code(0);
+    assert!(out.stderr.is_empty(), "{}", out.describe());
+    assert!(
+        out.stdout.contains("name = \"admin\""),
+        "{}",
+        out.describe()
+    );
     let out = server(&["--check-config", "--flag", "FLAG{secret}"], example).expect_code(0);
     assert!(out.stdout.contains("[[door]]"), "{}", out.describe());
     assert!(!out.stdout.contains("FLAG{secret}"), "{}", out.describe());
@@ -137,4 +145,31 @@ fn door_flags_beside_config_are_refused() {
     let example = Path::new("packaging/portknock.toml");
     let out = server(&["--window", "3"], example).expect_code(2);
     assert!(out.stderr.contains("--window"), "{}", out.describe());
+}
+
+#[test]
+fn check_config_refuses_what_the_daemon_refuses_with_the_same_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("portknock.toml");
+    for (door, needle) in [
+        (
+            "sequence = [7000, \"7200:tcp\"]\nprotected = [\"tcp/7022\"]",
+            "TCP knock 7200:tcp",
+        ),
+        (
+            "sequence = [7000, 7200]\nprotected = [\"tcp/7022\", \"udp/51820\"]",
+            "protected port udp/51820",
+        ),
+    ] {
+        let text = format!(
+            "firewall = \"userspace\"\nbind = [\"127.0.0.1\"]\n[[door]]\nname = \"admin\"\n{door}\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        let check = server(&["--check-config"], &path).expect_code(2);
+        let start = server(&[], &path).expect_code(2);
+        assert!(check.stderr.contains(needle), "{}", check.describe());
+        assert_eq!(check.stderr, start.stderr, "{}", check.describe());
+        assert!(check.stdout.is_empty(), "{}", check.describe());
+        assert!(!start.stderr.contains("ready"), "{}", start.describe());
+    }
 }

@@ -207,9 +207,18 @@ fn a_door_needs_distinct_protected_ports() {
             Problem::DuplicateProtected(ProtectedPort::tcp(22))
         )]
     );
-    // tcp/53 and udp/53 are two ports.
-    let dns = vec![ProtectedPort::tcp(53), "udp/53".parse().unwrap()];
-    assert!(door(knocks(&[1]), Timing::default(), dns).is_ok());
+    // A grant is (address, port number): tcp/53 beside udp/53 is refused.
+    let udp53: ProtectedPort = "udp/53".parse().unwrap();
+    let dns = vec![ProtectedPort::tcp(53), udp53];
+    let issues = door(knocks(&[1]), Timing::default(), dns).unwrap_err();
+    let conflict = Problem::ProtocolConflict {
+        port: udp53,
+        other: ProtectedPort::tcp(53),
+        door: "ssh".parse().unwrap(),
+    };
+    assert_eq!(issues, vec![Issue::at(Key::Protected, Some(1), conflict)]);
+    let wg = vec![ProtectedPort::tcp(22), "udp/51820".parse().unwrap()];
+    assert!(door(knocks(&[1]), Timing::default(), wg).is_ok());
 }
 
 #[test]

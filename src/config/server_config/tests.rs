@@ -119,6 +119,44 @@ fn shared_protected_ports_need_one_access() {
 }
 
 #[test]
+fn a_port_number_is_protected_under_one_protocol_only() {
+    let udp = |name: &str, knock: u16, port: u16| {
+        let protected = vec![ProtectedPort {
+            proto: Proto::Udp,
+            port,
+        }];
+        let timing = Timing {
+            access: Duration::from_secs(30),
+            ..Timing::default()
+        };
+        let seq = vec![KnockPort::udp(knock)];
+        Door::new(
+            name.parse().unwrap(),
+            seq,
+            timing,
+            protected,
+            AllowList::everything(),
+        )
+        .unwrap()
+    };
+    let apart = vec![door("a", &[1], &[22], 30), udp("b", 2, 51820)];
+    assert!(ServerConfig::new(Globals::default(), apart).is_ok());
+    let shared = vec![udp("a", 1, 51820), udp("b", 2, 51820)];
+    assert!(ServerConfig::new(Globals::default(), shared).is_ok());
+    let clash = vec![door("ssh", &[1], &[22], 30), udp("wg", 2, 22)];
+    let issues = ServerConfig::new(Globals::default(), clash).unwrap_err();
+    assert_eq!(issues.0.len(), 1, "{issues:?}");
+    assert_eq!(
+        (issues.0[0].door, issues.0[0].key),
+        (Some(1), Key::Protected)
+    );
+    assert_eq!(
+        issues.0[0].problem.to_string(),
+        "protected port udp/22 is also protected port tcp/22 of door 'ssh': a port number is protected under one protocol only"
+    );
+}
+
+#[test]
 fn flags_beside_a_file_override_its_globals_and_are_checked_again() {
     let config =
         ServerConfig::new(Globals::default(), vec![door("a", &[1, 62201], &[22], 30)]).unwrap();
@@ -206,8 +244,13 @@ fn arb_door(index: usize) -> impl Strategy<Value = Door> {
         port,
         proto: if tcp { Proto::Tcp } else { Proto::Udp },
     });
-    let protected = (3000u16..3004, any::<bool>()).prop_map(|(port, udp)| ProtectedPort {
-        proto: if udp { Proto::Udp } else { Proto::Tcp },
+    // A port number has one protocol across doors: odd ones are UDP.
+    let protected = (3000u16..3004).prop_map(|port| ProtectedPort {
+        proto: if port % 2 == 1 {
+            Proto::Udp
+        } else {
+            Proto::Tcp
+        },
         port,
     });
     let net = prop_oneof![

@@ -31,7 +31,8 @@ pub fn grant_rule(ip: IpAddr, port: u16, options: &FirewallOptions) -> String {
     } else {
         "ACCEPT".to_string()
     };
-    format!("-s {ip}/{prefix} -p tcp -m tcp --dport {port} -j {target}")
+    let proto = options.proto_of(port);
+    format!("-s {ip}/{prefix} -p {proto} -m {proto} --dport {port} -j {target}")
 }
 
 /// The script line for one change in `chain`: insert the grant on top, or
@@ -57,34 +58,42 @@ pub fn script(lines: &[String]) -> String {
 }
 
 /// The jump rules from INPUT to `chain`, without their verb, as
-/// `iptables-save` prints them: TCP to the protected ports only (other
-/// traffic never walks our chain), at most [`MULTIPORT_MAX`] ports each.
+/// `iptables-save` prints them: TCP to the protected TCP ports and UDP to
+/// the protected UDP ports only (other traffic never walks our chain), at
+/// most [`MULTIPORT_MAX`] ports each, TCP first.
 pub fn jump_rules(chain: &str, options: &FirewallOptions) -> Vec<String> {
-    options
-        .unique_ports()
-        .chunks(MULTIPORT_MAX)
-        .map(|ports| {
+    let mut jumps = Vec::new();
+    for (proto, ports) in options.protocols() {
+        for ports in ports.chunks(MULTIPORT_MAX) {
             let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
-            format!(
-                "-p tcp -m multiport --dports {} -j {chain}",
+            jumps.push(format!(
+                "-p {proto} -m multiport --dports {} -j {chain}",
                 ports.join(",")
-            )
-        })
-        .collect()
+            ));
+        }
+    }
+    jumps
 }
 
 /// Our chain's fixed rules, as `-A` lines.
 fn fixed_rules(chain: &str, options: &FirewallOptions) -> Vec<String> {
     let mut lines = Vec::new();
+    let protocols = options.protocols();
     if options.keep_established {
-        for port in options.unique_ports() {
-            lines.push(format!(
-                "-A {chain} -p tcp -m tcp --dport {port} -m connmark --mark {GRANT_MARK:#x}/{GRANT_MARK:#x} -j ACCEPT"
-            ));
+        for (proto, ports) in &protocols {
+            for port in ports {
+                lines.push(format!(
+                    "-A {chain} -p {proto} -m {proto} --dport {port} -m connmark --mark {GRANT_MARK:#x}/{GRANT_MARK:#x} -j ACCEPT"
+                ));
+            }
         }
     }
-    for port in options.unique_ports() {
-        lines.push(format!("-A {chain} -p tcp -m tcp --dport {port} -j DROP"));
+    for (proto, ports) in &protocols {
+        for port in ports {
+            lines.push(format!(
+                "-A {chain} -p {proto} -m {proto} --dport {port} -j DROP"
+            ));
+        }
     }
     lines
 }

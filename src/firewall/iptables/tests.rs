@@ -275,3 +275,60 @@ fn a_failed_revoke_forgets_the_grant() {
         "a later grant needs a rule"
     );
 }
+
+/// A door's `udp/N` beside `tcp/22`: per protocol a jump, the connmark
+/// accept and the DROP; a grant's rule takes its port's protocol.
+#[test]
+fn udp_ports_get_their_own_jump_fixed_rules_and_grant_rules() {
+    let options = FirewallOptions {
+        udp_ports: vec![51820],
+        ..FirewallOptions::new([22])
+    };
+    assert_eq!(
+        setup_script("", &options),
+        "*filter\n\
+         :PORTKNOCK - [0:0]\n\
+         -A PORTKNOCK -p tcp -m tcp --dport 22 -m connmark --mark 0x1000000/0x1000000 -j ACCEPT\n\
+         -A PORTKNOCK -p udp -m udp --dport 51820 -m connmark --mark 0x1000000/0x1000000 -j ACCEPT\n\
+         -A PORTKNOCK -p tcp -m tcp --dport 22 -j DROP\n\
+         -A PORTKNOCK -p udp -m udp --dport 51820 -j DROP\n\
+         -I INPUT 1 -p tcp -m multiport --dports 22 -j PORTKNOCK\n\
+         -I INPUT 1 -p udp -m multiport --dports 51820 -j PORTKNOCK\n\
+         COMMIT\n"
+    );
+    let ip: IpAddr = "192.0.2.2".parse().unwrap();
+    let ttl = Duration::from_secs(30);
+    let grant = |port| Change::Grant { ip, port, ttl };
+    assert_eq!(
+        change_line(CHAIN, &grant(51820), &options),
+        "-I PORTKNOCK 1 -s 192.0.2.2/32 -p udp -m udp --dport 51820 -j CONNMARK --set-xmark 0x1000000/0x1000000"
+    );
+    assert_eq!(
+        change_line(CHAIN, &grant(22), &options),
+        "-I PORTKNOCK 1 -s 192.0.2.2/32 -p tcp -m tcp --dport 22 -j CONNMARK --set-xmark 0x1000000/0x1000000"
+    );
+    // What iptables-save prints after that setup and the UDP grant.
+    let save = "*filter\n\
+        :INPUT ACCEPT [0:0]\n\
+        :PORTKNOCK - [0:0]\n\
+        -A INPUT -p udp -m multiport --dports 51820 -j PORTKNOCK\n\
+        -A INPUT -p tcp -m multiport --dports 22 -j PORTKNOCK\n\
+        -A PORTKNOCK -s 192.0.2.2/32 -p udp -m udp --dport 51820 -j CONNMARK --set-xmark 0x1000000/0x1000000\n\
+        -A PORTKNOCK -p tcp -m tcp --dport 22 -m connmark --mark 0x1000000/0x1000000 -j ACCEPT\n\
+        -A PORTKNOCK -p udp -m udp --dport 51820 -m connmark --mark 0x1000000/0x1000000 -j ACCEPT\n\
+        -A PORTKNOCK -p tcp -m tcp --dport 22 -j DROP\n\
+        -A PORTKNOCK -p udp -m udp --dport 51820 -j DROP\n\
+        COMMIT\n";
+    let granted = [(ip, 51820)];
+    assert!(rules::missing_rules(save, &options, granted).is_empty());
+    let no_udp = save.replace(
+        "-A INPUT -p udp -m multiport --dports 51820 -j PORTKNOCK\n",
+        "",
+    );
+    assert_eq!(
+        rules::missing_rules(&no_udp, &options, granted),
+        vec!["-A INPUT -p udp -m multiport --dports 51820 -j PORTKNOCK".to_string()]
+    );
+    let no_drop = save.replace("-A PORTKNOCK -p udp -m udp --dport 51820 -j DROP\n", "");
+    assert_eq!(rules::missing_rules(&no_drop, &options, granted).len(), 1);
+}

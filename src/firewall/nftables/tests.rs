@@ -222,3 +222,90 @@ fn set_elements_are_read_from_both_sets_across_lines() {
         live.to_vec()
     );
 }
+
+/// A door's `udp/N` (WireGuard) beside `tcp/22`: per protocol an
+/// established rule, grant rules on the shared sets and a drop, all with
+/// the grant mark; `nft -t list table` of nftables 1.0.6 after this setup
+/// is intact, and each UDP rule, when gone, is reported.
+#[test]
+fn ruleset_with_udp_ports_golden_and_verified() {
+    let options = FirewallOptions {
+        udp_ports: vec![51821, 51820, 51821],
+        ..FirewallOptions::new([22])
+    };
+    assert_eq!(
+        ruleset(&options),
+        "table inet portknock\n\
+             delete table inet portknock\n\
+             table inet portknock {\n\
+             \tset allowed_v4 {\n\t\ttype ipv4_addr . inet_service\n\t\tflags timeout\n\t}\n\
+             \tset allowed_v6 {\n\t\ttype ipv6_addr . inet_service\n\t\tflags timeout\n\t}\n\
+             \tchain input {\n\
+             \t\ttype filter hook input priority filter; policy accept;\n\
+             \t\ttcp dport { 22 } ct state established,related \
+             ct mark & 0x01000000 == 0x01000000 accept\n\
+             \t\tudp dport { 51820, 51821 } ct state established,related \
+             ct mark & 0x01000000 == 0x01000000 accept\n\
+             \t\tip saddr . tcp dport @allowed_v4 ct mark set ct mark | 0x01000000 accept\n\
+             \t\tip6 saddr . tcp dport @allowed_v6 ct mark set ct mark | 0x01000000 accept\n\
+             \t\tip saddr . udp dport @allowed_v4 ct mark set ct mark | 0x01000000 accept\n\
+             \t\tip6 saddr . udp dport @allowed_v6 ct mark set ct mark | 0x01000000 accept\n\
+             \t\ttcp dport { 22 } drop\n\
+             \t\tudp dport { 51820, 51821 } drop\n\
+             \t}\n}\n"
+    );
+    let listing = "table inet portknock {
+\tset allowed_v4 {
+\t\ttype ipv4_addr . inet_service
+\t\tflags timeout
+\t}
+
+\tset allowed_v6 {
+\t\ttype ipv6_addr . inet_service
+\t\tflags timeout
+\t}
+
+\tchain input {
+\t\ttype filter hook input priority filter; policy accept;
+\t\ttcp dport 22 ct state established,related ct mark & 0x01000000 == 0x01000000 accept
+\t\tudp dport { 51820, 51821 } ct state established,related ct mark & 0x01000000 == 0x01000000 accept
+\t\tip saddr . tcp dport @allowed_v4 ct mark set ct mark | 0x01000000 accept
+\t\tip6 saddr . tcp dport @allowed_v6 ct mark set ct mark | 0x01000000 accept
+\t\tip saddr . udp dport @allowed_v4 ct mark set ct mark | 0x01000000 accept
+\t\tip6 saddr . udp dport @allowed_v6 ct mark set ct mark | 0x01000000 accept
+\t\ttcp dport 22 drop
+\t\tudp dport { 51820, 51821 } drop
+\t}
+}
+";
+    assert!(missing_parts(Some(listing), &options).is_empty());
+    // The TCP-only listing lacks the four UDP rules.
+    assert_eq!(
+        missing_parts(Some(LISTING), &options),
+        vec!["table inet portknock chain input: 4 of 8 rules".to_string()]
+    );
+    let no_udp_drop = listing.replace("\t\tudp dport { 51820, 51821 } drop\n", "");
+    assert_eq!(missing_parts(Some(&no_udp_drop), &options).len(), 1);
+    let unmarked = listing.replace(
+        "{ 51820, 51821 } ct state established,related ct mark & 0x01000000 == 0x01000000",
+        "{ 51820, 51821 } ct state established,related",
+    );
+    let missing = missing_parts(Some(&unmarked), &options);
+    assert_eq!(missing.len(), 1, "{missing:?}");
+    assert!(
+        missing[0].contains("the grant mark in `udp dport"),
+        "{missing:?}"
+    );
+    // UDP only: the TCP grant rules stay (the seed's layout), no TCP drop.
+    let wg = FirewallOptions {
+        udp_ports: vec![51820],
+        ..FirewallOptions::new([])
+    };
+    let text = rechain_script(&wg);
+    assert!(
+        text.contains("add rule inet portknock input udp dport { 51820 } drop"),
+        "{text}"
+    );
+    assert!(text.contains("ip saddr . tcp dport @allowed_v4"), "{text}");
+    assert!(!text.contains("tcp dport {"), "{text}");
+}

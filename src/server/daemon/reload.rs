@@ -26,7 +26,8 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use super::{DaemonError, bind, door_ports, door_settings, knock_ports};
-use crate::config::{GlobalOverrides, ServerConfig, file};
+use crate::config::{GlobalOverrides, Proto, ServerConfig, file};
+use crate::firewall::FirewallKind;
 use crate::firewall::instance::{Instance, InstanceLock};
 use crate::server::Reload;
 
@@ -161,8 +162,19 @@ async fn reload_once(
         (Some(_), None) => return restart("the first door was added".to_string()),
         (None, Some(_)) => return restart("every door was removed".to_string()),
     };
-    let protected = door_ports(Some(&settings));
-    let firewall_ports = match protected == door_ports(Some(&old)) {
+    if running.userspace {
+        super::refuse_udp_in_gate(Some(&settings), FirewallKind::Userspace)?;
+    }
+    let protected = door_ports(Some(&settings), Proto::Tcp);
+    let udp = door_ports(Some(&settings), Proto::Udp);
+    let unchanged = protected == door_ports(Some(&old), Proto::Tcp)
+        && udp == door_ports(Some(&old), Proto::Udp);
+    if let Some(port) = running.spa_ports.iter().find(|p| udp.contains(p)) {
+        return Err(DaemonError::Unsupported(format!(
+            "SPA's OPEN_PORTS opens tcp/{port}, which a door now protects as udp/{port}: a port number is protected under one protocol only"
+        )));
+    }
+    let firewall_ports = match unchanged {
         true => None,
         false if running.userspace && protected != running.gate_ports => {
             return restart(format!(
@@ -173,7 +185,7 @@ async fn reload_once(
         false => {
             let mut ports = protected;
             ports.extend(&running.spa_ports);
-            Some(ports)
+            Some((ports, udp))
         }
     };
     let old_ports = knock_ports(Some(&old));

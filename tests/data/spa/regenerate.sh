@@ -2,7 +2,7 @@
 # Regenerates the SPA vectors with the real fwknop client and checks each
 # against the real fwknopd inside a network namespace made here (its
 # iptables rules live and die with it). Writes OUTPUT (default: a file in
-# /tmp), never vectors.json itself: compare, run tests/spa_vectors.rs with
+# /tmp), never vectors.json itself: compare, run tests/spa/vectors.rs with
 # it, then copy it over if you mean to. See README.md beside this script.
 #
 #   sudo tests/data/spa/regenerate.sh [OUTPUT]

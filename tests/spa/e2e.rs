@@ -8,84 +8,16 @@
 //! it fails under `CI` and prints a loud SKIPPED line otherwise.
 
 use std::net::UdpSocket;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use portknock::spa::GeneratedKeys;
 
-use crate::util::{FLAG, Proc, Reached, ServerSpec, bin, connect_from, free_port, loopback, run};
+use crate::util::spa::{HMAC, KEY, SpaServer, have};
+use crate::util::{FLAG, Reached, bin, connect_from, loopback, run};
 
-pub const KEY: &str = "kB+G5+KiLS8N2x64DYM+VuPU+Gj7A7uITpF9Y4Ozqms=";
-pub const HMAC: &str =
-    "vxdRyChqWMLurmUWJPUNWLPlMI57H9zvx/Gzdt7sS0FtjArdSOTNzBiw9D3HSVKV64jQv4fCM0BHc9VV3SCrjg==";
 const WAIT: Duration = Duration::from_secs(10);
-
-/// Whether `tool --version` runs; otherwise fails under CI or warns loudly.
-pub fn have(tool: &str, test: &str) -> bool {
-    let ok = Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        let msg =
-            format!("{test}: `{tool}` is not installed (Debian: fwknop-client / fwknop-server)");
-        if std::env::var_os("CI").is_some() {
-            panic!("{msg}");
-        }
-        eprintln!("\n*** SKIPPED {msg} ***\n");
-    }
-    ok
-}
-
-/// A server with SPA on (sequence off), its access file and replay cache in `dir`.
-pub struct SpaServer {
-    pub spec: ServerSpec,
-    pub spa_port: u16,
-    other_port: u16,
-    cache: PathBuf,
-}
-
-impl SpaServer {
-    pub fn new(dir: &Path) -> SpaServer {
-        let mut spec = ServerSpec::new();
-        let spa_port = free_port();
-        let other_port = free_port();
-        let access = dir.join("access.conf");
-        std::fs::write(
-            &access,
-            format!(
-                "SOURCE ANY\nKEY_BASE64 {KEY}\nHMAC_KEY_BASE64 {HMAC}\n\
-                 OPEN_PORTS tcp/{},tcp/{other_port}\nFW_ACCESS_TIMEOUT 30\nMAX_FW_TIMEOUT 60\n",
-                spec.protected_port
-            ),
-        )
-        .unwrap();
-        let cache = dir.join("replay");
-        spec.extra = vec![
-            "--no-sequence".into(),
-            "--spa".into(),
-            "--spa-access".into(),
-            access.display().to_string(),
-            "--spa-port".into(),
-            spa_port.to_string(),
-            "--spa-replay-cache".into(),
-            cache.display().to_string(),
-        ];
-        SpaServer {
-            spec,
-            spa_port,
-            other_port,
-            cache,
-        }
-    }
-
-    pub fn start(&self) -> Proc {
-        let mut server = self.spec.start();
-        server.wait_for("spa listener ready", WAIT);
-        server
-    }
-}
 
 /// Runs Debian's fwknop client: asks for `access` for `allow`, saving the
 /// packet it sends to `save`.

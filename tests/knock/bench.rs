@@ -107,7 +107,7 @@ fn a_first_knock_flood_past_the_bound_stays_bounded_and_lets_the_client_in() {
 
 #[test]
 fn spa_mode_opens_every_packet_of_a_small_load_and_probes_see_access() {
-    use crate::spa_e2e::{HMAC, KEY, SpaServer};
+    use crate::util::spa::{HMAC, KEY, SpaServer};
     let dir = tempfile::tempdir().unwrap();
     let mut server = SpaServer::new(dir.path());
     let stats = format!("127.0.0.1:{}", free_port());

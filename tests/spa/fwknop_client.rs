@@ -14,23 +14,12 @@ use portknock::spa::{
     parse_access_conf,
 };
 
-const KEY: &str = "kB+G5+KiLS8N2x64DYM+VuPU+Gj7A7uITpF9Y4Ozqms=";
-const HMAC: &str =
-    "vxdRyChqWMLurmUWJPUNWLPlMI57H9zvx/Gzdt7sS0FtjArdSOTNzBiw9D3HSVKV64jQv4fCM0BHc9VV3SCrjg==";
+use crate::util::spa::{HMAC, KEY, have};
 
+/// Whether the real client is installed (a loud SKIPPED line, or a panic
+/// under `CI`, when not).
 fn have_fwknop() -> bool {
-    let ok = Command::new("fwknop")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        let msg = "fwknop client not installed (apt-get install fwknop-client): real-client SPA test NOT RUN";
-        if std::env::var_os("CI").is_some() {
-            panic!("{msg}");
-        }
-        eprintln!("\n!!!!!!!!!! WARNING: {msg} !!!!!!!!!!\n");
-    }
-    ok
+    have("fwknop", "spa::fwknop_client")
 }
 
 /// Runs the real client in test mode and returns the packet it built.

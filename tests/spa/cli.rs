@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use portknock::spa::{AccessConfOptions, parse_access_conf, parse_fwknoprc};
 
-use crate::spa_e2e::{HMAC, KEY};
+use crate::util::spa::{HMAC, KEY};
 use crate::util::{bin, free_port, run};
 
 const T: Duration = Duration::from_secs(20);

@@ -5,38 +5,10 @@
 //! end of a bounded junk flood still opens access.
 
 use std::net::{Ipv4Addr, UdpSocket};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use base64::Engine as _;
-use portknock::spa::{DigestType, EncryptionMode, SpaKeys, SpaRequest, encode};
-
-use crate::spa_e2e::{HMAC, KEY, SpaServer};
 use crate::util::Proc;
-
-pub fn keys() -> SpaKeys {
-    let b = |t: &str| base64::engine::general_purpose::STANDARD.decode(t).unwrap();
-    SpaKeys::new(
-        b(KEY),
-        Some(b(HMAC)),
-        DigestType::Sha256,
-        EncryptionMode::Cbc,
-    )
-    .unwrap()
-}
-
-pub fn packet(keys: &SpaKeys, allow: Ipv4Addr, port: u16) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let req = SpaRequest::new(
-        "burst",
-        allow,
-        vec![format!("tcp/{port}").parse().unwrap()],
-        now,
-    );
-    encode(&req, keys).unwrap()
-}
+use crate::util::spa::{SpaServer, keys, packet};
 
 #[test]
 fn a_burst_of_distinct_valid_packets_is_accepted_in_full() {

@@ -17,3 +17,4 @@ mod leftovers;
 mod life;
 mod privilege;
 mod reload;
+mod udp_port;

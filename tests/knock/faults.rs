@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::spa_burst::{keys, packet};
-use crate::spa_e2e::SpaServer;
+use crate::util::spa::SpaServer;
+use crate::util::spa::{keys, packet};
 use crate::util::{FLAG, Proc, Reached, ServerSpec, connect_from, loopback, run};
 
 const WAIT: Duration = Duration::from_secs(10);

@@ -2,7 +2,9 @@
 //! ends a grant, so a dead expiry task would leave the door open): a
 //! server whose stderr reader went away keeps judging knocks, ends grants
 //! on time and tears down on SIGTERM; SIGHUP neither kills it nor skips
-//! its teardown.
+//! its teardown. Issue 10: SIGQUIT, SIGUSR1 and SIGUSR2 stop the server
+//! through the same teardown as SIGTERM (nftables here, whose DROP on the
+//! protected port would otherwise stay behind).
 
 use std::time::{Duration, Instant};
 
@@ -76,4 +78,45 @@ fn iptables_server_survives_sighup_and_still_tears_down_on_sigterm() {
     lab.read_flag((A, V6));
     // SIGTERM with the grants open: every rule goes, INPUT is as before.
     lab.stop_server();
+}
+
+#[test]
+fn nftables_server_tears_down_on_sigquit_sigusr1_and_sigusr2() {
+    let Some(mut lab) = Lab::start(
+        "nftables_server_tears_down_on_sigquit_sigusr1_and_sigusr2",
+        "nft-quit",
+        Backend::Nftables,
+        Timing {
+            access: 30,
+            lockout: 3,
+        },
+    ) else {
+        return;
+    };
+    for (i, name) in ["QUIT", "USR1", "USR2"].into_iter().enumerate() {
+        if i > 0 {
+            lab.start_server();
+        }
+        // A grant open at the signal is removed with the rest.
+        lab.knock(&[(A, V4)]);
+        lab.read_flag((A, V4));
+        let mut server = lab.server.take().unwrap();
+        let status = server.signal_and_wait(name, Duration::from_secs(10));
+        assert!(
+            status.success(),
+            "SIG{name}: exit {status}\n{}",
+            server.logs()
+        );
+        assert!(
+            server.printed(&format!("stop signal received (SIG{name})")),
+            "{}",
+            server.logs()
+        );
+        assert!(server.printed("knock server stopped"), "{}", server.logs());
+        assert_eq!(
+            lab.lan.host.rules(),
+            lab.rules_before,
+            "rules after SIG{name} differ from those before the start"
+        );
+    }
 }

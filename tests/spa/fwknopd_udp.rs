@@ -11,8 +11,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::spa_e2e::{HMAC, KEY, have};
 use crate::util::netns::{Netns, output, privileged};
+use crate::util::spa::{HMAC, KEY, have};
 use crate::util::{Proc, bin, run};
 
 const WAIT: Duration = Duration::from_secs(15);

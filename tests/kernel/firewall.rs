@@ -70,7 +70,7 @@ fn explicit_backends_without_net_admin_fail_with_the_clear_line() {
         .args([
             "--ignored",
             "--exact",
-            "firewall::without_net_admin_probe",
+            "kernel::firewall::without_net_admin_probe",
             "--test-threads=1",
         ])
         .env("PORTKNOCK_EXPECT_NO_NET_ADMIN", "1")

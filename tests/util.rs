@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod netns;
+pub mod spa;
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};

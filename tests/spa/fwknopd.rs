@@ -18,9 +18,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use portknock::spa::{DigestType, EncryptionMode, SpaKeys, SpaRequest, encode};
 
-const S1_KEY: &str = "kB+G5+KiLS8N2x64DYM+VuPU+Gj7A7uITpF9Y4Ozqms=";
-const S1_HMAC: &str =
-    "vxdRyChqWMLurmUWJPUNWLPlMI57H9zvx/Gzdt7sS0FtjArdSOTNzBiw9D3HSVKV64jQv4fCM0BHc9VV3SCrjg==";
+use crate::util::spa::{HMAC as S1_HMAC, KEY as S1_KEY};
+
 const S2_KEY: &str = "lk2qU+b5t8nrpO1El299HrfLaYBUMvfdBmpt+LgTnp8=";
 const S2_HMAC: &str = "Lo/HmTx3dddGA47CMsFUV9Fl9rR6loQGiX6Mh9iIN/Y3jrajiJd0xEAU5Dl9Z0jN1B4yutCB7umBE4uK9i+woOVknVMxdat/k+KjQn9rKjWzR8z8rNj7/3xIXm6s7dKq4B5LA3aN98sZAIdKWuXdhpNSdvTm0zFehT/cV7CkVPA=";
 const ACCEPTED_MARK: &str = "--test mode enabled, skipping firewall manipulation";

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::spa_e2e::{HMAC, KEY, SpaServer};
+use crate::util::spa::{HMAC, KEY, SpaServer};
 use crate::util::{bin, free_port, run};
 
 const T: Duration = Duration::from_secs(20);

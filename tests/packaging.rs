@@ -1,0 +1,7 @@
+//! What ships around the code: the README's scripts (`scripts/`), the
+//! container's entry point and compose file, and the library's shape (no
+//! binary-only crates in `src/`).
+
+mod container;
+mod library_shape;
+mod scripts;
