@@ -130,7 +130,7 @@ fn door_ports(doors: Option<&ServerSettings>, proto: Proto) -> Vec<u16> {
 /// Refuses a door's `udp/N` protected port with the userspace gate (chosen,
 /// or what `auto` resolved to): the gate accepts TCP connections and
 /// cannot guard a UDP service.
-fn refuse_udp_in_gate(
+pub fn refuse_udp_in_gate(
     doors: Option<&ServerSettings>,
     chosen: FirewallKind,
 ) -> Result<(), DaemonError> {

@@ -18,7 +18,8 @@ pub fn door_file(sequence: &[u16], protected: u16, access: &str) -> String {
     )
 }
 
-/// A door this build refuses: a `:tcp` knock and a UDP protected port.
+/// A door this build refuses: a `:tcp` knock (its `udp/N` port alone would
+/// be fine with a kernel backend).
 pub const UNSUPPORTED: &str = "[[door]]\nname = \"admin\"\nsequence = [7000, 7100, \"7200:tcp\"]\nprotected = [\"tcp/22\", \"udp/51820\"]\n";
 
 /// A daemon running on its own thread and runtime, with a reload trigger.
@@ -104,10 +105,12 @@ fn run_in_process_opens_the_door_for_the_knocker_only() {
     std::fs::write(&path, door_file(&sequence, protected, "30s")).unwrap();
     let config = file::load(&path).unwrap();
     let running = Running::start(config, None);
-    assert!(
-        opens_within("127.0.0.2", &sequence, protected, Duration::from_secs(10)),
-        "the knocker was never served"
-    );
+    if !opens_within("127.0.0.2", &sequence, protected, Duration::from_secs(20)) {
+        panic!(
+            "the knocker was never served; the daemon ended with {:?}",
+            running.stop()
+        );
+    }
     assert_eq!(
         connect_from("127.0.0.3", loopback(protected)),
         Reached::Reset
@@ -116,8 +119,10 @@ fn run_in_process_opens_the_door_for_the_knocker_only() {
 }
 
 #[test]
-fn tcp_knocks_and_udp_protected_ports_are_refused_with_a_clear_error_and_exit_code_2() {
-    // A door with a :tcp knock and udp/51820 (the example's commented lines).
+fn tcp_knocks_are_refused_with_a_clear_error_and_exit_code_2() {
+    // A door with a :tcp knock (the example's commented line): refused
+    // until stealth capture lands; udp/51820 beside it is fine with a
+    // kernel backend (tests/daemon/udp_gate.rs: the gate refuses it).
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("portknock.toml");
     std::fs::write(&path, UNSUPPORTED).unwrap();
@@ -128,6 +133,6 @@ fn tcp_knocks_and_udp_protected_ports_are_refused_with_a_clear_error_and_exit_co
         .unwrap_err();
     let text = err.to_string();
     assert!(text.contains("door 'admin'"), "{text}");
-    assert!(text.contains("udp/51820"), "{text}");
+    assert!(text.contains("TCP knock 7200:tcp"), "{text}");
     assert_eq!(err.exit_code(), 2);
 }
