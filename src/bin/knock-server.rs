@@ -232,6 +232,9 @@ fn main() -> ExitCode {
         if let Err(err) = checked {
             return fail(&err, err.exit_code());
         }
+        for line in daemon::unheard_knocks(&config) {
+            let _ = writeln!(std::io::stderr(), "knock-server: note: {line}");
+        }
         let _ = std::io::stdout().write_all(config.render(Reveal::Masked).as_bytes());
         return ExitCode::SUCCESS;
     }

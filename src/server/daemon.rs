@@ -84,20 +84,25 @@ pub fn door_settings(config: &ServerConfig) -> Result<Option<ServerSettings>, Da
     if config.doors().is_empty() {
         return Ok(None);
     }
-    for door in config.doors() {
-        let refuse = |what: String| {
-            Err(DaemonError::Unsupported(format!(
-                "door '{}': {what}",
-                door.name()
-            )))
-        };
-        if let Some(knock) = door.sequence().iter().find(|k| k.proto == Proto::Tcp) {
-            return refuse(format!(
-                "TCP knock {knock}: TCP knocks are heard once stealth capture lands; use UDP knocks"
-            ));
-        }
-    }
     Ok(Some(ServerSettings::from_config(config)))
+}
+
+/// What this build cannot hear in `config`, one line per door: `:tcp`
+/// knocks are parsed and validated, and heard once stealth capture lands;
+/// until then such a door cannot be opened by knocking (its other doors
+/// work). Logged at start and printed by `--check-config`.
+pub fn unheard_knocks(config: &ServerConfig) -> Vec<String> {
+    config
+        .doors()
+        .iter()
+        .filter_map(|door| {
+            let knock = door.sequence().iter().find(|k| k.proto == Proto::Tcp)?;
+            Some(format!(
+                "door '{}': TCP knock {knock} is not heard by this build (stealth capture): this door cannot be opened by knocking yet",
+                door.name()
+            ))
+        })
+        .collect()
 }
 
 /// The distinct UDP knock ports of every door, in first-seen order.
@@ -159,6 +164,9 @@ pub async fn run_with(
 ) -> Result<(), DaemonError> {
     let globals = config.globals().clone();
     let door = door_settings(&config)?;
+    for line in unheard_knocks(&config) {
+        warn!("{line}");
+    }
     if let Some(upstream) = &globals.upstream {
         check_upstream(upstream)?;
     }
