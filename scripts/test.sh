@@ -40,4 +40,7 @@ echo "==> cargo test (the workspace: the library, its binaries and bench/, knock
 cargo test --locked --bench core
 # Four test threads: most tests wait on real servers and namespaces rather
 # than compute, and two cores keep up with that.
+# The integration tests run knock-bench, another package's binary, which
+# `cargo test` does not build for them: build every binary first.
+cargo build --locked --bins
 cargo test --locked --lib --bins --tests -- --test-threads "${TEST_THREADS:-4}"
