@@ -38,9 +38,9 @@ shellcheck -x scripts/*.sh bench/*.sh .ci/run tests/data/spa/*.sh
 echo "==> cargo test (the workspace: the library, its binaries and bench/, knock-bench)"
 # The criterion benchmarks, once each as a smoke test (no timing).
 cargo test --locked --bench core
-# Four test threads: most tests wait on real servers and namespaces rather
-# than compute, and two cores keep up with that.
 # The integration tests run knock-bench, another package's binary, which
 # `cargo test` does not build for them: build every binary first.
 cargo build --locked --bins
+# Four test threads: most tests wait on real servers and namespaces rather
+# than compute, and two cores keep up with that.
 cargo test --locked --lib --bins --tests -- --test-threads "${TEST_THREADS:-4}"
