@@ -1,6 +1,6 @@
 //! The I/O shell of the knock server: UDP sockets -> core -> firewall.
 //!
-//! Three kinds of task, all stopped by one shutdown future:
+//! Three kinds of task, all stopped by one [`Shutdown`]:
 //! - one receiver for all knock sockets (`server/receiver.rs`), which
 //!   merges what every socket received by kernel arrival time
 //!   (`server/order.rs`) and feeds `(source, port, arrival)` to the
@@ -17,7 +17,6 @@
 //!
 //! Time comes from `tokio::time::Instant`, so tests can pause it.
 
-use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -36,6 +35,7 @@ use crate::firewall::{Change, Firewall, FirewallError};
 use crate::firewall_worker::FirewallWorker;
 use crate::grants::{GrantChange, GrantRefused, GrantTable, Holder, RefusalLog, SPA};
 use crate::knock::{Judged, KnockTracker, Verdict};
+use crate::shutdown::Shutdown;
 use knock_log::{Kind, KnockLogs};
 use order::{Knock, PassClock};
 pub use reload::Reload;
@@ -527,7 +527,7 @@ impl Engine {
     /// firewall, and a repair does not re-add what never opened).
     pub async fn run_expiry(
         &self,
-        stop: crate::shutdown::Shutdown,
+        stop: Shutdown,
         mut failed: crate::firewall_worker::FailedGrants,
     ) {
         let mut reporting = true;
@@ -586,7 +586,7 @@ pub fn bind_udp(addrs: &[IpAddr], ports: &[u16]) -> Result<Vec<UdpSocket>, Serve
     Ok(sockets)
 }
 
-/// Runs the knock server until `shutdown` completes: sets up the firewall,
+/// Runs the knock server until `shutdown` is stopped: sets up the firewall,
 /// receives knocks on `sockets`, grants and expires access, and on the way
 /// out tears the firewall down. Returns the final counters.
 pub async fn run(
@@ -594,7 +594,7 @@ pub async fn run(
     sockets: Vec<UdpSocket>,
     firewall: Box<dyn Firewall>,
     counters: Arc<Counters>,
-    shutdown: impl Future<Output = ()>,
+    shutdown: Shutdown,
 ) -> Result<(), ServerError> {
     run_with(settings, sockets, Vec::new(), firewall, counters, shutdown).await
 }
@@ -607,7 +607,7 @@ pub async fn run_with(
     listeners: Vec<Listener>,
     firewall: Box<dyn Firewall>,
     counters: Arc<Counters>,
-    shutdown: impl Future<Output = ()>,
+    shutdown: Shutdown,
 ) -> Result<(), ServerError> {
     let (_keep, reloads) = tokio::sync::mpsc::channel(1);
     let parts = Parts {
@@ -648,7 +648,7 @@ impl std::fmt::Debug for Parts {
 pub async fn run_reloadable(
     parts: Parts,
     mut reloads: tokio::sync::mpsc::Receiver<Reload>,
-    shutdown: impl Future<Output = ()>,
+    shutdown: Shutdown,
 ) -> Result<(), ServerError> {
     let Parts {
         settings,
@@ -667,7 +667,7 @@ pub async fn run_reloadable(
         move || engine.upgrade().map_or_else(Vec::new, |e| e.live_grants())
     });
     let reconfigurer = worker.reconfigurer();
-    let (stop_tx, stop_rx) = crate::shutdown::Shutdown::new();
+    let (stop_tx, stop_rx) = Shutdown::new();
     let mut tasks = Tasks::default();
     let sequence = match sockets.is_empty() {
         true => "off".to_string(),
@@ -700,7 +700,7 @@ pub async fn run_reloadable(
         "knock server ready"
     );
 
-    let mut shutdown = std::pin::pin!(shutdown);
+    let mut shutdown = std::pin::pin!(shutdown.stopped());
     let died = loop {
         tokio::select! {
             () = &mut shutdown => break None,

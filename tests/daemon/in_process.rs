@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use portknock::config::{ServerConfig, file};
 use portknock::server::daemon::{self, ConfigSource, GateTuning, Reloads};
-use tokio::sync::{mpsc, oneshot};
+use portknock::shutdown::{Shutdown, Stopper};
+use tokio::sync::mpsc;
 
 use crate::util::{FLAG, Reached, connect_from, free_port, free_ports, knock_from, loopback};
 
@@ -24,14 +25,14 @@ pub const UNSUPPORTED: &str = "[[door]]\nname = \"admin\"\nsequence = [7000, 710
 /// A daemon running on its own thread and runtime, with a reload trigger.
 pub struct Running {
     pub reload: mpsc::Sender<()>,
-    stop: Option<oneshot::Sender<()>>,
+    stop: Option<Stopper>,
     thread: Option<std::thread::JoinHandle<Result<(), daemon::DaemonError>>>,
 }
 
 impl Running {
     pub fn start(config: ServerConfig, path: Option<&Path>) -> Running {
         let (reload, triggers) = mpsc::channel(1);
-        let (stop, stopped) = oneshot::channel::<()>();
+        let (stop, shutdown) = Shutdown::new();
         let source = path.map(|p| ConfigSource {
             path: p.to_path_buf(),
             overrides: Default::default(),
@@ -43,9 +44,7 @@ impl Running {
                 config,
                 GateTuning::default(),
                 Some(reloads),
-                async {
-                    let _ = stopped.await;
-                },
+                shutdown,
             ))
         });
         Running {
@@ -56,7 +55,7 @@ impl Running {
     }
 
     pub fn stop(mut self) -> Result<(), daemon::DaemonError> {
-        let _ = self.stop.take().unwrap().send(());
+        self.stop.take().unwrap().stop();
         self.thread.take().unwrap().join().unwrap()
     }
 }
@@ -64,7 +63,7 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            stop.stop();
         }
     }
 }
@@ -123,9 +122,8 @@ fn tcp_knocks_and_udp_protected_ports_are_refused_with_a_clear_error_and_exit_co
     std::fs::write(&path, UNSUPPORTED).unwrap();
     let config = file::load(&path).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let err = runtime
-        .block_on(daemon::run(config, std::future::pending()))
-        .unwrap_err();
+    let (_running, shutdown) = Shutdown::new();
+    let err = runtime.block_on(daemon::run(config, shutdown)).unwrap_err();
     let text = err.to_string();
     assert!(text.contains("door 'admin'"), "{text}");
     assert!(text.contains("udp/51820"), "{text}");
