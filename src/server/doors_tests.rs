@@ -10,6 +10,8 @@ use std::time::Duration;
 use super::*;
 use crate::config::door::parse_network;
 use crate::config::{AllowList, ProtectedPort, Timing};
+use crate::firewall::Change;
+use crate::knock::Verdict;
 
 const SEC: Duration = Duration::from_secs(1);
 

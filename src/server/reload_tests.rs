@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::config::{AllowList, ProtectedPort, Timing};
+use crate::firewall::Change;
 
 const SEC: Duration = Duration::from_secs(1);
 

@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use super::*;
 use crate::config::KnockRules;
+use crate::firewall::Change;
 use crate::firewall::recording::{Call, CallLog, RecordingFirewall};
+use crate::grants::GrantChange;
+use crate::knock::Verdict;
 
 const SEC: Duration = Duration::from_secs(1);
 
