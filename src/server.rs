@@ -272,13 +272,6 @@ mod knock_log;
 pub mod order;
 pub mod receiver;
 pub mod reload;
-#[cfg(test)]
-mod reload_tests;
-#[cfg(test)]
-mod supervision_tests;
-
-#[cfg(test)]
-mod doors_tests;
 mod tasks;
 #[cfg(test)]
 mod tests;

@@ -362,3 +362,7 @@ async fn at_max_grants_new_grants_are_refused_and_counted_renewals_work() {
         ]
     );
 }
+
+mod doors;
+mod reload;
+mod supervision;

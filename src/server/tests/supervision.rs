@@ -7,9 +7,9 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::*;
 use crate::config::KnockRules;
 use crate::firewall::recording::{Call, CallLog, RecordingFirewall};
+use crate::server::*;
 
 /// Far longer than any of these runs takes; reaching it fails the test.
 const BOUND: Duration = Duration::from_secs(20);
