@@ -6,6 +6,13 @@
 #
 # Usage: sudo bench/compare.sh [OUTPUT.md]     (default: bench/results.md)
 #        SYSTEMS="nftables iptables" sudo bench/compare.sh out.md   (a subset)
+#        CONFIG=bench/three-doors.toml sudo bench/compare.sh out.md
+#          (our server from a config file: its doors, @PORT@ replaced by the
+#          protected port under test; the bench knocks SEQ, so the file's
+#          door for SEQ must be the one on @PORT@)
+#        REL=/tmp/old sudo bench/compare.sh out.md   (binaries from there)
+#        LOADS="latency seq-50000/s" sudo bench/compare.sh out.md
+#          (only these loads, by the names in SCENARIOS)
 # Needs root (ip netns, iptables in the namespace). Installs knockd with
 # apt-get if it is missing. Every load is bounded in count and time.
 set -euo pipefail
@@ -19,10 +26,14 @@ PORT=7100
 KPORT=7101
 FPORT=7102
 SYSTEMS=${SYSTEMS:-userspace nftables iptables knockd}
+CONFIG=${CONFIG:-}
+LOADS=${LOADS:-}
 STATS=127.0.0.1:7199
 NS=pkbench$$
 WORK=$(mktemp -d /tmp/pkbench.XXXXXX)
-REL=$PWD/target/release
+# REL: where the binaries are (an A/B against an older knock-server: a
+# directory with that server beside this knock-bench and protected-service).
+REL=${REL:-$PWD/target/release}
 PIDS=()
 
 cleanup() {
@@ -61,6 +72,15 @@ SCENARIOS=(
   "flood-1M@full|uk|--mode first-flood --count 1000000 --legit 127.0.0.77"
   "wrong-flood-1M@full|uk|--mode wrong-flood --count 1000000 --legit 127.0.0.78"
 )
+# Keep only the loads named in LOADS (all when it is empty).
+if [ -n "$LOADS" ]; then
+  kept=()
+  for entry in "${SCENARIOS[@]}"; do
+    [[ " $LOADS " == *" ${entry%%|*} "* ]] && kept+=("$entry")
+  done
+  [ "${#kept[@]}" -gt 0 ] || { echo "compare.sh: no load named in LOADS=$LOADS" >&2; exit 2; }
+  SCENARIOS=("${kept[@]}")
+fi
 # Letter of a system in SCENARIOS.
 letter() { case $1 in userspace) echo u;; nftables) echo n;; iptables) echo i;; knockd) echo k;; esac; }
 
@@ -73,7 +93,12 @@ bench() { # protected-port, server-pid, json-out, extra args...
 run_ours() { # name, args, tag, backend
   local name=$1 args=$2 tag=$3 backend=$4 log="$WORK/$4.log" pid c0 c1 t0 t1 port=$PORT
   [ "$backend" = userspace ] || port=$FPORT
-  RUST_LOG=warn ip netns exec "$NS" "$REL/knock-server" --bind 127.0.0.1 --sequence "$SEQ" --protected-port "$port" \
+  local doors=(--sequence "$SEQ" --protected-port "$port")
+  if [ -n "$CONFIG" ]; then
+    sed "s/@PORT@/$port/g" "$CONFIG" > "$WORK/doors-$backend.toml"
+    doors=(--config "$WORK/doors-$backend.toml")
+  fi
+  RUST_LOG=warn ip netns exec "$NS" "$REL/knock-server" --bind 127.0.0.1 "${doors[@]}" \
     --firewall "$backend" --stats-listen "$STATS" 2>"$log" &
   pid=$!; PIDS+=("$pid")
   for _ in $(seq 100); do in_ns bash -c "exec 3<>/dev/tcp/${STATS%:*}/${STATS#*:}" 2>/dev/null && break; sleep 0.1; done

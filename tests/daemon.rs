@@ -3,7 +3,9 @@
 //! configuration files.
 
 mod bad_config;
+mod bench_config;
 mod doors;
 mod in_process;
 mod reload;
+mod reload_load;
 mod udp_gate;

@@ -219,9 +219,21 @@ fn main() -> ExitCode {
         Err(err) => return fail(&err, err.exit_code()),
     };
     if args.check_config {
-        // What the daemon would refuse at start fails here, with its message.
-        if let Err(err) = daemon::door_settings(&config) {
+        // What the daemon would refuse at start fails here, with its
+        // message (a udp/N door with the userspace gate chosen explicitly;
+        // what `auto` picks is known only at start).
+        let checked =
+            daemon::door_settings(&config).and_then(|doors| match config.globals().firewall {
+                FirewallKind::Userspace => {
+                    daemon::refuse_udp_in_gate(doors.as_ref(), FirewallKind::Userspace)
+                }
+                _ => Ok(()),
+            });
+        if let Err(err) = checked {
             return fail(&err, err.exit_code());
+        }
+        for line in daemon::unheard_knocks(&config) {
+            let _ = writeln!(std::io::stderr(), "knock-server: note: {line}");
         }
         let _ = std::io::stdout().write_all(config.render(Reveal::Masked).as_bytes());
         return ExitCode::SUCCESS;

@@ -81,20 +81,25 @@ pub fn door_settings(config: &ServerConfig) -> Result<Option<ServerSettings>, Da
     if config.doors().is_empty() {
         return Ok(None);
     }
-    for door in config.doors() {
-        let refuse = |what: String| {
-            Err(DaemonError::Unsupported(format!(
-                "door '{}': {what}",
-                door.name()
-            )))
-        };
-        if let Some(knock) = door.sequence().iter().find(|k| k.proto == Proto::Tcp) {
-            return refuse(format!(
-                "TCP knock {knock}: TCP knocks are heard once stealth capture lands; use UDP knocks"
-            ));
-        }
-    }
     Ok(Some(ServerSettings::from_config(config)))
+}
+
+/// What this build cannot hear in `config`, one line per door: `:tcp`
+/// knocks are parsed and validated, and heard once stealth capture lands;
+/// until then such a door cannot be opened by knocking (its other doors
+/// work). Logged at start and printed by `--check-config`.
+pub fn unheard_knocks(config: &ServerConfig) -> Vec<String> {
+    config
+        .doors()
+        .iter()
+        .filter_map(|door| {
+            let knock = door.sequence().iter().find(|k| k.proto == Proto::Tcp)?;
+            Some(format!(
+                "door '{}': TCP knock {knock} is not heard by this build (stealth capture): this door cannot be opened by knocking yet",
+                door.name()
+            ))
+        })
+        .collect()
 }
 
 /// The distinct UDP knock ports of every door, in first-seen order.
@@ -127,7 +132,7 @@ fn door_ports(doors: Option<&ServerSettings>, proto: Proto) -> Vec<u16> {
 /// Refuses a door's `udp/N` protected port with the userspace gate (chosen,
 /// or what `auto` resolved to): the gate accepts TCP connections and
 /// cannot guard a UDP service.
-fn refuse_udp_in_gate(
+pub fn refuse_udp_in_gate(
     doors: Option<&ServerSettings>,
     chosen: FirewallKind,
 ) -> Result<(), DaemonError> {
@@ -156,11 +161,11 @@ pub async fn run_with(
 ) -> Result<(), DaemonError> {
     let globals = config.globals().clone();
     let door = door_settings(&config)?;
+    for line in unheard_knocks(&config) {
+        warn!("{line}");
+    }
     if let Some(upstream) = &globals.upstream {
         check_upstream(upstream)?;
-    }
-    if globals.deny == Deny::Drop {
-        warn!("deny = drop is not supported by today's backends yet: strangers get a reset");
     }
     if let Some(addr) = globals.metrics_listen {
         warn!(%addr, "metrics-listen is not served yet; ignored");
@@ -238,6 +243,16 @@ pub async fn run_with(
             );
         }
         info!(backend = %selected.kind, ports = ?protected_ports, udp_ports = ?udp_ports, "kernel firewall: run the protected services yourself");
+    }
+    // `deny` is not applied by the backends yet: say what strangers get.
+    match (userspace, globals.deny) {
+        (true, Deny::Drop) => {
+            warn!("deny = drop is not applied yet: the userspace gate resets strangers")
+        }
+        (false, Deny::Reject) => {
+            info!(backend = %selected.kind, "deny = reject is not applied yet: the kernel backends drop strangers' packets")
+        }
+        _ => {}
     }
 
     // Bind everything before touching the firewall: a busy port fails the
