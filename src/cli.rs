@@ -14,6 +14,8 @@ use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
+use crate::shutdown::Shutdown;
+
 /// Exit code: everything went as asked.
 pub const EXIT_OK: u8 = 0;
 /// Exit code: the work was done but failed (a check failed, a socket broke).
@@ -110,6 +112,18 @@ pub async fn shutdown_signal() {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("stop signal received");
     }
+}
+
+/// A [`Shutdown`] stopped by the first of [`shutdown_signal`]'s signals:
+/// how the binaries hand their stop to the library. Spawns the wait on
+/// the current tokio runtime (call it inside one).
+pub fn signal_shutdown() -> Shutdown {
+    let (stopper, shutdown) = Shutdown::new();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stopper.stop();
+    });
+    shutdown
 }
 
 /// Prints an error chain on one line, prefixed with the program's name, and

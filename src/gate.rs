@@ -21,13 +21,14 @@
 //! | `gate/per_ip.rs` | live connections per address, capped |
 //! | `gate/proxy.rs` | the byte copy to `--upstream`, with its idle timeout |
 
-use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
+
+use crate::shutdown::Shutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -115,19 +116,18 @@ struct Slots {
     per_ip: ConnectionsPerIp,
 }
 
-/// Serves the gate on `listeners` until `shutdown` completes.
+/// Serves the gate on `listeners` until `shutdown` is stopped.
 pub async fn run(
     listeners: Vec<TcpListener>,
     access: AccessList,
     settings: GateSettings,
-    shutdown: impl Future<Output = ()>,
+    shutdown: Shutdown,
 ) -> io::Result<()> {
     let settings = Arc::new(settings);
     let slots = Slots {
         total: Arc::new(Semaphore::new(settings.max_connections.max(1))),
         per_ip: ConnectionsPerIp::new(settings.max_connections_per_ip),
     };
-    let (stop_tx, stop_rx) = crate::shutdown::Shutdown::new();
     let mut accept_loops = JoinSet::new();
     for listener in listeners {
         let addr = listener.local_addr()?;
@@ -137,11 +137,10 @@ pub async fn run(
             access.clone(),
             settings.clone(),
             slots.clone(),
-            stop_rx.clone(),
+            shutdown.clone(),
         ));
     }
-    shutdown.await;
-    stop_tx.stop();
+    shutdown.stopped().await;
     while accept_loops.join_next().await.is_some() {}
     Ok(())
 }
@@ -151,7 +150,7 @@ async fn accept_loop(
     access: AccessList,
     settings: Arc<GateSettings>,
     slots: Slots,
-    stop: crate::shutdown::Shutdown,
+    stop: Shutdown,
 ) {
     let mut connections = JoinSet::new();
     let mut backoff = AcceptBackoff::new();

@@ -417,7 +417,4 @@ mod tests;
 mod props;
 
 #[cfg(test)]
-mod doors_tests;
-
-#[cfg(test)]
 mod doors_props;

@@ -10,7 +10,6 @@
 //! the cap a new connection is closed at once, never queued), and each
 //! connection lives at most `close_after`.
 
-use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -20,7 +19,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
+
+use crate::shutdown::Shutdown;
 use tokio::task::JoinSet;
 
 use crate::config::DEFAULT_FLAG;
@@ -203,7 +204,7 @@ pub fn bind_listeners(addrs: &[IpAddr], port: u16) -> Result<Vec<TcpListener>, S
     }
 }
 
-/// Runs the service on `listeners` until `shutdown` completes.
+/// Runs the service on `listeners` until `shutdown` is stopped.
 ///
 /// At most `settings.max_connections` connections are served at once; a
 /// connection beyond the cap is closed at once and logged. On shutdown,
@@ -211,7 +212,7 @@ pub fn bind_listeners(addrs: &[IpAddr], port: u16) -> Result<Vec<TcpListener>, S
 pub async fn run(
     listeners: Vec<TcpListener>,
     settings: ServiceSettings,
-    shutdown: impl Future<Output = ()>,
+    shutdown: Shutdown,
 ) -> io::Result<()> {
     if listeners.is_empty() {
         return Err(io::Error::new(
@@ -221,20 +222,17 @@ pub async fn run(
     }
     let settings = Arc::new(settings);
     let permits = Arc::new(Semaphore::new(settings.max_connections.max(1)));
-    let (stop_tx, stop_rx) = watch::channel(false);
     let mut accept_loops = JoinSet::new();
     for listener in listeners {
         accept_loops.spawn(accept_loop(
             listener,
             Arc::clone(&settings),
             Arc::clone(&permits),
-            stop_rx.clone(),
+            shutdown.clone(),
         ));
     }
-    shutdown.await;
+    shutdown.stopped().await;
     tracing::info!("protected service stopping");
-    // Receivers live in the accept loops; a send error only means they ended.
-    let _ = stop_tx.send(true);
     while let Some(joined) = accept_loops.join_next().await {
         if let Err(err) = joined {
             tracing::error!(error = %err, "accept loop ended abnormally");
@@ -248,14 +246,14 @@ async fn accept_loop(
     listener: TcpListener,
     settings: Arc<ServiceSettings>,
     permits: Arc<Semaphore>,
-    mut stop: watch::Receiver<bool>,
+    stop: Shutdown,
 ) {
     let mut connections = JoinSet::new();
     let stop_for_connections = stop.clone();
     let mut backoff = AcceptBackoff::new();
     loop {
         tokio::select! {
-            _ = stopped(&mut stop) => break,
+            _ = stop.stopped() => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
@@ -263,7 +261,7 @@ async fn accept_loop(
                     Err(err) => {
                         tokio::select! {
                             _ = backoff.on_error("protected service", &err) => continue,
-                            _ = stopped(&mut stop) => break,
+                            _ = stop.stopped() => break,
                         }
                     }
                 };
@@ -276,7 +274,7 @@ async fn accept_loop(
                 };
                 tracing::info!(%peer, "serving connection");
                 let settings = Arc::clone(&settings);
-                let mut stop = stop_for_connections.clone();
+                let stop = stop_for_connections.clone();
                 connections.spawn(async move {
                     tokio::select! {
                         result = serve_connection(stream, &settings) => {
@@ -284,7 +282,7 @@ async fn accept_loop(
                                 tracing::debug!(%peer, error = %err, "connection ended with an error");
                             }
                         }
-                        _ = stopped(&mut stop) => {}
+                        _ = stop.stopped() => {}
                     }
                     drop(permit);
                 });
@@ -293,12 +291,6 @@ async fn accept_loop(
     }
     // Each task sees the stop signal and drops its stream (a clean FIN).
     while connections.join_next().await.is_some() {}
-}
-
-/// Completes once the stop signal is set (or its sender is gone).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    // The returned guard must not live across an await: drop it here.
-    let _ = stop.wait_for(|stopped| *stopped).await;
 }
 
 #[cfg(test)]

@@ -11,7 +11,6 @@
 //! loop of the crate does ([`AcceptBackoff`]): retrying at once spun a core
 //! while descriptors ran out (issue 9 item 10).
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -22,6 +21,7 @@ use tracing::info;
 
 use crate::counters::{Counters, SpaCounters, stats_line};
 use crate::service::accept_backoff::AcceptBackoff;
+use crate::shutdown::Shutdown;
 
 /// A stats address that was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -47,16 +47,17 @@ pub fn parse_stats_addr(text: &str) -> Result<SocketAddr, StatsAddrError> {
 }
 
 /// Answers every connection on `listener` with the counters (and the SPA
-/// listener's, if given) until `shutdown` completes.
+/// listener's, if given) until `shutdown` is stopped.
 pub async fn serve(
     listener: TcpListener,
     counters: Arc<Counters>,
     spa: Option<Arc<SpaCounters>>,
-    shutdown: impl Future<Output = ()>,
+    shutdown: Shutdown,
 ) {
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "stats endpoint listening");
     }
+    let shutdown = shutdown.stopped();
     tokio::pin!(shutdown);
     let mut backoff = AcceptBackoff::new();
     loop {
@@ -109,12 +110,10 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let counters = Arc::new(Counters::new());
         counters.record_packets(7);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (stop, shutdown) = Shutdown::new();
         let spa = Arc::new(SpaCounters::default());
         spa.accepted.fetch_add(3, Relaxed);
-        let server = tokio::spawn(serve(listener, counters, Some(spa), async move {
-            let _ = stopped.await;
-        }));
+        let server = tokio::spawn(serve(listener, counters, Some(spa), shutdown));
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         let mut text = String::new();
         stream.read_to_string(&mut text).await.unwrap();
@@ -122,7 +121,7 @@ mod tests {
         assert_eq!(SpaCountersSnapshot::from_json(&text).unwrap().accepted, 3);
         let without = stats_line(&Counters::new(), None);
         assert_eq!(SpaCountersSnapshot::from_json(&without), None);
-        let _ = stop.send(());
+        stop.stop();
         server.await.unwrap();
     }
 }

@@ -259,7 +259,7 @@ fn main() -> ExitCode {
         let triggers = daemon::hangups()
             .map_err(|err| DaemonError::Unsupported(format!("cannot handle SIGHUP: {err}")))?;
         let reloads = Reloads { source, triggers };
-        daemon::run_with(config, tuning, Some(reloads), cli::shutdown_signal()).await
+        daemon::run_with(config, tuning, Some(reloads), cli::signal_shutdown()).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

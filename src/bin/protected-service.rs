@@ -90,7 +90,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         "protected-service listening on {}",
         bound.join(", ")
     );
-    service::run(listeners, settings, portknock::cli::shutdown_signal())
+    service::run(listeners, settings, portknock::cli::signal_shutdown())
         .await
         .context("serving")
 }

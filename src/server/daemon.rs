@@ -20,7 +20,6 @@
 //! message: `:tcp` knocks (heard once stealth capture lands). Reload lives
 //! in `daemon/reload.rs`.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +35,7 @@ use crate::firewall::{Firewall, FirewallKind, FirewallOptions, select};
 use crate::gate::{self, GateSettings, GateTarget};
 use crate::net;
 use crate::service::ServiceSettings;
+use crate::shutdown::Shutdown;
 use crate::spa_listener::{self, SpaListener, SpaSetup};
 
 mod error;
@@ -66,11 +66,8 @@ impl Default for GateTuning {
     }
 }
 
-/// Runs `config` until `shutdown` completes, without reloads.
-pub async fn run(
-    config: ServerConfig,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), DaemonError> {
+/// Runs `config` until `shutdown` is stopped, without reloads.
+pub async fn run(config: ServerConfig, shutdown: Shutdown) -> Result<(), DaemonError> {
     run_with(config, GateTuning::default(), None, shutdown).await
 }
 
@@ -154,13 +151,13 @@ pub fn refuse_udp_in_gate(
     Ok(())
 }
 
-/// Runs `config` until `shutdown` completes; `reloads`, if given, swaps in
+/// Runs `config` until `shutdown` is stopped; `reloads`, if given, swaps in
 /// a new configuration while it runs (`daemon/reload.rs`).
 pub async fn run_with(
     config: ServerConfig,
     tuning: GateTuning,
     reloads: Option<Reloads>,
-    shutdown: impl Future<Output = ()>,
+    shutdown: Shutdown,
 ) -> Result<(), DaemonError> {
     let globals = config.globals().clone();
     let door = door_settings(&config)?;
@@ -279,7 +276,7 @@ pub async fn run_with(
         }
         let settings = gate_settings(&globals, first, tuning);
         listeners.push(Listener::new("gate", move |_, stop| {
-            let gate = gate::run(bound, access, settings, stopped(stop));
+            let gate = gate::run(bound, access, settings, stop);
             async move {
                 if let Err(err) = gate.await {
                     error!(error = %err, "userspace gate failed");
@@ -305,7 +302,7 @@ pub async fn run_with(
             })?;
         let counters = counters.clone();
         listeners.push(Listener::new("stats", move |_, stop| {
-            crate::stats::serve(listener, counters, spa_counters, stopped(stop))
+            crate::stats::serve(listener, counters, spa_counters, stop)
         }));
     }
     let settings = door.clone().unwrap_or_else(|| ServerSettings {
@@ -359,11 +356,6 @@ fn gate_settings(globals: &crate::config::Globals, port: u16, tuning: GateTuning
         max_connections_per_ip: tuning.max_connections_per_ip,
         upstream_idle_timeout: tuning.upstream_idle_timeout,
     }
-}
-
-/// Completes when the server's stop signal is given (or its sender is gone).
-async fn stopped(stop: crate::shutdown::Shutdown) {
-    stop.stopped().await;
 }
 
 /// Loads the access file and the replay cache; reports what the access

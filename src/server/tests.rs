@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use super::*;
 use crate::config::KnockRules;
+use crate::firewall::Change;
 use crate::firewall::recording::{Call, CallLog, RecordingFirewall};
+use crate::grants::GrantChange;
+use crate::knock::Verdict;
 
 const SEC: Duration = Duration::from_secs(1);
 
@@ -284,7 +287,7 @@ async fn knocks_queued_on_several_sockets_are_judged_in_arrival_order() {
 struct RunningServer {
     calls: CallLog,
     counters: Arc<Counters>,
-    stop: tokio::sync::oneshot::Sender<()>,
+    stop: crate::shutdown::Stopper,
     task: tokio::task::JoinHandle<Result<(), ServerError>>,
 }
 
@@ -292,15 +295,13 @@ impl RunningServer {
     fn start(settings: ServerSettings, sockets: Vec<UdpSocket>) -> Self {
         let calls: CallLog = Arc::default();
         let counters = Arc::new(Counters::new());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (stop, shutdown) = Shutdown::new();
         let task = tokio::spawn(run(
             settings,
             sockets,
             Box::new(RecordingFirewall::new(calls.clone())),
             counters.clone(),
-            async {
-                let _ = stopped.await;
-            },
+            shutdown,
         ));
         RunningServer {
             calls,
@@ -312,7 +313,7 @@ impl RunningServer {
 
     /// Stops the server and waits until it has torn the firewall down.
     async fn stop(self) {
-        self.stop.send(()).unwrap();
+        self.stop.stop();
         self.task.await.unwrap().unwrap();
     }
 }
@@ -361,3 +362,7 @@ async fn at_max_grants_new_grants_are_refused_and_counted_renewals_work() {
         ]
     );
 }
+
+mod doors;
+mod reload;
+mod supervision;

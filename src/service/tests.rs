@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
 
 use super::*;
 
@@ -26,15 +25,13 @@ async fn start(
     settings: ServiceSettings,
 ) -> (
     SocketAddr,
-    oneshot::Sender<()>,
+    crate::shutdown::Stopper,
     tokio::task::JoinHandle<io::Result<()>>,
 ) {
     let listener = bind_listener(SocketAddr::new(LOOPBACK, 0)).unwrap();
     let addr = listener.local_addr().unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    let handle = tokio::spawn(run(vec![listener], settings, async move {
-        let _ = rx.await;
-    }));
+    let (tx, shutdown) = Shutdown::new();
+    let handle = tokio::spawn(run(vec![listener], settings, shutdown));
     (addr, tx, handle)
 }
 
@@ -140,7 +137,7 @@ async fn run_serves_the_exact_greeting_over_tcp() {
     let got = read_all(&mut stream, Duration::from_secs(5)).await.unwrap();
     assert_eq!(String::from_utf8(got).unwrap(), expected);
     assert!(started.elapsed() >= Duration::from_millis(190));
-    stop.send(()).unwrap();
+    stop.stop();
     handle.await.unwrap().unwrap();
 }
 
@@ -178,7 +175,7 @@ async fn at_the_cap_a_new_connection_is_closed_at_once() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(next.as_ref().map(|b| &b[..]), Some(&b"Welcome"[..]));
-    stop.send(()).unwrap();
+    stop.stop();
     handle.await.unwrap().unwrap();
 }
 
@@ -190,7 +187,7 @@ async fn shutdown_closes_open_connections_and_returns() {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let mut first = [0u8; 7];
     stream.read_exact(&mut first).await.unwrap();
-    stop.send(()).unwrap();
+    stop.stop();
     tokio::time::timeout(Duration::from_secs(2), handle)
         .await
         .expect("run should return promptly after shutdown")
@@ -203,7 +200,8 @@ async fn shutdown_closes_open_connections_and_returns() {
 
 #[tokio::test]
 async fn run_refuses_an_empty_listener_list() {
-    let err = run(Vec::new(), ServiceSettings::default(), async {})
+    let (_stopper, shutdown) = Shutdown::new();
+    let err = run(Vec::new(), ServiceSettings::default(), shutdown)
         .await
         .unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::InvalidInput);

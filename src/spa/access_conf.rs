@@ -396,5 +396,4 @@ fn validate(raw: Raw, opts: AccessConfOptions) -> Result<AccessStanza, AccessCon
 }
 
 #[cfg(test)]
-#[path = "access_conf_tests.rs"]
 mod tests;

@@ -329,5 +329,4 @@ impl RcFile {
 }
 
 #[cfg(test)]
-#[path = "fwknoprc_tests.rs"]
 mod tests;

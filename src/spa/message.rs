@@ -371,5 +371,4 @@ pub fn encode_plaintext(f: &PlainFields<'_>) -> String {
 }
 
 #[cfg(test)]
-#[path = "message_tests.rs"]
 mod tests;

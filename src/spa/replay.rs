@@ -223,5 +223,4 @@ impl ReplayStore for ReplayCache {
 }
 
 #[cfg(test)]
-#[path = "replay_tests.rs"]
 mod tests;

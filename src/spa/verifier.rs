@@ -391,5 +391,4 @@ fn authenticate(stanza: &AccessStanza, packet: &[u8]) -> Result<SpaMessage, (Sta
 }
 
 #[cfg(test)]
-#[path = "verifier_tests.rs"]
 mod tests;

@@ -46,7 +46,7 @@ async fn an_accepted_packet_grants_its_tcp_port_once_and_a_replay_is_refused() {
     let spa = listener.counters();
 
     let calls: CallLog = Arc::new(Mutex::new(Vec::new()));
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let (tx, shutdown) = crate::shutdown::Shutdown::new();
     let settings = ServerSettings {
         rules: KnockRules::default(),
         protected_port: 2222,
@@ -59,9 +59,7 @@ async fn an_accepted_packet_grants_its_tcp_port_once_and_a_replay_is_refused() {
         vec![listener.into_listener()],
         Box::new(RecordingFirewall::new(calls.clone())),
         Arc::new(Counters::new()),
-        async {
-            let _ = rx.await;
-        },
+        shutdown,
     ));
 
     let now = SystemTime::now()
@@ -100,7 +98,7 @@ async fn an_accepted_packet_grants_its_tcp_port_once_and_a_replay_is_refused() {
     client.send_to(b"junk", ("127.0.0.1", port)).await.unwrap();
     assert!(wait(|c| c.rejected.load(Relaxed) == 2).await);
 
-    tx.send(()).unwrap();
+    tx.stop();
     server.await.unwrap().unwrap();
     let calls = calls.lock().unwrap().clone();
     let grants: Vec<&Call> = calls

@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use portknock::config::{ServerConfig, file};
 use portknock::server::daemon::{self, ConfigSource, GateTuning, Reloads};
-use tokio::sync::{mpsc, oneshot};
+use portknock::shutdown::{Shutdown, Stopper};
+use tokio::sync::mpsc;
 
 use crate::util::{FLAG, Reached, connect_from, free_port, free_ports, knock_from, loopback};
 
@@ -21,14 +22,14 @@ pub fn door_file(sequence: &[u16], protected: u16, access: &str) -> String {
 /// A daemon running on its own thread and runtime, with a reload trigger.
 pub struct Running {
     pub reload: mpsc::Sender<()>,
-    stop: Option<oneshot::Sender<()>>,
+    stop: Option<Stopper>,
     thread: Option<std::thread::JoinHandle<Result<(), daemon::DaemonError>>>,
 }
 
 impl Running {
     pub fn start(config: ServerConfig, path: Option<&Path>) -> Running {
         let (reload, triggers) = mpsc::channel(1);
-        let (stop, stopped) = oneshot::channel::<()>();
+        let (stop, shutdown) = Shutdown::new();
         let source = path.map(|p| ConfigSource {
             path: p.to_path_buf(),
             overrides: Default::default(),
@@ -40,9 +41,7 @@ impl Running {
                 config,
                 GateTuning::default(),
                 Some(reloads),
-                async {
-                    let _ = stopped.await;
-                },
+                shutdown,
             ))
         });
         Running {
@@ -53,7 +52,7 @@ impl Running {
     }
 
     pub fn stop(mut self) -> Result<(), daemon::DaemonError> {
-        let _ = self.stop.take().unwrap().send(());
+        self.stop.take().unwrap().stop();
         self.thread.take().unwrap().join().unwrap()
     }
 }
@@ -61,7 +60,7 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            stop.stop();
         }
     }
 }

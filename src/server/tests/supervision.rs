@@ -7,9 +7,9 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::*;
 use crate::config::KnockRules;
 use crate::firewall::recording::{Call, CallLog, RecordingFirewall};
+use crate::server::*;
 
 /// Far longer than any of these runs takes; reaching it fails the test.
 const BOUND: Duration = Duration::from_secs(20);
@@ -30,13 +30,14 @@ async fn run_until_it_stops(
     firewall: impl FnOnce(CallLog) -> Box<dyn Firewall>,
 ) -> (Result<(), ServerError>, Vec<Call>) {
     let calls: CallLog = Arc::new(Mutex::new(Vec::new()));
+    let (_never, shutdown) = Shutdown::new();
     let run = run_with(
         settings(),
         Vec::new(),
         listeners,
         firewall(calls.clone()),
         Arc::new(Counters::new()),
-        std::future::pending(),
+        shutdown,
     );
     let result = tokio::time::timeout(BOUND, run)
         .await
@@ -135,13 +136,18 @@ async fn a_firewall_worker_that_panics_stops_the_server_and_still_tears_down() {
 #[tokio::test]
 async fn a_stop_signal_still_ends_the_server_cleanly() {
     let calls: CallLog = Arc::new(Mutex::new(Vec::new()));
+    let (stopper, shutdown) = Shutdown::new();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stopper.stop();
+    });
     let run = run_with(
         settings(),
         Vec::new(),
         vec![granting()],
         recording(calls.clone()),
         Arc::new(Counters::new()),
-        tokio::time::sleep(Duration::from_millis(100)),
+        shutdown,
     );
     tokio::time::timeout(BOUND, run).await.unwrap().unwrap();
     assert_eq!(calls.lock().unwrap().last(), Some(&Call::Teardown));

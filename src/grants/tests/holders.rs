@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use super::{GrantChange, GrantTable, SPA};
+use crate::grants::{GrantChange, GrantTable, SPA};
 
 const SEC: Duration = Duration::from_secs(1);
 

@@ -4,9 +4,9 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use super::{Judged, KnockTracker, Verdict};
 use crate::config::door::parse_network;
 use crate::config::{AllowList, Door, KnockPort, ProtectedPort, Proto, Timing};
+use crate::knock::{Judged, KnockTracker, Verdict};
 
 const SEC: Duration = Duration::from_secs(1);
 

@@ -7,9 +7,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::*;
 use crate::config::door::parse_network;
 use crate::config::{AllowList, ProtectedPort, Timing};
+use crate::firewall::Change;
+use crate::knock::Verdict;
+use crate::server::*;
 
 const SEC: Duration = Duration::from_secs(1);
 

@@ -7,8 +7,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::*;
 use crate::config::{AllowList, ProtectedPort, Timing};
+use crate::firewall::Change;
+use crate::server::*;
 
 const SEC: Duration = Duration::from_secs(1);
 
