@@ -114,18 +114,12 @@ impl Word for LogLevel {
 }
 
 impl Word for Position {
-    const WORDS: &'static [(&'static str, Self)] =
-        &[("first", Position::First), ("last", Position::Last)];
+    const WORDS: &'static [(&'static str, Self)] = &Position::NAMED;
     const ALLOWED: &'static str = "first, last";
 }
 
 impl Word for FirewallKind {
-    const WORDS: &'static [(&'static str, Self)] = &[
-        ("auto", FirewallKind::Auto),
-        ("userspace", FirewallKind::Userspace),
-        ("iptables", FirewallKind::Iptables),
-        ("nftables", FirewallKind::Nftables),
-    ];
+    const WORDS: &'static [(&'static str, Self)] = &FirewallKind::NAMED;
     const ALLOWED: &'static str = "auto, userspace, iptables, nftables";
 }
 

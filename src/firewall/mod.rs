@@ -308,24 +308,21 @@ pub enum FirewallKind {
 }
 
 impl FirewallKind {
-    /// Every kind, as `--firewall` names it (the order of the help).
-    pub const NAMES: [&'static str; 4] = ["auto", "userspace", "iptables", "nftables"];
-    const ALL: [FirewallKind; 4] = [
-        FirewallKind::Auto,
-        FirewallKind::Userspace,
-        FirewallKind::Iptables,
-        FirewallKind::Nftables,
+    /// Every kind and its name, as `--firewall` and the config file say it
+    /// (the order of the help): the one place the names are spelled.
+    pub const NAMED: [(&'static str, FirewallKind); 4] = [
+        ("auto", FirewallKind::Auto),
+        ("userspace", FirewallKind::Userspace),
+        ("iptables", FirewallKind::Iptables),
+        ("nftables", FirewallKind::Nftables),
     ];
+    /// The names of [`FirewallKind::NAMED`].
+    pub const NAMES: [&'static str; 4] = names(Self::NAMED);
 }
 
 impl fmt::Display for FirewallKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            FirewallKind::Auto => "auto",
-            FirewallKind::Userspace => "userspace",
-            FirewallKind::Iptables => "iptables",
-            FirewallKind::Nftables => "nftables",
-        })
+        f.write_str(name_of(&Self::NAMED, *self))
     }
 }
 
@@ -334,24 +331,23 @@ impl FromStr for FirewallKind {
 
     /// Parses a name of [`FirewallKind::NAMES`] (exact, lower case).
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|kind| kind.to_string() == text)
+        value_of(&Self::NAMED, text)
             .ok_or_else(|| UnknownName::new("firewall backend", text, &Self::NAMES))
     }
 }
 
 impl Position {
-    /// Every position, as `--iptables-position` names it.
-    pub const NAMES: [&'static str; 2] = ["first", "last"];
+    /// Every position and its name, as `--iptables-position` and the
+    /// config file say it.
+    pub const NAMED: [(&'static str, Position); 2] =
+        [("first", Position::First), ("last", Position::Last)];
+    /// The names of [`Position::NAMED`].
+    pub const NAMES: [&'static str; 2] = names(Self::NAMED);
 }
 
 impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Position::First => "first",
-            Position::Last => "last",
-        })
+        f.write_str(name_of(&Self::NAMED, *self))
     }
 }
 
@@ -360,12 +356,36 @@ impl FromStr for Position {
 
     /// Parses `first` or `last` (exact, lower case).
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "first" => Ok(Position::First),
-            "last" => Ok(Position::Last),
-            _ => Err(UnknownName::new("iptables position", text, &Self::NAMES)),
-        }
+        value_of(&Self::NAMED, text)
+            .ok_or_else(|| UnknownName::new("iptables position", text, &Self::NAMES))
     }
+}
+
+/// The names of a name table, in order.
+const fn names<T: Copy, const N: usize>(named: [(&'static str, T); N]) -> [&'static str; N] {
+    let mut out = [""; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = named[i].0;
+        i += 1;
+    }
+    out
+}
+
+/// The name of `value` in a name table that lists every value.
+fn name_of<T: PartialEq>(named: &[(&'static str, T)], value: T) -> &'static str {
+    named
+        .iter()
+        .find(|(_, v)| *v == value)
+        .map_or("", |(name, _)| name)
+}
+
+/// The value named exactly `text`, if any.
+fn value_of<T: Copy>(named: &[(&'static str, T)], text: &str) -> Option<T> {
+    named
+        .iter()
+        .find(|(name, _)| *name == text)
+        .map(|(_, v)| *v)
 }
 
 /// A name that is none of a firewall setting's values ([`FirewallKind`],
