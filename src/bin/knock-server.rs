@@ -20,7 +20,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use portknock::cli::{self, EXIT_FAILURE};
 use portknock::config::globals::Word;
 use portknock::config::{
-    self, GlobalOverrides, Globals, Reveal, SeedFlags, Sequence, ServerConfig, SpaSettings,
+    self, GlobalOverrides, Globals, Proto, Reveal, SeedFlags, Sequence, ServerConfig, SpaSettings,
 };
 use portknock::firewall::instance::{Instance, InstanceError};
 use portknock::firewall::{FirewallKind, FirewallOptions, Position, leftovers};
@@ -271,11 +271,14 @@ fn main() -> ExitCode {
 /// leftover-rules check (`firewall::leftovers`) before the daemon starts.
 fn guarded(config: &ServerConfig, args: &Args) -> FirewallOptions {
     let g = config.globals();
-    let door = daemon::door_settings(config).ok().flatten();
-    let port = door.map_or(args.protected_port, |door| door.protected_port);
+    let doors = daemon::door_settings(config).ok().flatten();
+    let ports = match doors {
+        Some(_) => daemon::door_ports(doors.as_ref(), Proto::Tcp),
+        None => vec![args.protected_port],
+    };
     FirewallOptions {
-        ports: vec![port],
-        udp_ports: Vec::new(),
+        ports,
+        udp_ports: daemon::door_ports(doors.as_ref(), Proto::Udp),
         keep_established: g.keep_established,
         instance: g.instance.clone(),
         position: g.iptables_position,

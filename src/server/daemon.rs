@@ -117,7 +117,7 @@ fn knock_ports(doors: Option<&ServerSettings>) -> Vec<u16> {
 
 /// The distinct protected ports under `proto` of every door, in
 /// configuration order.
-fn door_ports(doors: Option<&ServerSettings>, proto: Proto) -> Vec<u16> {
+pub fn door_ports(doors: Option<&ServerSettings>, proto: Proto) -> Vec<u16> {
     let mut ports = Vec::new();
     for door in doors.map_or(&[][..], |d| &d.doors[..]) {
         for protected in door.protected().iter().filter(|p| p.proto == proto) {
