@@ -35,9 +35,9 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use crate::firewall::userspace::AccessList;
+use crate::log_budget::{Admit, LogBudget};
 use crate::service::accept_backoff::AcceptBackoff;
 use crate::service::{self, MAX_MAX_CONNECTIONS, ServiceSettings};
-use crate::spa_listener::{Admit, LogBudget};
 
 pub mod per_ip;
 pub mod proxy;

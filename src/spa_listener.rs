@@ -48,11 +48,10 @@ use tokio::sync::{Notify, mpsc};
 use tracing::{debug, error, info};
 
 use crate::counters::SpaCounters;
-pub use crate::log_budget::{Admit, LogBudget};
+use crate::log_budget::{Admit, LogBudget};
 use crate::server::{Engine, Listener};
 use crate::spa::{GrantPlan, PortSpec, RejectReason, Rejected, ReplayCache, Verifier};
 // The pure policy lives in `crate::spa::policy`; re-exported for the daemon.
-pub use crate::spa::{open_tcp_ports, stanzas_without_hmac, stanzas_without_open_ports};
 pub use setup::{DEFAULT_REPLAY_CACHE, SpaOptions, SpaSetup, SpaSetupError, parse_max_age};
 
 pub use pipeline::BATCH_MAX;

@@ -36,7 +36,7 @@ use crate::gate::{self, GateSettings, GateTarget};
 use crate::net;
 use crate::service::ServiceSettings;
 use crate::shutdown::Shutdown;
-use crate::spa_listener::{self, SpaListener, SpaSetup};
+use crate::spa_listener::{SpaListener, SpaSetup};
 
 mod error;
 mod reload;
@@ -179,7 +179,7 @@ pub async fn run_with(
         None => None,
     };
     let spa_ports = spa.as_ref().map_or_else(Vec::new, |spa| {
-        spa_listener::open_tcp_ports(spa.verifier.stanzas())
+        crate::spa::open_tcp_ports(spa.verifier.stanzas())
     });
     let mut protected_ports = door_ports(door.as_ref(), Proto::Tcp);
     if door.is_none() && spa.is_some() {
@@ -373,10 +373,10 @@ fn load_spa(settings: &crate::config::SpaSettings) -> Result<SpaSetup, DaemonErr
     if let Some(loose) = &setup.loose_mode {
         warn!("access file: {loose}");
     }
-    for line in spa_listener::stanzas_without_hmac(setup.verifier.stanzas()) {
+    for line in crate::spa::stanzas_without_hmac(setup.verifier.stanzas()) {
         warn!(file = %path, line, "access stanza has no HMAC_KEY: its packets are not authenticated and can be tampered with or forged by anyone who learns KEY (fwknop's legacy mode)");
     }
-    for line in spa_listener::stanzas_without_open_ports(setup.verifier.stanzas()) {
+    for line in crate::spa::stanzas_without_open_ports(setup.verifier.stanzas()) {
         warn!(file = %path, line, "access stanza has no OPEN_PORTS: any port may be requested (as with fwknopd)");
     }
     info!(
