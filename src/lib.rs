@@ -34,6 +34,7 @@
 //! |---|---|
 //! | [`firewall`] | the backend trait and its implementations (nftables, iptables, userspace) |
 //! | [`firewall_worker`] | the thread that owns the backend and applies changes in batches |
+//! | [`capture`] | stealth capture: knocks and SPA read off the wire (NFLOG, AF_PACKET) or from bound sockets |
 //! | [`server`] | UDP knocks -> core -> grants -> firewall worker; expiry; reload; `server::daemon`: the composition root (`ServerConfig` in, running daemon out) |
 //! | [`spa_listener`] | the server's SPA listener: UDP -> verifier thread -> grants in the engine |
 //! | [`gate`] | the userspace backend's listener: resets strangers, serves or proxies the granted |
@@ -61,6 +62,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod capture;
 pub mod client;
 pub mod config;
 pub mod counters;
