@@ -19,6 +19,8 @@
 //! [`Heard`] packet. What the capture must let through is one
 //! [`CaptureSpec`], derived from the doors and the SPA port.
 
+pub mod ip;
+
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
