@@ -19,8 +19,6 @@
 //! [`Heard`] packet. What the capture must let through is one
 //! [`CaptureSpec`], derived from the doors and the SPA port.
 
-pub mod ip;
-
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
@@ -29,6 +27,8 @@ use crate::config::Proto;
 
 pub mod bpf;
 mod error;
+pub mod ip;
+pub mod nflog;
 pub mod packet;
 
 pub use error::CaptureError;
