@@ -30,6 +30,7 @@ mod error;
 pub mod ip;
 pub mod nflog;
 pub mod packet;
+pub mod select;
 
 pub use error::CaptureError;
 

@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use super::{Listener, Parts, ServerError, ServerSettings};
+use crate::capture::CaptureKind;
 use crate::config::{Deny, Proto, ServerConfig};
 use crate::counters::Counters;
 use crate::firewall::instance::InstanceLock;
@@ -38,9 +39,11 @@ use crate::service::ServiceSettings;
 use crate::shutdown::Shutdown;
 use crate::spa_listener::{SpaListener, SpaSetup};
 
+mod capture;
 mod error;
 mod reload;
 
+pub use capture::capture_spec;
 pub use error::{DaemonError, EXIT_FAILURE, EXIT_USAGE};
 pub use reload::{ConfigSource, Reloads, hangups, request_reload};
 
@@ -74,20 +77,29 @@ pub async fn run(config: ServerConfig, shutdown: Shutdown) -> Result<(), DaemonE
 /// The knock rules of `config`'s doors (none: SPA only), or why the
 /// daemon cannot run them yet.
 ///
-/// Refused with a clear message: `:tcp` knocks (the socket receiver hears
-/// UDP only; they are heard once stealth capture lands). `udp/N` protected
+/// Refused with a clear message: `:tcp` knocks with `capture = socket`
+/// (bound sockets hear UDP only; `capture/select.rs`). `udp/N` protected
 /// ports pass here; the userspace gate refuses them once it is chosen.
 pub fn door_settings(config: &ServerConfig) -> Result<Option<ServerSettings>, DaemonError> {
     if config.doors().is_empty() {
         return Ok(None);
     }
+    let wanted = config.globals().capture.kind;
+    if wanted == CaptureKind::Socket {
+        let socket = crate::capture::select::choose(wanted, false, false)?;
+        let doors = config
+            .doors()
+            .iter()
+            .map(|d| (d.name().as_str(), d.sequence()));
+        crate::capture::select::check_knocks(wanted, socket, doors)?;
+    }
     Ok(Some(ServerSettings::from_config(config)))
 }
 
-/// What this build cannot hear in `config`, one line per door: `:tcp`
-/// knocks are parsed and validated, and heard once stealth capture lands;
-/// until then such a door cannot be opened by knocking (its other doors
-/// work). Logged at start and printed by `--check-config`.
+/// What may not be heard in `config`, one line per door: `:tcp` knocks
+/// need a capture source (nflog or packet, i.e. root or the capabilities);
+/// with `capture = auto` a run that falls back to bound sockets refuses
+/// to start. Printed by `--check-config`.
 pub fn unheard_knocks(config: &ServerConfig) -> Vec<String> {
     config
         .doors()
@@ -95,7 +107,7 @@ pub fn unheard_knocks(config: &ServerConfig) -> Vec<String> {
         .filter_map(|door| {
             let knock = door.sequence().iter().find(|k| k.proto == Proto::Tcp)?;
             Some(format!(
-                "door '{}': TCP knock {knock} is not heard by this build (stealth capture): this door cannot be opened by knocking yet",
+                "door '{}': TCP knock {knock} needs a capture source (nflog with a kernel firewall, or packet with CAP_NET_RAW): a run without one refuses to start",
                 door.name()
             ))
         })
@@ -161,9 +173,6 @@ pub async fn run_with(
 ) -> Result<(), DaemonError> {
     let globals = config.globals().clone();
     let door = door_settings(&config)?;
-    for line in unheard_knocks(&config) {
-        warn!("{line}");
-    }
     if let Some(upstream) = &globals.upstream {
         check_upstream(upstream)?;
     }
@@ -209,6 +218,8 @@ pub async fn run_with(
     if userspace {
         refuse_udp_in_gate(door.as_ref(), globals.firewall)?;
     }
+    // Before anything is applied: an unusable source fails the start here.
+    let capture = capture::open(&globals, door.as_ref(), !userspace)?;
     // A kernel backend owns its instance's rules: refuse a second owner
     // before touching anything. Held until after teardown.
     let _instance_lock = match userspace {
@@ -257,8 +268,11 @@ pub async fn run_with(
 
     // Bind everything before touching the firewall: a busy port fails the
     // start with nothing applied.
-    let sockets =
-        super::bind_udp(&binds, &knock_ports(door.as_ref())).map_err(bind("for knocks on udp"))?;
+    let sockets = match capture.source {
+        Some(_) => Vec::new(),
+        None => super::bind_udp(&binds, &knock_ports(door.as_ref()))
+            .map_err(bind("for knocks on udp"))?,
+    };
     let mut listeners = Vec::new();
     let counters = Arc::new(Counters::new());
     if let (true, Some(&first)) = (userspace, gate_ports.first()) {
@@ -285,10 +299,23 @@ pub async fn run_with(
         }));
     }
     let mut spa_counters = None;
+    let mut spa_route = None;
     if let (Some(spa), Some(settings)) = (spa, &globals.spa) {
-        let bound =
-            super::bind_udp(&binds, &[settings.port]).map_err(bind("for SPA packets on udp"))?;
-        let listener = SpaListener::new(bound, spa.verifier, spa.replay);
+        let listener = match capture.source {
+            Some(_) => {
+                let (listener, tap) = SpaListener::captured(spa.verifier, spa.replay);
+                spa_route = Some(super::capture_receiver::SpaRoute {
+                    port: settings.port,
+                    tap,
+                });
+                listener
+            }
+            None => {
+                let bound = super::bind_udp(&binds, &[settings.port])
+                    .map_err(bind("for SPA packets on udp"))?;
+                SpaListener::new(bound, spa.verifier, spa.replay)
+            }
+        };
         spa_counters = Some(listener.counters());
         listeners.push(listener.into_listener());
     }
@@ -317,6 +344,11 @@ pub async fn run_with(
         listeners,
         firewall: selected.firewall as Box<dyn Firewall>,
         counters,
+        capture: capture.source.map(|source| super::Captured {
+            source,
+            spa: spa_route,
+            knocks: door.is_some(),
+        }),
     };
     let (reload_tx, reload_rx) = mpsc::channel(1);
     let server = super::run_reloadable(parts, reload_rx, shutdown);
@@ -325,6 +357,7 @@ pub async fn run_with(
         spa_ports,
         userspace,
         gate_ports,
+        capture: (capture.choice.kind != CaptureKind::Socket).then_some(capture.spec),
     };
     let reloader = reload::serve(reloads, config, running, reload_tx);
     tokio::select! {
