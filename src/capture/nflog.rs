@@ -225,7 +225,8 @@ impl NflogSource {
     fn request(&mut self, bytes: &[u8], seq: u32) -> Result<i32, CaptureError> {
         // SAFETY: sending our own buffer to the kernel (the socket's
         // default destination is port 0, the kernel).
-        let sent = unsafe { libc::send(self.fd.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), 0) };
+        let sent =
+            unsafe { libc::send(self.fd.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), 0) };
         if sent < 0 {
             return Err(io_error("send(NFULNL_MSG_CONFIG)"));
         }

@@ -91,7 +91,10 @@ fn a_batch_of_packets_closed_by_done_parses_in_order() {
     let Item::Packet(first) = items[0] else {
         panic!("{items:?}")
     };
-    assert_eq!((first.payload, first.seq, first.stamp_ns), (&b"abc"[..], Some(1), 0));
+    assert_eq!(
+        (first.payload, first.seq, first.stamp_ns),
+        (&b"abc"[..], Some(1), 0)
+    );
     let Item::Packet(second) = items[1] else {
         panic!("{items:?}")
     };
@@ -172,9 +175,15 @@ fn lengths_that_lie_are_malformed_not_loops() {
     }
     // A packet message too short for its nfgenmsg; an error without errno.
     let bytes = msg(MSG_PACKET, 0, &[2, 0]);
-    assert_eq!(Messages::new(&bytes).collect::<Vec<_>>(), vec![Item::Malformed]);
+    assert_eq!(
+        Messages::new(&bytes).collect::<Vec<_>>(),
+        vec![Item::Malformed]
+    );
     let bytes = msg(libc::NLMSG_ERROR as u16, 0, &[1, 2]);
-    assert_eq!(Messages::new(&bytes).collect::<Vec<_>>(), vec![Item::Malformed]);
+    assert_eq!(
+        Messages::new(&bytes).collect::<Vec<_>>(),
+        vec![Item::Malformed]
+    );
 }
 
 #[test]
