@@ -317,3 +317,77 @@ fn nflog_group_held_by_another_reader_is_a_clear_error() {
         NflogSource::open(4242).expect("the group is released on close");
     });
 }
+
+/// Knocks sent while the reader is not reading overflow its receive
+/// buffer: what was lost shows in `kernel_drops` (sequence gaps, known
+/// once the next packet arrives), and every packet sent is either read or
+/// counted as dropped.
+#[test]
+fn nflog_counts_every_packet_the_kernel_dropped_for_a_slow_reader() {
+    if !privileged("nflog_counts_every_packet_the_kernel_dropped_for_a_slow_reader") {
+        return;
+    }
+    const FLOOD: usize = 100_000;
+    let topo = Topology::new("nflog-flood");
+    topo.server.run(|| {
+        let mut fw = NftablesFirewall::new(options()).unwrap();
+        fw.setup().unwrap();
+        let mut source = NflogSource::open(DEFAULT_GROUP).unwrap();
+        let flood = || {
+            topo.client.run(|| {
+                let socket = UdpSocket::bind(at(CLIENT[0], 0)).unwrap();
+                let to = at(SERVER[0], UDP_KNOCK);
+                for _ in 0..FLOOD {
+                    // A full send queue may refuse one: not sent, not counted.
+                    let _ = socket.send_to(b"k", to);
+                }
+            })
+        };
+        flood();
+        let mut read = 0u64;
+        let mut drain_all = |source: &mut NflogSource| {
+            while source.drain(&mut |_| read += 1).expect("drain") > 0 {}
+        };
+        drain_all(&mut source);
+        // The next packet shows the gap before it.
+        topo.client
+            .run(|| udp_refused(CLIENT[1], at(SERVER[1], UDP_KNOCK)));
+        let _ = read_until(&mut source, seen(CLIENT[1], 17, UDP_KNOCK, 0));
+        read += 1;
+        let drops = source.kernel_drops();
+        eprintln!(
+            "flood of {FLOOD}: read {read}, kernel drops {drops}, ENOBUFS reads {}",
+            source.overruns()
+        );
+        assert!(drops > 0, "the flood overflowed nothing: make it larger");
+        assert!(source.overruns() > 0, "ENOBUFS was reported");
+        assert_eq!(read + drops, FLOOD as u64 + 1, "read or counted, every one");
+        fw.teardown().unwrap();
+    });
+}
+
+#[test]
+fn nflog_rule_is_replaced_while_running_and_removed() {
+    if !privileged("nflog_rule_is_replaced_while_running_and_removed") {
+        return;
+    }
+    let topo = Topology::new("nflog-set");
+    topo.server.run(|| {
+        let mut nft = NftablesFirewall::new(options()).unwrap();
+        let mut ipt = IptablesFirewall::new(options()).unwrap();
+        let mut moved = options().capture.unwrap();
+        moved.spec.udp_ports = vec![4321];
+        for fw in [&mut nft as &mut dyn Firewall, &mut ipt] {
+            fw.setup().unwrap();
+            fw.set_capture(Some(moved.clone())).unwrap();
+            assert_eq!(fw.verify().unwrap(), Vec::<String>::new(), "{}", fw.name());
+            let rules = ruleset();
+            assert!(rules.contains("4321") && !rules.contains("1234"), "{rules}");
+            fw.set_capture(None).unwrap();
+            assert_eq!(fw.verify().unwrap(), Vec::<String>::new(), "{}", fw.name());
+            let rules = ruleset();
+            assert!(!rules.contains("log group") && !rules.contains("NFLOG"), "{rules}");
+            fw.teardown().unwrap();
+        }
+    });
+}
