@@ -391,3 +391,49 @@ fn nflog_rule_is_replaced_while_running_and_removed() {
         }
     });
 }
+
+/// Figures, not a test of speed (run by hand with `--ignored
+/// --nocapture`): the time from a client's `send` to the reader's `drain`
+/// handing the knock over, one knock at a time.
+#[test]
+#[ignore = "figures for BENCHMARKS.md; run by hand"]
+fn nflog_delivery_latency_figures() {
+    if !privileged("nflog_delivery_latency_figures") {
+        return;
+    }
+    const KNOCKS: usize = 2000;
+    let topo = Topology::new("nflog-lat");
+    // A socket keeps its namespace: made in the client's, used from here.
+    let client = topo.client.run(|| UdpSocket::bind(at(CLIENT[0], 0)).unwrap());
+    topo.server.run(|| {
+        let mut fw = NftablesFirewall::new(options()).unwrap();
+        fw.setup().unwrap();
+        let mut source = NflogSource::open(DEFAULT_GROUP).unwrap();
+        let mut micros = Vec::with_capacity(KNOCKS);
+        for _ in 0..KNOCKS {
+            let start = Instant::now();
+            client.send_to(b"k", at(SERVER[0], UDP_KNOCK)).unwrap();
+            let mut got = 0;
+            while got == 0 && start.elapsed() < Duration::from_secs(2) {
+                let mut poll = libc::pollfd {
+                    fd: source.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd.
+                unsafe { libc::poll(&mut poll, 1, 100) };
+                got = source.drain(&mut |_| {}).unwrap();
+            }
+            micros.push(start.elapsed().as_secs_f64() * 1e6);
+        }
+        micros.sort_by(f64::total_cmp);
+        eprintln!(
+            "nflog send->drain over {KNOCKS} knocks: median {:.1} us, p99 {:.1} us, max {:.1} us, drops {}",
+            micros[KNOCKS / 2],
+            micros[KNOCKS * 99 / 100],
+            micros[KNOCKS - 1],
+            source.kernel_drops()
+        );
+        fw.teardown().unwrap();
+    });
+}
