@@ -45,7 +45,10 @@ pub fn remove_commands(instance: &Instance) -> Vec<String> {
         commands.push(format!(
             "{tool}-save -t filter | grep -- '-j {chain}$' | sed 's/^-A /-D /' \
              | while read -r rule; do eval {tool} -t filter \"$rule\"; done; \
-             {tool} -F {chain}; {tool} -X {chain}"
+             {tool} -F {chain}; {tool} -X {chain}; \
+             {tool}-save -t raw | grep -- '-j {chain}$' | sed 's/^-A /-D /' \
+             | while read -r rule; do eval {tool} -t raw \"$rule\"; done; \
+             {tool} -t raw -F {chain}; {tool} -t raw -X {chain}"
         ));
     }
     commands
@@ -67,6 +70,12 @@ pub fn present(instance: &Instance) -> Vec<String> {
             && system::run(tool, &["-w", "-t", "filter", "-S", &chain], "").is_ok()
         {
             found.push(format!("{tool} chain {chain}"));
+        }
+        // The NFLOG capture chain (table raw) of a crashed run.
+        if system::find_tool(tool).is_some()
+            && system::run(tool, &["-w", "-t", "raw", "-S", &chain], "").is_ok()
+        {
+            found.push(format!("{tool} chain {chain} (table raw)"));
         }
     }
     found
