@@ -24,7 +24,7 @@ use portknock::config::{
     self, GlobalOverrides, Globals, Proto, Reveal, SeedFlags, Sequence, ServerConfig, SpaSettings,
 };
 use portknock::firewall::instance::{Instance, InstanceError};
-use portknock::firewall::{FirewallKind, FirewallOptions, Position, leftovers};
+use portknock::firewall::{Deny, FirewallKind, FirewallOptions, Position, leftovers};
 use portknock::gate;
 use portknock::server::daemon::{self, ConfigSource, DaemonError, GateTuning, Reloads};
 use portknock::spa::DEFAULT_SPA_PORT;
@@ -183,6 +183,14 @@ struct Args {
     /// namespace).
     #[arg(long, value_name = "N", default_value_t = config::globals::DEFAULT_NFLOG_GROUP)]
     nflog_group: u16,
+    /// Kernel backends: how a protected port answers a connection without
+    /// a grant. reset: like a closed port (TCP RST, ICMP port-unreachable
+    /// for UDP), so a scan sees it among its closed neighbours; drop:
+    /// silence, for hosts whose policy drops everything. reject: alias of
+    /// reset.
+    #[arg(long, default_value_t = Deny::Reset,
+          value_parser = PossibleValuesParser::new(Deny::NAMES).try_map(|s| s.parse::<Deny>()))]
+    deny: Deny,
 
     /// Read the configuration (global settings and doors) from this TOML
     /// file; flags given beside it override its global settings. See
@@ -307,6 +315,7 @@ fn guarded(config: &ServerConfig, args: &Args) -> FirewallOptions {
         instance: g.instance.clone(),
         position: g.iptables_position,
         capture: None,
+        deny: g.deny,
     }
 }
 
@@ -375,6 +384,7 @@ fn all_globals(args: &Args) -> GlobalOverrides {
         max_grants: Some(args.max_grants),
         instance: Some(args.instance.clone()),
         iptables_position: Some(args.iptables_position),
+        deny: Some(args.deny),
         stats_listen: args.stats_listen,
         upstream: args.upstream.clone(),
         flag: Some(args.flag.clone()),
@@ -409,6 +419,7 @@ fn overrides(args: &Args, matches: &ArgMatches) -> GlobalOverrides {
         max_grants: all.max_grants.filter(|_| keep("max_grants")),
         instance: all.instance.filter(|_| keep("instance")),
         iptables_position: all.iptables_position.filter(|_| keep("iptables_position")),
+        deny: all.deny.filter(|_| keep("deny")),
         stats_listen: all.stats_listen.filter(|_| keep("stats_listen")),
         upstream: all.upstream.filter(|_| keep("upstream")),
         flag: all.flag.filter(|_| keep("flag")),
