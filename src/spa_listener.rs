@@ -55,7 +55,7 @@ use crate::spa::{GrantPlan, PortSpec, RejectReason, Rejected, ReplayCache, Verif
 // The pure policy lives in `crate::spa::policy`; re-exported for the daemon.
 pub use setup::{DEFAULT_REPLAY_CACHE, SpaOptions, SpaSetup, SpaSetupError, parse_max_age};
 
-pub use capture_tap::{CAPTURE_QUEUE, SpaTap};
+pub use capture_tap::{CAPTURE_QUEUE, CapturedSpa, SpaTap};
 pub use pipeline::BATCH_MAX;
 
 /// Accepted packets waiting for the grant task; the committer blocks (and

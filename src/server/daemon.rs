@@ -208,7 +208,10 @@ pub async fn run_with(
         keep_established: globals.keep_established,
         instance: globals.instance.clone(),
         position: globals.iptables_position,
-        capture: None,
+        // A kernel backend installs the NFLOG rule when the capture may be
+        // nflog (`auto` picks it with a kernel backend); the userspace
+        // backend ignores it.
+        capture: capture::nflog_rule(&globals, door.as_ref()),
         deny: globals.deny,
     };
     let selected =

@@ -29,6 +29,18 @@ pub struct CapturedSpa {
     bytes: [u8; MAX_PACKET_LEN + 1],
 }
 
+impl CapturedSpa {
+    /// The payload (up to one byte past the largest valid packet).
+    pub fn payload(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    /// The sender.
+    pub fn source(&self) -> IpAddr {
+        self.source
+    }
+}
+
 /// Where a capture receiver hands SPA payloads to the SPA listener.
 #[derive(Clone)]
 pub struct SpaTap {
@@ -44,7 +56,7 @@ impl std::fmt::Debug for SpaTap {
 
 impl SpaTap {
     /// A tap counting into `counters`, and the end its readers take from.
-    pub(super) fn new(counters: Arc<SpaCounters>) -> (Self, Receiver<CapturedSpa>) {
+    pub(crate) fn new(counters: Arc<SpaCounters>) -> (Self, Receiver<CapturedSpa>) {
         let (tx, rx) = std::sync::mpsc::sync_channel(CAPTURE_QUEUE);
         (Self { tx, counters }, rx)
     }

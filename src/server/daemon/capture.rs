@@ -8,7 +8,7 @@
 use tracing::{info, warn};
 
 use super::DaemonError;
-use crate::capture::nflog::NflogSource;
+use crate::capture::nflog::{NflogRule, NflogSource};
 use crate::capture::packet::PacketSource;
 use crate::capture::select::{self, Choice};
 use crate::capture::{CaptureError, CaptureKind, CaptureSource, CaptureSpec};
@@ -51,6 +51,17 @@ pub fn capture_spec(
         ports.dedup();
     }
     spec
+}
+
+/// The NFLOG rule a kernel backend installs for this run: when the
+/// capture is `nflog`, or `auto` (which picks nflog with a kernel backend).
+pub(super) fn nflog_rule(globals: &Globals, doors: Option<&ServerSettings>) -> Option<NflogRule> {
+    let settings = &globals.capture;
+    matches!(settings.kind, CaptureKind::Auto | CaptureKind::Nflog).then(|| {
+        let spa_port = globals.spa.as_ref().map(|spa| spa.port);
+        let spec = capture_spec(doors, spa_port, &settings.interfaces);
+        NflogRule::new(spec, settings.nflog_group)
+    })
 }
 
 /// Chooses the source for this run (`kernel_backend`: the firewall chosen
