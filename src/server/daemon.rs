@@ -16,9 +16,11 @@
 //! the ports its grants cover. `udp/N` protected ports are protected by
 //! the kernel backends (per-protocol rules; a grant is (address, port
 //! number) and the config gives each number one protocol); the userspace
-//! gate serves TCP only and refuses them. Refused for now, with a clear
-//! message: `:tcp` knocks (heard once stealth capture lands). Reload lives
-//! in `daemon/reload.rs`.
+//! gate serves TCP only and refuses them. Knocks and SPA packets are heard
+//! by a capture source where one is available (`daemon/capture.rs`: NFLOG
+//! or AF_PACKET; then no knock or SPA socket is bound), else by bound UDP
+//! sockets, which cannot hear `:tcp` knocks (such a door refuses to
+//! start). Reload lives in `daemon/reload.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
