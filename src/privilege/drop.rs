@@ -92,6 +92,9 @@ impl User {
 pub fn become_user(user: &User) -> Result<(), PrivilegeError> {
     let keep: CapsHashSet = SETUP_CAPS.into_iter().collect();
     let had = caps::read(None, CapSet::Permitted).map_err(caps_err("read"))?;
+    let mut keep: CapsHashSet = keep.intersection(&had).copied().collect();
+    // Kept for step 2, which empties the bounding set with it.
+    keep.insert(Capability::CAP_SETPCAP);
     let keep: CapsHashSet = keep.intersection(&had).copied().collect();
     // Out of the bounding set first (needs CAP_SETPCAP, still held).
     for cap in caps::all().difference(&keep) {
@@ -116,14 +119,40 @@ pub fn become_user(user: &User) -> Result<(), PrivilegeError> {
 /// again.
 pub fn drop_all() -> Result<(), PrivilegeError> {
     caps::clear(None, CapSet::Ambient).map_err(caps_err("ambient"))?;
-    // The bounding set can only shrink while CAP_SETPCAP is effective; by
-    // step 1 it holds no more than SETUP_CAPS, which go now, best effort.
-    for cap in SETUP_CAPS {
-        let _ = caps::drop(None, CapSet::Bounding, cap);
+    // The bounding set shrinks with CAP_SETPCAP, kept by step 1 for this.
+    for cap in caps::all() {
+        caps::drop(None, CapSet::Bounding, cap).map_err(caps_err("drop bounding"))?;
     }
     for set in [CapSet::Effective, CapSet::Permitted, CapSet::Inheritable] {
         caps::clear(None, set).map_err(caps_err("clear"))?;
     }
+    no_new_privs()
+}
+
+/// What the helper keeps: netlink and iptables need NET_ADMIN (and
+/// iptables-legacy a raw socket); reading a root-only config file on a
+/// reload needs DAC_READ_SEARCH when the file belongs to another user;
+/// passing SIGHUP and SIGTERM on to the packet process, whose uid is not
+/// ours, needs KILL.
+pub const HELPER_CAPS: [Capability; 4] = [
+    Capability::CAP_NET_ADMIN,
+    Capability::CAP_NET_RAW,
+    Capability::CAP_DAC_READ_SEARCH,
+    Capability::CAP_KILL,
+];
+
+/// Narrows the helper (still uid 0, so the commands it runs, iptables,
+/// get what it has) to [`HELPER_CAPS`]: bounding, permitted, effective;
+/// nothing inheritable or ambient; no new privileges.
+pub fn limit_helper() -> Result<(), PrivilegeError> {
+    let keep: CapsHashSet = HELPER_CAPS.into_iter().collect();
+    for cap in caps::all().difference(&keep) {
+        caps::drop(None, CapSet::Bounding, *cap).map_err(caps_err("drop bounding"))?;
+    }
+    caps::clear(None, CapSet::Ambient).map_err(caps_err("ambient"))?;
+    caps::clear(None, CapSet::Inheritable).map_err(caps_err("inheritable"))?;
+    caps::set(None, CapSet::Effective, &keep).map_err(caps_err("effective"))?;
+    caps::set(None, CapSet::Permitted, &keep).map_err(caps_err("permitted"))?;
     no_new_privs()
 }
 

@@ -147,13 +147,18 @@ impl Prepared {
         let (ours, theirs) = link::pair().map_err(|e| failed("no socketpair", e))?;
         let mut child = spawn(&mut packet, &theirs).map_err(|e| failed("cannot start the packet process", e))?;
         drop(theirs);
+        if let Err(err) = super::drop::limit_helper() {
+            signal(child.id() as libc::pid_t, libc::SIGKILL);
+            let _ = child.wait();
+            return Err(failed("cannot narrow the helper's capabilities", std::io::Error::other(err.to_string())));
+        }
         info!(
             helper_pid = std::process::id(),
             packet_pid = child.id(),
             user = %user.name,
             uid = user.uid,
             backend = %selected.kind,
-            "privilege split: the packet process runs as the user with no capability; this process keeps CAP_NET_ADMIN for the firewall only"
+            "privilege split: the packet process runs as the user with no capability; this process keeps CAP_NET_ADMIN (and NET_RAW, DAC_READ_SEARCH, KILL) for the firewall only"
         );
         let (source, mut triggers) = match reloads {
             Some(Reloads { source, triggers }) => (source, Some(triggers)),
