@@ -89,7 +89,9 @@ pub enum PrivilegeError {
     #[error("--user {0}: that user is root (uid 0): name an unprivileged user")]
     RootUser(String),
     /// `--privilege-split on` without root.
-    #[error("--privilege-split on needs root (it starts an unprivileged packet process beside a privileged firewall helper)")]
+    #[error(
+        "--privilege-split on needs root (it starts an unprivileged packet process beside a privileged firewall helper)"
+    )]
     NeedsRoot,
     /// A system call of the drop failed.
     #[error("cannot drop privileges ({what}): {source}")]

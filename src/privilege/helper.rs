@@ -58,7 +58,9 @@ impl Policy {
             if ttl.is_zero() || ttl > MAX_TTL {
                 return Err(format!("a grant of {ttl:?} (at most {MAX_TTL:?})"));
             }
-            let bound = self.max_grants.saturating_mul(self.tcp.len() + self.udp.len());
+            let bound = self
+                .max_grants
+                .saturating_mul(self.tcp.len() + self.udp.len());
             if !known && open >= bound {
                 return Err(format!("{open} grants are open, the bound is {bound}"));
             }
@@ -67,6 +69,8 @@ impl Policy {
     }
 }
 
+/// Reads the protected (TCP, UDP) ports of the configuration file now.
+type ReloadPorts = Box<dyn Fn() -> Result<(Vec<u16>, Vec<u16>), String> + Send>;
 /// Who owns what grant until when (the helper's own view).
 type Table = Arc<Mutex<HashMap<(IpAddr, u16), Instant>>>;
 /// A batch the backend applied, and whether each change succeeded.
@@ -79,7 +83,7 @@ pub struct Helper {
     kind: FirewallKind,
     policy: Policy,
     /// Re-reads the configuration's protected ports for a reload.
-    reload_ports: Box<dyn Fn() -> Result<(Vec<u16>, Vec<u16>), String> + Send>,
+    reload_ports: ReloadPorts,
     runtime: tokio::runtime::Handle,
 }
 
@@ -224,7 +228,10 @@ impl Helper {
                 let key = match *change {
                     Change::Grant { ip, port, .. } | Change::Revoke { ip, port } => (ip, port),
                 };
-                if let Err(why) = self.policy.allows(change, table.len(), table.contains_key(&key)) {
+                if let Err(why) = self
+                    .policy
+                    .allows(change, table.len(), table.contains_key(&key))
+                {
                     warn!(?change, reason = %why, "helper: refused a change");
                     continue;
                 }
@@ -247,16 +254,23 @@ impl Helper {
             let Ok((batch, ok)) = reports.recv_timeout(wait) else {
                 break;
             };
-            let ours = batch.len() <= sent.len()
-                && batch.iter().zip(&sent).all(|(a, (_, b))| a == b);
+            let ours =
+                batch.len() <= sent.len() && batch.iter().zip(&sent).all(|(a, (_, b))| a == b);
             if !ours {
                 continue;
             }
             for ok in ok {
                 let (i, change) = sent.pop_front().expect("checked length");
-                outcomes[i] = if ok { Outcome::Applied } else { Outcome::Failed };
+                outcomes[i] = if ok {
+                    Outcome::Applied
+                } else {
+                    Outcome::Failed
+                };
                 if let (false, Change::Grant { ip, port, .. }) = (ok, change) {
-                    table.lock().unwrap_or_else(|p| p.into_inner()).remove(&(ip, port));
+                    table
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&(ip, port));
                 }
             }
         }

@@ -229,7 +229,12 @@ impl Firewall for RemoteFirewall {
         }
     }
 
-    fn grant(&mut self, ip: std::net::IpAddr, port: u16, ttl: Duration) -> Result<(), FirewallError> {
+    fn grant(
+        &mut self,
+        ip: std::net::IpAddr,
+        port: u16,
+        ttl: Duration,
+    ) -> Result<(), FirewallError> {
         self.apply(&[Change::Grant { ip, port, ttl }]).remove(0)
     }
 
@@ -252,6 +257,12 @@ impl Firewall for RemoteFirewall {
     }
 
     fn apply(&mut self, changes: &[Change]) -> Vec<Result<(), FirewallError>> {
+        if changes.len() > super::wire::MAX_CHANGES {
+            return changes
+                .chunks(super::wire::MAX_CHANGES)
+                .flat_map(|chunk| self.apply(chunk))
+                .collect();
+        }
         let outcomes = match ask(&self.link, &Request::Apply(changes.to_vec())) {
             Ok(Reply::Results(outcomes)) if outcomes.len() == changes.len() => outcomes,
             Ok(other) => return changes.iter().map(|_| Err(unexpected(&other))).collect(),

@@ -25,7 +25,9 @@ use crate::firewall::instance::InstanceLock;
 use crate::firewall::userspace::AccessList;
 use crate::firewall::{Firewall, FirewallKind, FirewallOptions, select};
 use crate::server::ServerError;
-use crate::server::daemon::{ConfigSource, DaemonError, GateTuning, Reloads, door_ports, door_settings};
+use crate::server::daemon::{
+    ConfigSource, DaemonError, GateTuning, Reloads, door_ports, door_settings,
+};
 use crate::shutdown::Shutdown;
 
 /// How long a stopped packet process gets before it is killed.
@@ -74,11 +76,12 @@ pub fn prepare(
             let options = crate::spa::AccessConfOptions {
                 allow_missing_hmac: spa.allow_no_hmac,
             };
-            let conf = crate::spa::load_access_conf(&spa.access, options)
-                .map_err(|cause| crate::spa_listener::SpaSetupError::Access {
+            let conf = crate::spa::load_access_conf(&spa.access, options).map_err(|cause| {
+                crate::spa_listener::SpaSetupError::Access {
                     path: spa.access.clone(),
                     cause,
-                })?;
+                }
+            })?;
             crate::spa::open_tcp_ports(&conf.stanzas)
         }
         None => Vec::new(),
@@ -97,10 +100,12 @@ pub fn prepare(
         instance: globals.instance.clone(),
         position: globals.iptables_position,
     };
-    let selected =
-        select::open(globals.firewall, &options, AccessList::new()).map_err(DaemonError::Firewall)?;
+    let selected = select::open(globals.firewall, &options, AccessList::new())
+        .map_err(DaemonError::Firewall)?;
     if selected.kind == FirewallKind::Userspace {
-        info!("privilege split: not needed by the userspace gate (it holds no capability to split off)");
+        info!(
+            "privilege split: not needed by the userspace gate (it holds no capability to split off)"
+        );
         return Ok(None);
     }
     let lock = InstanceLock::acquire(&globals.instance)?;
@@ -145,12 +150,16 @@ impl Prepared {
             })
         };
         let (ours, theirs) = link::pair().map_err(|e| failed("no socketpair", e))?;
-        let mut child = spawn(&mut packet, &theirs).map_err(|e| failed("cannot start the packet process", e))?;
+        let mut child = spawn(&mut packet, &theirs)
+            .map_err(|e| failed("cannot start the packet process", e))?;
         drop(theirs);
         if let Err(err) = super::drop::limit_helper() {
             signal(child.id() as libc::pid_t, libc::SIGKILL);
             let _ = child.wait();
-            return Err(failed("cannot narrow the helper's capabilities", std::io::Error::other(err.to_string())));
+            return Err(failed(
+                "cannot narrow the helper's capabilities",
+                std::io::Error::other(err.to_string()),
+            ));
         }
         info!(
             helper_pid = std::process::id(),

@@ -194,7 +194,7 @@ impl Reply {
                     end -= 1;
                 }
                 let mut out = vec![VERSION, FAILED];
-                out.extend(message[..end].as_bytes());
+                out.extend(&message.as_bytes()[..end]);
                 out
             }
         }
@@ -210,9 +210,7 @@ impl Reply {
                     .ok_or(WireError::Malformed("unknown backend")),
                 _ => Err(WireError::Malformed("backend is one byte")),
             },
-            READY | RECONFIGURED if !body.is_empty() => {
-                Err(WireError::Malformed("trailing bytes"))
-            }
+            READY | RECONFIGURED if !body.is_empty() => Err(WireError::Malformed("trailing bytes")),
             READY => Ok(Reply::Ready),
             RECONFIGURED => Ok(Reply::Reconfigured),
             RESULTS => {

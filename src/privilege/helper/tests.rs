@@ -102,7 +102,10 @@ mod served {
         ));
         assert_eq!(ask(&ours, &Request::Setup.encode()), Reply::Ready);
         assert_eq!(
-            ask(&ours, &Request::Apply(vec![grant(22), grant(2222)]).encode()),
+            ask(
+                &ours,
+                &Request::Apply(vec![grant(22), grant(2222)]).encode()
+            ),
             Reply::Results(vec![Outcome::Refused, Outcome::Applied])
         );
         // Malformed, then oversized: refused, and the helper goes on.

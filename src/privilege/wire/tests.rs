@@ -56,7 +56,10 @@ fn malformed_requests_are_refused_with_a_reason() {
         Err(WireError::Malformed("shorter than a header"))
     );
     assert_eq!(Request::decode(&[2, 1]), Err(WireError::Version(2)));
-    assert_eq!(Request::decode(&[VERSION, 0x7f]), Err(WireError::Opcode(0x7f)));
+    assert_eq!(
+        Request::decode(&[VERSION, 0x7f]),
+        Err(WireError::Opcode(0x7f))
+    );
     assert_eq!(
         Request::decode(&[VERSION, HELLO, 0]),
         Err(WireError::Malformed("trailing bytes"))

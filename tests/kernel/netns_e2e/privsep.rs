@@ -28,7 +28,12 @@ fn packet_pid(lab: &mut Lab) -> u32 {
         .split_whitespace()
         .map(|p| p.parse().unwrap())
         .collect();
-    assert_eq!(pids.len(), 1, "the helper has one child: {pids:?}\n{}", lab.server().logs());
+    assert_eq!(
+        pids.len(),
+        1,
+        "the helper has one child: {pids:?}\n{}",
+        lab.server().logs()
+    );
     pids[0]
 }
 
@@ -45,7 +50,10 @@ fn status(pid: u32, field: &str) -> String {
 fn nobody() -> String {
     // The user the packet process runs as without --user on this machine
     // (no `portknock` user here): nobody.
-    let out = std::process::Command::new("id").args(["-u", "nobody"]).output().unwrap();
+    let out = std::process::Command::new("id")
+        .args(["-u", "nobody"])
+        .output()
+        .unwrap();
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
@@ -53,17 +61,32 @@ fn check_split(lab: &mut Lab) -> u32 {
     let pid = packet_pid(lab);
     let uid = nobody();
     for field in ["CapEff", "CapPrm", "CapInh", "CapAmb", "CapBnd"] {
-        assert_eq!(status(pid, field), "0000000000000000", "{field} of the packet process {pid}");
+        assert_eq!(
+            status(pid, field),
+            "0000000000000000",
+            "{field} of the packet process {pid}"
+        );
     }
     assert_eq!(status(pid, "NoNewPrivs"), "1");
     let uids = status(pid, "Uid");
-    assert!(uids.split_whitespace().all(|u| u == uid), "Uid {uids}, not {uid}");
+    assert!(
+        uids.split_whitespace().all(|u| u == uid),
+        "Uid {uids}, not {uid}"
+    );
     // The helper keeps NET_ADMIN (12), NET_RAW (13), DAC_READ_SEARCH (2)
     // and KILL (5), nothing else.
     let helper = lab.server().pid();
     let eff = u64::from_str_radix(&status(helper, "CapEff"), 16).unwrap();
-    assert_eq!(eff, 1 << 12 | 1 << 13 | 1 << 2 | 1 << 5, "the helper's CapEff");
-    assert!(lab.server().printed("every capability dropped"), "{}", lab.server().logs());
+    assert_eq!(
+        eff,
+        1 << 12 | 1 << 13 | 1 << 2 | 1 << 5,
+        "the helper's CapEff"
+    );
+    assert!(
+        lab.server().printed("every capability dropped"),
+        "{}",
+        lab.server().logs()
+    );
     pid
 }
 
@@ -74,10 +97,18 @@ fn cannot_change_rules(lab: &Lab) {
     let before = lab.lan.host.rules();
     let mut cmd = lab.lan.host.command("setpriv");
     cmd.args(["--reuid", &uid, "--regid", &uid, "--clear-groups"])
-        .args(["--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"])
+        .args([
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--no-new-privs",
+            "--",
+        ])
         .args(["nft", "add", "table", "inet", "evil"]);
     let out = cmd.output().unwrap();
-    assert!(!out.status.success(), "nft add table succeeded as the packet process");
+    assert!(
+        !out.status.success(),
+        "nft add table succeeded as the packet process"
+    );
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"),
         "{}",
@@ -151,9 +182,15 @@ fn spa_opens(test: &str, tag: &str, backend: Backend) {
     check_split(&mut lab);
     lab.expect_filtered(&[(A, V4)]);
     let mut cmd = lab.lan.clients[A].command(bin("knock-client"));
-    cmd.args(["--target", HOST[0], "--spa", "--access", &format!("tcp/{PORT}")])
-        .args(["--key-base64", KEY, "--hmac-key-base64", HMAC])
-        .args(["--allow-ip", CLIENTS[A][0]]);
+    cmd.args([
+        "--target",
+        HOST[0],
+        "--spa",
+        "--access",
+        &format!("tcp/{PORT}"),
+    ])
+    .args(["--key-base64", KEY, "--hmac-key-base64", HMAC])
+    .args(["--allow-ip", CLIENTS[A][0]]);
     let out = crate::util::run(cmd, Duration::from_secs(10));
     assert!(out.status.success(), "{}", out.describe());
     for _ in 0..100 {
@@ -169,12 +206,20 @@ fn spa_opens(test: &str, tag: &str, backend: Backend) {
 
 #[test]
 fn nftables_split_spa_opens_the_door() {
-    spa_opens("nftables_split_spa_opens_the_door", "ps-nspa", Backend::Nftables);
+    spa_opens(
+        "nftables_split_spa_opens_the_door",
+        "ps-nspa",
+        Backend::Nftables,
+    );
 }
 
 #[test]
 fn iptables_split_spa_opens_the_door() {
-    spa_opens("iptables_split_spa_opens_the_door", "ps-ispa", Backend::Iptables);
+    spa_opens(
+        "iptables_split_spa_opens_the_door",
+        "ps-ispa",
+        Backend::Iptables,
+    );
 }
 
 /// SIGKILL of the packet process: the helper removes every rule it added
@@ -185,22 +230,40 @@ fn packet_death(test: &str, tag: &str, backend: Backend) {
     };
     lab.knock(&[(A, V4)]);
     let pid = packet_pid(&mut lab);
-    let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
     let mut helper = lab.server.take().unwrap();
     let status = helper.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(1), "{}", helper.logs());
-    assert!(helper.printed("the packet process ended"), "{}", helper.logs());
-    assert_eq!(lab.lan.host.rules(), lab.rules_before, "rules left after the packet process died");
+    assert!(
+        helper.printed("the packet process ended"),
+        "{}",
+        helper.logs()
+    );
+    assert_eq!(
+        lab.lan.host.rules(),
+        lab.rules_before,
+        "rules left after the packet process died"
+    );
 }
 
 #[test]
 fn nftables_packet_process_death_removes_the_rules() {
-    packet_death("nftables_packet_process_death_removes_the_rules", "ps-nkp", Backend::Nftables);
+    packet_death(
+        "nftables_packet_process_death_removes_the_rules",
+        "ps-nkp",
+        Backend::Nftables,
+    );
 }
 
 #[test]
 fn iptables_packet_process_death_removes_the_rules() {
-    packet_death("iptables_packet_process_death_removes_the_rules", "ps-ikp", Backend::Iptables);
+    packet_death(
+        "iptables_packet_process_death_removes_the_rules",
+        "ps-ikp",
+        Backend::Iptables,
+    );
 }
 
 /// SIGKILL of the helper: the packet process dies with it (nobody would
