@@ -386,7 +386,10 @@ fn nflog_rule_is_replaced_while_running_and_removed() {
             fw.set_capture(None).unwrap();
             assert_eq!(fw.verify().unwrap(), Vec::<String>::new(), "{}", fw.name());
             let rules = ruleset();
-            assert!(!rules.contains("log group") && !rules.contains("NFLOG"), "{rules}");
+            assert!(
+                !rules.contains("log group") && !rules.contains("NFLOG"),
+                "{rules}"
+            );
             fw.teardown().unwrap();
         }
     });
@@ -404,7 +407,9 @@ fn nflog_delivery_latency_figures() {
     const KNOCKS: usize = 2000;
     let topo = Topology::new("nflog-lat");
     // A socket keeps its namespace: made in the client's, used from here.
-    let client = topo.client.run(|| UdpSocket::bind(at(CLIENT[0], 0)).unwrap());
+    let client = topo
+        .client
+        .run(|| UdpSocket::bind(at(CLIENT[0], 0)).unwrap());
     topo.server.run(|| {
         let mut fw = NftablesFirewall::new(options()).unwrap();
         fw.setup().unwrap();
