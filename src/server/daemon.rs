@@ -199,6 +199,7 @@ pub async fn run_with(
         keep_established: globals.keep_established,
         instance: globals.instance.clone(),
         position: globals.iptables_position,
+        capture: None,
     };
     // A packet process of the privilege split: the helper owns the
     // backend and the instance lock (`privilege/`).
