@@ -99,6 +99,8 @@ pub fn prepare(
         keep_established: globals.keep_established,
         instance: globals.instance.clone(),
         position: globals.iptables_position,
+        // As `daemon::run_with` (none yet): keep the two in step.
+        capture: None,
     };
     let selected = select::open(globals.firewall, &options, AccessList::new())
         .map_err(DaemonError::Firewall)?;
