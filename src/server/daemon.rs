@@ -201,8 +201,19 @@ pub async fn run_with(
         position: globals.iptables_position,
         capture: None,
     };
-    let selected =
-        select::open(globals.firewall, &options, access.clone()).map_err(DaemonError::Firewall)?;
+    // A packet process of the privilege split: the helper owns the
+    // backend and the instance lock (`privilege/`).
+    let remote = crate::privilege::link::take_packet_link();
+    let split = remote.is_some();
+    let selected = match remote {
+        Some(remote) => select::Selected {
+            kind: remote.kind(),
+            firewall: Box::new(remote),
+            passed_over: Vec::new(),
+        },
+        None => select::open(globals.firewall, &options, access.clone())
+            .map_err(DaemonError::Firewall)?,
+    };
     for reason in &selected.passed_over {
         info!(reason = %reason, "firewall auto: backend passed over");
     }
@@ -212,7 +223,7 @@ pub async fn run_with(
     }
     // A kernel backend owns its instance's rules: refuse a second owner
     // before touching anything. Held until after teardown.
-    let _instance_lock = match userspace {
+    let _instance_lock = match userspace || split {
         false => Some(InstanceLock::acquire(&globals.instance)?),
         true => None,
     };
@@ -312,6 +323,8 @@ pub async fn run_with(
         max_grants: globals.max_grants,
         doors: Vec::new(),
     });
+    // Every socket is bound: a packet process drops what it still holds.
+    crate::privilege::after_bind().map_err(|e| DaemonError::Unsupported(e.to_string()))?;
     let parts = Parts {
         settings,
         sockets,
