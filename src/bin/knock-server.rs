@@ -292,6 +292,7 @@ fn guarded(config: &ServerConfig, args: &Args) -> FirewallOptions {
         instance: g.instance.clone(),
         position: g.iptables_position,
         deny: g.deny,
+        capture: None,
     }
 }
 

@@ -33,6 +33,15 @@ pub enum CaptureError {
         /// The most that fit.
         max: usize,
     },
+    /// The NFLOG group is bound by another reader in this network
+    /// namespace (another knock-server, ulogd, ...): one reader per group.
+    #[error(
+        "NFLOG group {group} is already read by another process in this network namespace (another knock-server, or ulogd?): choose a free group with --nflog-group N"
+    )]
+    GroupTaken {
+        /// The group asked for.
+        group: u16,
+    },
     /// A system call failed while setting the source up.
     #[error("{source_name} capture: {what}: {error}")]
     Io {

@@ -200,6 +200,7 @@ pub async fn run_with(
         instance: globals.instance.clone(),
         position: globals.iptables_position,
         deny: globals.deny,
+        capture: None,
     };
     let selected =
         select::open(globals.firewall, &options, access.clone()).map_err(DaemonError::Firewall)?;
