@@ -23,7 +23,7 @@ use portknock::config::{
     self, GlobalOverrides, Globals, Proto, Reveal, SeedFlags, Sequence, ServerConfig, SpaSettings,
 };
 use portknock::firewall::instance::{Instance, InstanceError};
-use portknock::firewall::{FirewallKind, FirewallOptions, Position, leftovers};
+use portknock::firewall::{Deny, FirewallKind, FirewallOptions, Position, leftovers};
 use portknock::gate;
 use portknock::privilege;
 use portknock::server::daemon::{self, ConfigSource, DaemonError, GateTuning, Reloads};
@@ -164,6 +164,15 @@ struct Args {
     #[arg(long, default_value_t = Position::First,
           value_parser = PossibleValuesParser::new(Position::NAMES).try_map(|s| s.parse::<Position>()))]
     iptables_position: Position,
+
+    /// Kernel backends: how a protected port answers a connection without
+    /// a grant. reset: like a closed port (TCP RST, ICMP port-unreachable
+    /// for UDP), so a scan sees it among its closed neighbours; drop:
+    /// silence, for hosts whose policy drops everything. reject: alias of
+    /// reset.
+    #[arg(long, default_value_t = Deny::Reset,
+          value_parser = PossibleValuesParser::new(Deny::NAMES).try_map(|s| s.parse::<Deny>()))]
+    deny: Deny,
 
     /// Read the configuration (global settings and doors) from this TOML
     /// file; flags given beside it override its global settings. See
@@ -320,6 +329,7 @@ fn guarded(config: &ServerConfig, args: &Args) -> FirewallOptions {
         keep_established: g.keep_established,
         instance: g.instance.clone(),
         position: g.iptables_position,
+        deny: g.deny,
         capture: None,
     }
 }
@@ -389,6 +399,7 @@ fn all_globals(args: &Args) -> GlobalOverrides {
         max_grants: Some(args.max_grants),
         instance: Some(args.instance.clone()),
         iptables_position: Some(args.iptables_position),
+        deny: Some(args.deny),
         stats_listen: args.stats_listen,
         upstream: args.upstream.clone(),
         flag: Some(args.flag.clone()),
@@ -420,6 +431,7 @@ fn overrides(args: &Args, matches: &ArgMatches) -> GlobalOverrides {
         max_grants: all.max_grants.filter(|_| keep("max_grants")),
         instance: all.instance.filter(|_| keep("instance")),
         iptables_position: all.iptables_position.filter(|_| keep("iptables_position")),
+        deny: all.deny.filter(|_| keep("deny")),
         stats_listen: all.stats_listen.filter(|_| keep("stats_listen")),
         upstream: all.upstream.filter(|_| keep("upstream")),
         flag: all.flag.filter(|_| keep("flag")),

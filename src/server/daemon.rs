@@ -199,6 +199,7 @@ pub async fn run_with(
         keep_established: globals.keep_established,
         instance: globals.instance.clone(),
         position: globals.iptables_position,
+        deny: globals.deny,
         capture: None,
     };
     // A packet process of the privilege split: the helper owns the
@@ -256,15 +257,11 @@ pub async fn run_with(
         }
         info!(backend = %selected.kind, ports = ?protected_ports, udp_ports = ?udp_ports, "kernel firewall: run the protected services yourself");
     }
-    // `deny` is not applied by the backends yet: say what strangers get.
-    match (userspace, globals.deny) {
-        (true, Deny::Drop) => {
-            warn!("deny = drop is not applied yet: the userspace gate resets strangers")
-        }
-        (false, Deny::Reject) => {
-            info!(backend = %selected.kind, "deny = reject is not applied yet: the kernel backends drop strangers' packets")
-        }
-        _ => {}
+    // The kernel backends apply `deny`; the gate owns the port and resets.
+    if userspace && globals.deny == Deny::Drop {
+        warn!(
+            "deny = drop applies to the kernel backends only: the userspace gate resets strangers"
+        );
     }
 
     // Bind everything before touching the firewall: a busy port fails the
