@@ -26,6 +26,7 @@ use portknock::config::{
 use portknock::firewall::instance::{Instance, InstanceError};
 use portknock::firewall::{Deny, FirewallKind, FirewallOptions, Position, leftovers};
 use portknock::gate;
+use portknock::privilege;
 use portknock::server::daemon::{self, ConfigSource, DaemonError, GateTuning, Reloads};
 use portknock::spa::DEFAULT_SPA_PORT;
 use portknock::spa_listener;
@@ -208,6 +209,18 @@ struct Args {
     #[arg(long, help_heading = "Config file")]
     reload: bool,
 
+    /// Run the packet-parsing process as this user (default: portknock if
+    /// it exists, else nobody); see --privilege-split.
+    #[arg(long, value_name = "NAME", help_heading = "Privilege")]
+    user: Option<String>,
+
+    /// Split into a packet process with no capability (as --user) and a
+    /// small firewall helper that keeps CAP_NET_ADMIN. auto: on when
+    /// started as root with a kernel backend.
+    #[arg(long, default_value_t = privilege::Split::Auto, help_heading = "Privilege",
+          value_parser = PossibleValuesParser::new(privilege::Split::NAMES).try_map(|s| s.parse::<privilege::Split>()))]
+    privilege_split: privilege::Split,
+
     /// More logs: -v for every knock, -vv for everything (RUST_LOG wins).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -246,6 +259,11 @@ fn main() -> ExitCode {
             Err(err) => fail(&err, EXIT_FAILURE),
         };
     }
+    // The packet process of a privilege split becomes --user first thing.
+    let packet = match privilege::become_packet(args.user.as_deref()) {
+        Ok(packet) => packet,
+        Err(err) => return fail(&err, err.exit_code()),
+    };
     let config = match server_config(&args, &matches) {
         Ok(config) => config,
         Err(err) => return fail(&err, err.exit_code()),
@@ -272,7 +290,9 @@ fn main() -> ExitCode {
     }
     cli::init_tracing(args.verbose, config.globals().log_level.word());
     // A userspace gate behind rules a crashed kernel-backend run left.
-    let _ = leftovers::check_at_start(config.globals().firewall, &guarded(&config, &args));
+    if !packet {
+        let _ = leftovers::check_at_start(config.globals().firewall, &guarded(&config, &args));
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => return fail(&err, EXIT_FAILURE),
@@ -291,6 +311,24 @@ fn main() -> ExitCode {
         let triggers = daemon::hangups()
             .map_err(|err| DaemonError::Unsupported(format!("cannot handle SIGHUP: {err}")))?;
         let reloads = Reloads { source, triggers };
+        let split = match packet {
+            true => None,
+            false => privilege::split::prepare(
+                &config,
+                &tuning,
+                args.privilege_split,
+                args.user.as_deref(),
+            )?,
+        };
+        if let Some(split) = split {
+            let mut again = std::process::Command::new(
+                std::env::current_exe().map_err(|e| DaemonError::Unsupported(e.to_string()))?,
+            );
+            again.args(std::env::args_os().skip(1));
+            return split
+                .run(again, Some(reloads), cli::signal_shutdown())
+                .await;
+        }
         daemon::run_with(config, tuning, Some(reloads), cli::signal_shutdown()).await
     });
     match result {
@@ -314,8 +352,8 @@ fn guarded(config: &ServerConfig, args: &Args) -> FirewallOptions {
         keep_established: g.keep_established,
         instance: g.instance.clone(),
         position: g.iptables_position,
-        capture: None,
         deny: g.deny,
+        capture: None,
     }
 }
 

@@ -9,7 +9,7 @@
 //! created with protocol 0 is hooked to no packet type and receives
 //! nothing until `bind` names one (`packet_create` in
 //! `net/packet/af_packet.c` registers its hook only for a non-zero
-//! protocol). So the [`bpf`](super::bpf) program is attached and locked
+//! protocol). So the [`bpf`] program is attached and locked
 //! (`SO_LOCK_FILTER`: no one holding the fd can detach it) before the bind
 //! to `ETH_P_ALL`, and no unfiltered packet can ever be queued; there is
 //! nothing to drain. `SOCK_DGRAM` strips the link header, so the filter and

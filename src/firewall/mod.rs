@@ -104,11 +104,11 @@ pub struct FirewallOptions {
     pub instance: Instance,
     /// Where iptables' jump goes in INPUT.
     pub position: Position,
+    /// How the protected ports answer a stranger (`--deny`).
+    pub deny: Deny,
     /// The NFLOG capture rule the kernel backends install beside their
     /// own (`None`: none; the userspace backend ignores it).
     pub capture: Option<NflogRule>,
-    /// How the protected ports answer a stranger (`--deny`).
-    pub deny: Deny,
 }
 
 impl FirewallOptions {
@@ -120,8 +120,8 @@ impl FirewallOptions {
             keep_established: true,
             instance: Instance::default(),
             position: Position::First,
-            capture: None,
             deny: Deny::Reset,
+            capture: None,
         }
     }
 

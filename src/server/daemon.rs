@@ -30,7 +30,7 @@ use tracing::{error, info, warn};
 
 use super::{Listener, Parts, ServerError, ServerSettings};
 use crate::capture::CaptureKind;
-use crate::config::{Deny, Proto, ServerConfig};
+use crate::config::{Deny, Globals, Proto, ServerConfig};
 use crate::counters::Counters;
 use crate::firewall::instance::InstanceLock;
 use crate::firewall::userspace::AccessList;
@@ -45,7 +45,7 @@ mod capture;
 mod error;
 mod reload;
 
-pub use capture::capture_spec;
+pub use capture::{CAPTURE_FD_ENV, capture_spec, open_for_split};
 pub use error::{DaemonError, EXIT_FAILURE, EXIT_USAGE};
 pub use reload::{ConfigSource, Reloads, hangups, request_reload};
 
@@ -74,6 +74,29 @@ impl Default for GateTuning {
 /// Runs `config` until `shutdown` is stopped, without reloads.
 pub async fn run(config: ServerConfig, shutdown: Shutdown) -> Result<(), DaemonError> {
     run_with(config, GateTuning::default(), None, shutdown).await
+}
+
+/// The firewall options for `globals` and these protected ports: the one
+/// place they are built, for the daemon and for the privilege split's
+/// helper alike, so the rules the two install cannot drift apart. A
+/// kernel backend installs the NFLOG capture rule of `doors` when the
+/// capture may be nflog (`auto` picks it with a kernel backend); the
+/// userspace backend ignores it.
+pub fn firewall_options(
+    globals: &Globals,
+    tcp: Vec<u16>,
+    udp: Vec<u16>,
+    doors: Option<&ServerSettings>,
+) -> FirewallOptions {
+    FirewallOptions {
+        ports: tcp,
+        udp_ports: udp,
+        keep_established: globals.keep_established,
+        instance: globals.instance.clone(),
+        position: globals.iptables_position,
+        deny: globals.deny,
+        capture: capture::nflog_rule(globals, doors),
+    }
 }
 
 /// The knock rules of `config`'s doors (none: SPA only), or why the
@@ -204,20 +227,25 @@ pub async fn run_with(
         )));
     }
     let access = AccessList::new();
-    let options = FirewallOptions {
-        ports: protected_ports.clone(),
-        udp_ports: udp_ports.clone(),
-        keep_established: globals.keep_established,
-        instance: globals.instance.clone(),
-        position: globals.iptables_position,
-        // A kernel backend installs the NFLOG rule when the capture may be
-        // nflog (`auto` picks it with a kernel backend); the userspace
-        // backend ignores it.
-        capture: capture::nflog_rule(&globals, door.as_ref()),
-        deny: globals.deny,
+    let options = firewall_options(
+        &globals,
+        protected_ports.clone(),
+        udp_ports.clone(),
+        door.as_ref(),
+    );
+    // A packet process of the privilege split: the helper owns the
+    // backend and the instance lock (`privilege/`).
+    let remote = crate::privilege::link::take_packet_link();
+    let split = remote.is_some();
+    let selected = match remote {
+        Some(remote) => select::Selected {
+            kind: remote.kind(),
+            firewall: Box::new(remote),
+            passed_over: Vec::new(),
+        },
+        None => select::open(globals.firewall, &options, access.clone())
+            .map_err(DaemonError::Firewall)?,
     };
-    let selected =
-        select::open(globals.firewall, &options, access.clone()).map_err(DaemonError::Firewall)?;
     for reason in &selected.passed_over {
         info!(reason = %reason, "firewall auto: backend passed over");
     }
@@ -229,7 +257,7 @@ pub async fn run_with(
     let capture = capture::open(&globals, door.as_ref(), !userspace)?;
     // A kernel backend owns its instance's rules: refuse a second owner
     // before touching anything. Held until after teardown.
-    let _instance_lock = match userspace {
+    let _instance_lock = match userspace || split {
         false => Some(InstanceLock::acquire(&globals.instance)?),
         true => None,
     };
@@ -341,6 +369,8 @@ pub async fn run_with(
         max_grants: globals.max_grants,
         doors: Vec::new(),
     });
+    // Every socket is bound: a packet process drops what it still holds.
+    crate::privilege::after_bind().map_err(|e| DaemonError::Unsupported(e.to_string()))?;
     let parts = Parts {
         settings,
         sockets,

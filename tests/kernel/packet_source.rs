@@ -266,3 +266,40 @@ fn drop_effective(cap: u32) {
         );
     }
 }
+
+/// `knock-client` sends TCP knocks as SYNs (and UDP ones as datagrams),
+/// in order, over IPv4 and IPv6: heard by the packet source on loopback.
+#[test]
+fn knock_client_tcp_knocks_arrive_as_syns_in_order() {
+    if !privileged("knock_client_tcp_knocks_arrive_as_syns_in_order") {
+        return;
+    }
+    let ns = Netns::new("pkttcp");
+    let mut source = ns.run(|| PacketSource::open(&spec(&[5678], &[1234, 9012], &["lo"])).unwrap());
+    for target in ["127.0.0.1", "::1"] {
+        let mut cmd = ns.command(crate::util::bin("knock-client"));
+        cmd.args([
+            "--target",
+            target,
+            "--sequence",
+            "1234:tcp,5678:udp,9012:tcp",
+        ])
+        .args(["--protected-port", "2222", "--delay", "0.05"]);
+        crate::util::run(cmd, Duration::from_secs(20)).expect_code(0);
+    }
+    let seen = collect(&mut source, 6, Duration::from_secs(3));
+    let v4: IpAddr = "127.0.0.1".parse().unwrap();
+    let v6: IpAddr = "::1".parse().unwrap();
+    assert_eq!(
+        seen,
+        vec![
+            (v4, 6, 1234, 0x02),
+            (v4, 17, 5678, 0),
+            (v4, 6, 9012, 0x02),
+            (v6, 6, 1234, 0x02),
+            (v6, 17, 5678, 0),
+            (v6, 6, 9012, 0x02),
+        ],
+        "SYNs without ACK and the datagram, once each, in order"
+    );
+}

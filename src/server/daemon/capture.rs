@@ -86,7 +86,10 @@ pub(super) fn open(
     let spa_port = globals.spa.as_ref().map(|spa| spa.port);
     let spec = capture_spec(doors, spa_port, &settings.interfaces);
     let source: Option<Box<dyn CaptureSource>> = match choice.kind {
-        CaptureKind::Nflog => Some(Box::new(NflogSource::open(settings.nflog_group)?)),
+        CaptureKind::Nflog => Some(Box::new(match inherited() {
+            Some(fd) => NflogSource::from_bound(fd, settings.nflog_group),
+            None => NflogSource::open(settings.nflog_group)?,
+        })),
         CaptureKind::Packet => Some(Box::new(PacketSource::open(&spec)?)),
         _ => None,
     };
@@ -112,6 +115,46 @@ pub(super) fn open(
         spec,
         source,
     })
+}
+
+/// Names the NFLOG socket a privilege split's helper bound for its packet
+/// process (which holds no capability to bind one): its descriptor number.
+pub const CAPTURE_FD_ENV: &str = "PORTKNOCK_CAPTURE_FD";
+
+/// The NFLOG socket the helper handed down ([`CAPTURE_FD_ENV`]), taken
+/// once; `None` if there is none or the descriptor is not a socket.
+fn inherited() -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    let fd: libc::c_int = std::env::var(CAPTURE_FD_ENV).ok()?.parse().ok()?;
+    if fd < 3 || TAKEN.swap(true, Ordering::SeqCst) {
+        return None;
+    }
+    // SAFETY: fstat on a descriptor number; `stat` is plain old data.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut stat) } != 0 || stat.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return None;
+    }
+    // SAFETY: the helper passed this descriptor to us alone; it is taken
+    // once (TAKEN) and owned from here on.
+    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Opens the NFLOG socket a privilege split's helper hands to its packet
+/// process, when the capture may be nflog (`auto`, `nflog`); refuses
+/// `packet` (its sockets are not handed down yet).
+pub fn open_for_split(globals: &Globals) -> Result<Option<std::os::fd::OwnedFd>, DaemonError> {
+    let settings = &globals.capture;
+    match settings.kind {
+        CaptureKind::Auto | CaptureKind::Nflog => {
+            Ok(Some(NflogSource::open(settings.nflog_group)?.into_fd()))
+        }
+        CaptureKind::Packet => Err(DaemonError::Unsupported(
+            "--capture packet with the privilege split: the AF_PACKET sockets are not handed to the packet process yet; use --capture nflog (kernel backends) or --privilege-split off".to_string(),
+        )),
+        CaptureKind::Socket => Ok(None),
+    }
 }
 
 /// Refuses an interface this host does not have.
