@@ -143,9 +143,14 @@ fn inherited() -> Option<std::os::fd::OwnedFd> {
 
 /// Opens the NFLOG socket a privilege split's helper hands to its packet
 /// process, when the capture may be nflog (`auto`, `nflog`); refuses
-/// `packet` (its sockets are not handed down yet).
+/// `packet` (its sockets are not handed down yet). Checks first what the
+/// packet process would refuse (unknown interfaces), so bad input exits 2
+/// from the helper with nothing applied.
 pub fn open_for_split(globals: &Globals) -> Result<Option<std::os::fd::OwnedFd>, DaemonError> {
     let settings = &globals.capture;
+    for name in &settings.interfaces {
+        check_interface(name)?;
+    }
     match settings.kind {
         CaptureKind::Auto | CaptureKind::Nflog => {
             Ok(Some(NflogSource::open(settings.nflog_group)?.into_fd()))

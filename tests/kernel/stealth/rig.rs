@@ -56,8 +56,9 @@ impl Mode {
     }
 }
 
-/// The config file of the rig (`socket`: the UDP door only).
-pub fn config_text(dir: &std::path::Path, socket: bool) -> String {
+/// The config file of the rig (`socket`: the UDP door only;
+/// `socket_or_gate`: no privilege split, the server runs as root).
+pub fn config_text(dir: &std::path::Path, socket: bool, socket_or_gate: bool) -> String {
     let access = dir.join("access.conf");
     std::fs::write(
         &access,
@@ -66,12 +67,21 @@ pub fn config_text(dir: &std::path::Path, socket: bool) -> String {
         ),
     )
     .unwrap();
+    // Under the privilege split (root, kernel backend) the packet process
+    // runs as nobody and keeps the replay cache in a directory of its own.
+    let cache = dir.join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    if !socket_or_gate {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).unwrap();
+        std::os::unix::fs::chown(&cache, Some(65534), Some(65534)).unwrap();
+    }
     let mut text = format!(
         "bind = [\"{}\", \"{}\"]\nflag = \"{FLAG}\"\n\n[spa]\nport = {SPA_PORT}\naccess = \"{}\"\nreplay-cache = \"{}\"\n",
         HOST[0],
         HOST[1],
         access.display(),
-        dir.join("replay").display()
+        cache.join("replay").display()
     );
     let door = |name: &str, seq: String| {
         format!(
@@ -135,7 +145,11 @@ impl Rig {
         let lan = Lan::new(tag, HOST, &CLIENTS);
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("portknock.toml");
-        std::fs::write(&config, config_text(dir.path(), mode == Mode::Socket)).unwrap();
+        std::fs::write(
+            &config,
+            config_text(dir.path(), mode == Mode::Socket, !mode.kernel()),
+        )
+        .unwrap();
         let service = mode.kernel().then(|| {
             let mut cmd = lan.host.command(bin("protected-service"));
             cmd.args(["--port", &PROTECTED.to_string(), "--close-after", "20"]);
