@@ -253,14 +253,14 @@ pub async fn run_with(
     if userspace {
         refuse_udp_in_gate(door.as_ref(), globals.firewall)?;
     }
-    // Before anything is applied: an unusable source fails the start here.
-    let capture = capture::open(&globals, door.as_ref(), !userspace)?;
     // A kernel backend owns its instance's rules: refuse a second owner
     // before touching anything. Held until after teardown.
     let _instance_lock = match userspace || split {
         false => Some(InstanceLock::acquire(&globals.instance)?),
         true => None,
     };
+    // Before anything is applied: an unusable source fails the start here.
+    let capture = capture::open(&globals, door.as_ref(), !userspace)?;
     // The gate serves every door's protected port, or (SPA only) SPA's
     // first OPEN_PORTS one.
     let gate_ports = match door.as_ref() {
