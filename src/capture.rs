@@ -27,8 +27,10 @@ use crate::config::Proto;
 
 pub mod bpf;
 mod error;
+pub mod ip;
 pub mod nflog;
 pub mod packet;
+pub mod select;
 
 pub use error::CaptureError;
 

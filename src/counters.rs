@@ -37,6 +37,11 @@ pub struct Counters {
     batches: AtomicU64,
     table_bytes: AtomicU64,
     grants_refused: AtomicU64,
+    capture_udp: AtomicU64,
+    capture_tcp: AtomicU64,
+    capture_ignored: AtomicU64,
+    capture_spa: AtomicU64,
+    capture_drops: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -68,6 +73,17 @@ pub struct CountersSnapshot {
     pub table_bytes: u64,
     /// New grants refused because `--max-grants` were open.
     pub grants_refused: u64,
+    /// Capture: UDP knocks heard.
+    pub capture_udp: u64,
+    /// Capture: TCP knocks (SYN without ACK) heard.
+    pub capture_tcp: u64,
+    /// Capture: packets that are no knock (other TCP flags, unparsable).
+    pub capture_ignored: u64,
+    /// Capture: SPA packets handed to the SPA pipeline.
+    pub capture_spa: u64,
+    /// Capture: packets the kernel dropped for the reader (NFLOG
+    /// overruns and sequence gaps, `PACKET_STATISTICS`).
+    pub capture_drops: u64,
 }
 
 impl Counters {
@@ -125,6 +141,26 @@ impl Counters {
         }
     }
 
+    /// Counts what a capture pass heard: UDP and TCP knocks, packets
+    /// ignored, SPA packets handed on.
+    pub fn record_capture(&self, udp: u64, tcp: u64, ignored: u64, spa: u64) {
+        for (counter, n) in [
+            (&self.capture_udp, udp),
+            (&self.capture_tcp, tcp),
+            (&self.capture_ignored, ignored),
+            (&self.capture_spa, spa),
+        ] {
+            if n > 0 {
+                counter.fetch_add(n, Relaxed);
+            }
+        }
+    }
+
+    /// Records the capture source's kernel drops so far (a running total).
+    pub fn set_capture_drops(&self, drops: u64) {
+        self.capture_drops.store(drops, Relaxed);
+    }
+
     /// The counters now.
     pub fn snapshot(&self) -> CountersSnapshot {
         CountersSnapshot {
@@ -141,13 +177,18 @@ impl Counters {
             batches: self.batches.load(Relaxed),
             table_bytes: self.table_bytes.load(Relaxed),
             grants_refused: self.grants_refused.load(Relaxed),
+            capture_udp: self.capture_udp.load(Relaxed),
+            capture_tcp: self.capture_tcp.load(Relaxed),
+            capture_ignored: self.capture_ignored.load(Relaxed),
+            capture_spa: self.capture_spa.load(Relaxed),
+            capture_drops: self.capture_drops.load(Relaxed),
         }
     }
 }
 
 impl CountersSnapshot {
     /// The field names and values, in a fixed order.
-    pub fn fields(&self) -> [(&'static str, u64); 13] {
+    pub fn fields(&self) -> [(&'static str, u64); 18] {
         [
             ("packets", self.packets),
             ("progress", self.progress),
@@ -162,6 +203,11 @@ impl CountersSnapshot {
             ("batches", self.batches),
             ("table_bytes", self.table_bytes),
             ("grants_refused", self.grants_refused),
+            ("capture_udp", self.capture_udp),
+            ("capture_tcp", self.capture_tcp),
+            ("capture_ignored", self.capture_ignored),
+            ("capture_spa", self.capture_spa),
+            ("capture_drops", self.capture_drops),
         ]
     }
 

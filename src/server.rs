@@ -153,6 +153,7 @@ pub async fn run_with(
         listeners,
         firewall,
         counters,
+        capture: None,
     };
     run_reloadable(parts, reloads, shutdown).await
 }
@@ -169,6 +170,19 @@ pub struct Parts {
     pub firewall: Box<dyn Firewall>,
     /// The counters.
     pub counters: Arc<Counters>,
+    /// A capture source that hears knocks (and SPA) instead of `sockets`
+    /// (`server/capture_receiver.rs`); `sockets` is then empty.
+    pub capture: Option<Captured>,
+}
+
+/// A capture source and where its SPA packets go.
+pub struct Captured {
+    /// The open source (NFLOG or AF_PACKET).
+    pub source: Box<dyn crate::capture::CaptureSource>,
+    /// The SPA port and listener, if SPA is on.
+    pub spa: Option<capture_receiver::SpaRoute>,
+    /// Whether the knock sequence is on (false: SPA only).
+    pub knocks: bool,
 }
 
 impl std::fmt::Debug for Parts {
@@ -193,6 +207,7 @@ pub async fn run_reloadable(
         listeners,
         firewall,
         counters,
+        capture,
     } = parts;
     let backend = firewall.name();
     let (changes, failed, worker) = FirewallWorker::start(firewall, counters.clone())
@@ -206,7 +221,8 @@ pub async fn run_reloadable(
     let reconfigurer = worker.reconfigurer();
     let (stop_tx, stop_rx) = Shutdown::new();
     let mut tasks = Tasks::default();
-    let sequence = match sockets.is_empty() {
+    let knocks_on = !sockets.is_empty() || capture.as_ref().is_some_and(|c| c.knocks);
+    let sequence = match !knocks_on {
         true => "off".to_string(),
         false => settings.rules.sequence.to_string(),
     };
@@ -215,8 +231,14 @@ pub async fn run_reloadable(
         tasks.spawn(name, task);
     }
     let (rebind_tx, rebinds) = tokio::sync::mpsc::channel(1);
-    let rebind = (!sockets.is_empty()).then_some(rebind_tx);
-    if !sockets.is_empty() {
+    let rebind = (knocks_on || capture.is_some()).then_some(rebind_tx);
+    if let Some(Captured { source, spa, .. }) = capture {
+        let engine = engine.clone();
+        let stop = stop_rx.clone();
+        let counters = counters.clone();
+        let task = capture_receiver::receive_captured(source, engine, counters, spa, stop, rebinds);
+        tasks.spawn("capture receiver", task);
+    } else if !sockets.is_empty() {
         let engine = engine.clone();
         let stop = stop_rx.clone();
         let counters = counters.clone();
@@ -266,6 +288,7 @@ pub async fn run_reloadable(
     }
 }
 
+pub mod capture_receiver;
 pub mod daemon;
 mod engine;
 mod knock_log;

@@ -34,6 +34,7 @@
 //! randomness; a resent packet is a replay) with a current timestamp, and
 //! distinct allow-IPs make distinct grants (the same one renews).
 
+mod capture_tap;
 mod pipeline;
 mod setup;
 
@@ -54,6 +55,7 @@ use crate::spa::{GrantPlan, PortSpec, RejectReason, Rejected, ReplayCache, Verif
 // The pure policy lives in `crate::spa::policy`; re-exported for the daemon.
 pub use setup::{DEFAULT_REPLAY_CACHE, SpaOptions, SpaSetup, SpaSetupError, parse_max_age};
 
+pub use capture_tap::{CAPTURE_QUEUE, CapturedSpa, SpaTap};
 pub use pipeline::BATCH_MAX;
 
 /// Accepted packets waiting for the grant task; the committer blocks (and
@@ -67,9 +69,26 @@ pub struct SpaListener {
     verifier: Verifier,
     replay: ReplayCache,
     counters: Arc<SpaCounters>,
+    /// Packets a capture source heard on the SPA port (no sockets then).
+    captured: Option<std::sync::mpsc::Receiver<capture_tap::CapturedSpa>>,
 }
 
 impl SpaListener {
+    /// A listener without sockets, fed by a capture source through the
+    /// returned [`SpaTap`] (`spa_listener/capture_tap.rs`).
+    pub fn captured(verifier: Verifier, replay: ReplayCache) -> (Self, SpaTap) {
+        let counters: Arc<SpaCounters> = Arc::default();
+        let (tap, rx) = SpaTap::new(counters.clone());
+        let listener = SpaListener {
+            sockets: Vec::new(),
+            verifier,
+            replay,
+            counters,
+            captured: Some(rx),
+        };
+        (listener, tap)
+    }
+
     /// A listener on `sockets` judging packets with `verifier`, recording
     /// accepted ones in `replay`.
     pub fn new(sockets: Vec<UdpSocket>, verifier: Verifier, replay: ReplayCache) -> Self {
@@ -83,6 +102,7 @@ impl SpaListener {
             verifier,
             replay,
             counters: Arc::default(),
+            captured: None,
         }
     }
 
@@ -104,6 +124,7 @@ impl SpaListener {
             verifier,
             replay,
             counters,
+            captured,
         } = self;
         let addrs: Vec<SocketAddr> = sockets.iter().filter_map(|s| s.local_addr().ok()).collect();
         let readers_per_socket = std::thread::available_parallelism()
@@ -115,6 +136,7 @@ impl SpaListener {
         let ended = Arc::new(Notify::new());
         let threads = match start_threads(
             sockets,
+            captured,
             readers_per_socket,
             Arc::new(verifier),
             replay,
@@ -165,8 +187,10 @@ impl SpaListener {
 const MAX_READERS_PER_SOCKET: usize = 8;
 
 /// Starts the committer and the readers; they stop when `stop` is set.
+#[allow(clippy::too_many_arguments)]
 fn start_threads(
     sockets: Vec<UdpSocket>,
+    captured: Option<std::sync::mpsc::Receiver<capture_tap::CapturedSpa>>,
     readers_per_socket: usize,
     verifier: Arc<Verifier>,
     replay: ReplayCache,
@@ -196,6 +220,34 @@ fn start_threads(
                     )
                 })?,
         );
+    }
+    if let Some(captured) = captured {
+        let captured = Arc::new(Mutex::new(captured));
+        for _ in 0..readers_per_socket {
+            let captured = captured.clone();
+            let to_committer = to_committer.clone();
+            let (verifier, counters, budget, stop) = (
+                verifier.clone(),
+                counters.clone(),
+                budget.clone(),
+                stop.clone(),
+            );
+            let ended = EndGuard(ended.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name("spa-captured".into())
+                    .spawn(move || {
+                        let _ended = ended;
+                        let shared = pipeline::Shared {
+                            verifier: &verifier,
+                            counters: &counters,
+                            budget: &budget,
+                            stop: &stop,
+                        };
+                        pipeline::captured_loop(&captured, &to_committer, &shared)
+                    })?,
+            );
+        }
     }
     for socket in sockets {
         let socket = socket.into_std()?;

@@ -347,7 +347,10 @@ impl ServerSpec {
             .args(["--window", self.window])
             .args(["--access-duration", self.access])
             .args(["--lockout", self.lockout])
-            .args(["--firewall", "userspace"]);
+            .args(["--firewall", "userspace"])
+            // Loopback tests of the socket path: no AF_PACKET on the host
+            // (as root, `auto` would take it; tests/kernel/stealth covers it).
+            .args(["--capture", "socket"]);
         for addr in &self.bind {
             cmd.args(["--bind", addr]);
         }

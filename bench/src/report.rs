@@ -126,6 +126,11 @@ impl Report {
             batches: b.batches - a.batches,
             table_bytes: b.table_bytes,
             grants_refused: b.grants_refused - a.grants_refused,
+            capture_udp: b.capture_udp - a.capture_udp,
+            capture_tcp: b.capture_tcp - a.capture_tcp,
+            capture_ignored: b.capture_ignored - a.capture_ignored,
+            capture_spa: b.capture_spa - a.capture_spa,
+            capture_drops: b.capture_drops - a.capture_drops,
         })
     }
 

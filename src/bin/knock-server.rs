@@ -17,6 +17,7 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 
+use portknock::capture::CaptureKind;
 use portknock::cli::{self, EXIT_FAILURE};
 use portknock::config::globals::Word;
 use portknock::config::{
@@ -165,6 +166,24 @@ struct Args {
           value_parser = PossibleValuesParser::new(Position::NAMES).try_map(|s| s.parse::<Position>()))]
     iptables_position: Position,
 
+    /// How knocks and SPA packets are heard. nflog: a log rule of the
+    /// kernel backend; packet: an AF_PACKET socket (CAP_NET_RAW); both
+    /// leave knock ports looking closed. socket: bound UDP sockets (no
+    /// privileges; visible to a UDP scan, deaf to TCP knocks). auto: the
+    /// stealthiest available.
+    #[arg(long, default_value = "auto", value_name = "SOURCE",
+          value_parser = PossibleValuesParser::new(["auto", "nflog", "packet", "socket"])
+              .try_map(|s| CaptureKind::parse_word(config::Key::Capture, &s)))]
+    capture: CaptureKind,
+
+    /// Capture on this interface only; repeat for several [default: all].
+    #[arg(long = "interface", value_name = "NAME", value_parser = parse_interface)]
+    interfaces: Vec<String>,
+
+    /// NFLOG group of the capture rule (one reader per group and network
+    /// namespace).
+    #[arg(long, value_name = "N", default_value_t = config::globals::DEFAULT_NFLOG_GROUP)]
+    nflog_group: u16,
     /// Kernel backends: how a protected port answers a connection without
     /// a grant. reset: like a closed port (TCP RST, ICMP port-unreachable
     /// for UDP), so a scan sees it among its closed neighbours; drop:
@@ -205,6 +224,10 @@ struct Args {
     /// More logs: -v for every knock, -vv for everything (RUST_LOG wins).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+}
+
+fn parse_interface(text: &str) -> Result<String, config::Problem> {
+    config::globals::check_interface(text).map(|()| text.to_string())
 }
 
 fn parse_instance(text: &str) -> Result<Instance, InstanceError> {
@@ -406,6 +429,9 @@ fn all_globals(args: &Args) -> GlobalOverrides {
         close_after: Some(args.close_after),
         max_connections: Some(args.max_connections),
         spa: spa_settings(args),
+        capture: Some(args.capture),
+        interfaces: Some(args.interfaces.clone()),
+        nflog_group: Some(args.nflog_group),
         ..GlobalOverrides::default()
     }
 }
@@ -438,6 +464,9 @@ fn overrides(args: &Args, matches: &ArgMatches) -> GlobalOverrides {
         close_after: all.close_after.filter(|_| keep("close_after")),
         max_connections: all.max_connections.filter(|_| keep("max_connections")),
         spa: all.spa.filter(|_| spa_flags.iter().any(|id| keep(id))),
+        capture: all.capture.filter(|_| keep("capture")),
+        interfaces: all.interfaces.filter(|_| keep("interfaces")),
+        nflog_group: all.nflog_group.filter(|_| keep("nflog_group")),
         ..GlobalOverrides::default()
     }
 }

@@ -269,6 +269,24 @@ impl NflogSource {
         }
     }
 
+    /// The bound, configured socket, to hand to another process (the
+    /// privilege split's packet process: reading needs no capability).
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
+    }
+
+    /// A reader on `fd`, a socket [`NflogSource::open`] bound to `group`
+    /// and configured in another process ([`NflogSource::into_fd`]).
+    pub fn from_bound(fd: OwnedFd, group: u16) -> NflogSource {
+        NflogSource {
+            fd,
+            group,
+            buf: vec![0u8; BATCH * SLOT].into_boxed_slice(),
+            drops: Drops::default(),
+            malformed: 0,
+        }
+    }
+
     /// The group this reader holds.
     pub fn group(&self) -> u16 {
         self.group

@@ -284,6 +284,32 @@ fn globals(raw: &RawFile, found: &mut Vec<(Range<usize>, Issue)>) -> Option<Glob
         |t: &String| Ok(t.clone()),
         |g: &mut Globals, v| g.flag = v
     );
+    field!(
+        raw.capture,
+        Key::Capture,
+        |t: &String| Word::parse_word(Key::Capture, t),
+        |g: &mut Globals, v| g.capture.kind = v
+    );
+    field!(
+        raw.nflog_group,
+        Key::NflogGroup,
+        |v: &i64| u16::try_from(*v).map_err(|_| Problem::Count {
+            key: Key::NflogGroup,
+            value: *v,
+            min: 0,
+            max: u64::from(u16::MAX),
+        }),
+        |g: &mut Globals, v| g.capture.nflog_group = v
+    );
+    if let Some(list) = &raw.interface {
+        let names = list.get_ref().iter().enumerate().filter_map(|(i, entry)| {
+            let place = move |problem| Issue::at(Key::Interface, Some(i), problem);
+            take(entry, found, place, |text: &String| {
+                super::globals::check_interface(text).map(|()| text.clone())
+            })
+        });
+        g.capture.interfaces = names.collect();
+    }
     if let Some(keep) = raw.keep_established {
         g.keep_established = keep;
     }

@@ -12,6 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::capture::CaptureKind;
 use crate::firewall::instance::Instance;
 use crate::firewall::{FirewallKind, Position};
 use crate::spa_listener::{DEFAULT_REPLAY_CACHE, SpaOptions};
@@ -116,6 +117,63 @@ impl Word for FirewallKind {
     const ALLOWED: &'static str = "auto, userspace, iptables, nftables";
 }
 
+impl Word for CaptureKind {
+    const WORDS: &'static [(&'static str, Self)] = &[
+        ("auto", CaptureKind::Auto),
+        ("nflog", CaptureKind::Nflog),
+        ("packet", CaptureKind::Packet),
+        ("socket", CaptureKind::Socket),
+    ];
+    const ALLOWED: &'static str = "auto, nflog, packet, socket";
+}
+
+/// The NFLOG group the capture rule logs to unless `nflog-group` says
+/// otherwise (one reader per group per network namespace; the same number
+/// as `capture::nflog::DEFAULT_GROUP`).
+pub const DEFAULT_NFLOG_GROUP: u16 = 27502;
+
+/// Longest interface name (`IFNAMSIZ` less its NUL, linux `if.h`).
+pub const MAX_INTERFACE_LEN: usize = 15;
+
+/// Checks an interface name the way the kernel does (`dev_valid_name`):
+/// 1 to 15 bytes, not `.` or `..`, no `/`, `:` or whitespace. Whether it
+/// exists is checked at start.
+pub fn check_interface(name: &str) -> Result<(), Problem> {
+    let bad = name.is_empty()
+        || name.len() > MAX_INTERFACE_LEN
+        || name == "."
+        || name == ".."
+        || name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace());
+    match bad {
+        true => Err(Problem::Interface(name.to_string())),
+        false => Ok(()),
+    }
+}
+
+/// How the daemon hears knocks and SPA packets (`capture`, `interface`,
+/// `nflog-group`; `capture.rs` says what each source needs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureSettings {
+    /// The source, or `auto`.
+    pub kind: CaptureKind,
+    /// Interfaces to capture on; empty: all.
+    pub interfaces: Vec<String>,
+    /// The NFLOG group of the capture rule.
+    pub nflog_group: u16,
+}
+
+impl Default for CaptureSettings {
+    fn default() -> Self {
+        Self {
+            kind: CaptureKind::Auto,
+            interfaces: Vec::new(),
+            nflog_group: DEFAULT_NFLOG_GROUP,
+        }
+    }
+}
+
 /// The SPA listener's settings (the `--spa*` flags, the `[spa]` table).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpaSettings {
@@ -195,6 +253,8 @@ pub struct Globals {
     pub max_connections: usize,
     /// The SPA listener, if on.
     pub spa: Option<SpaSettings>,
+    /// How knocks and SPA packets are heard.
+    pub capture: CaptureSettings,
 }
 
 impl Default for Globals {
@@ -217,6 +277,7 @@ impl Default for Globals {
             close_after: DEFAULT_CLOSE_AFTER,
             max_connections: crate::gate::DEFAULT_MAX_CONNECTIONS,
             spa: None,
+            capture: CaptureSettings::default(),
         }
     }
 }
@@ -242,6 +303,9 @@ pub struct GlobalOverrides {
     pub close_after: Option<Duration>,
     pub max_connections: Option<usize>,
     pub spa: Option<SpaSettings>,
+    pub capture: Option<CaptureKind>,
+    pub interfaces: Option<Vec<String>>,
+    pub nflog_group: Option<u16>,
 }
 
 impl Globals {
@@ -273,5 +337,14 @@ impl Globals {
             };
         }
         take_opt!(stats_listen, metrics_listen, upstream, spa);
+        if let Some(kind) = overrides.capture {
+            self.capture.kind = kind;
+        }
+        if let Some(interfaces) = overrides.interfaces {
+            self.capture.interfaces = interfaces;
+        }
+        if let Some(group) = overrides.nflog_group {
+            self.capture.nflog_group = group;
+        }
     }
 }

@@ -44,6 +44,9 @@ pub enum Key {
     SpaPort,
     SpaAccess,
     SpaMaxAge,
+    Capture,
+    Interface,
+    NflogGroup,
     /// The whole file (a problem of no single key).
     Doors,
 }
@@ -77,6 +80,9 @@ impl Key {
             Key::SpaPort => "spa.port",
             Key::SpaAccess => "spa.access",
             Key::SpaMaxAge => "spa.max-age",
+            Key::Capture => "capture",
+            Key::Interface => "interface",
+            Key::NflogGroup => "nflog-group",
             Key::Doors => "door",
         }
     }
@@ -282,6 +288,14 @@ pub enum Problem {
         max = crate::firewall::instance::MAX_INSTANCE_LEN
     )]
     Instance(String),
+    /// An interface name the kernel would refuse.
+    #[error(
+        "invalid interface '{0}': expected 1 to 15 characters without '/', ':' or spaces (a name from `ip link`)"
+    )]
+    Interface(String),
+    /// The same interface named twice.
+    #[error("interface '{0}' is named twice")]
+    DuplicateInterface(String),
     /// A text value that must not be empty.
     #[error("{0} is empty")]
     Empty(Key),

@@ -79,6 +79,11 @@ impl ServerConfig {
         let _ = writeln!(o, "flag = {}", quote(flag));
         let _ = writeln!(o, "close-after = {}", quote(&duration_text(g.close_after)));
         let _ = writeln!(o, "max-connections = {}", g.max_connections);
+        let _ = writeln!(o, "capture = {}", quote(g.capture.kind.word()));
+        if !g.capture.interfaces.is_empty() {
+            let _ = writeln!(o, "interface = {}", list(&g.capture.interfaces));
+        }
+        let _ = writeln!(o, "nflog-group = {}", g.capture.nflog_group);
         if let Some(spa) = &g.spa {
             let _ = writeln!(o, "\n[spa]");
             let _ = writeln!(o, "port = {}", spa.port);

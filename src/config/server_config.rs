@@ -242,6 +242,14 @@ fn check_globals(globals: &Globals) -> Vec<Issue> {
         };
         issues.push(Issue::at(Key::MetricsListen, None, problem));
     }
+    for (i, name) in globals.capture.interfaces.iter().enumerate() {
+        if let Err(problem) = super::globals::check_interface(name) {
+            issues.push(Issue::at(Key::Interface, Some(i), problem));
+        } else if globals.capture.interfaces[..i].contains(name) {
+            let problem = Problem::DuplicateInterface(name.clone());
+            issues.push(Issue::at(Key::Interface, Some(i), problem));
+        }
+    }
     if let Err(problem) = check_bounds(Key::CloseAfter, globals.close_after, &CLOSE_AFTER_BOUNDS) {
         issues.push(Issue::at(Key::CloseAfter, None, problem));
     }

@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 pub struct SpaCounters {
     /// Datagrams received.
     pub received: AtomicU64,
-    /// Datagrams dropped inside the server: always 0 since the backlog is
-    /// kept in the kernel (kept for the stats format).
+    /// Packets dropped inside the server: 0 with bound sockets (the
+    /// backlog is kept in the kernel); with a capture source, SPA packets
+    /// that found the readers' queue full (`spa_listener/capture_tap.rs`).
     pub dropped: AtomicU64,
     /// Packets accepted.
     pub accepted: AtomicU64,

@@ -43,6 +43,11 @@ impl CountersSnapshot {
                 "batches" => &mut snapshot.batches,
                 "table_bytes" => &mut snapshot.table_bytes,
                 "grants_refused" => &mut snapshot.grants_refused,
+                "capture_udp" => &mut snapshot.capture_udp,
+                "capture_tcp" => &mut snapshot.capture_tcp,
+                "capture_ignored" => &mut snapshot.capture_ignored,
+                "capture_spa" => &mut snapshot.capture_spa,
+                "capture_drops" => &mut snapshot.capture_drops,
                 _ => continue,
             };
             *field = value;
@@ -127,7 +132,7 @@ mod tests {
         assert_eq!(SpaCountersSnapshot::from_json(&both), Some(spa));
         assert_eq!(
             snapshot.to_string(),
-            "packets=5 progress=0 grants=0 lockouts=0 ignored=0 expiries=0 evictions=2 tracked=3 firewall_ops=1 firewall_failures=1 batches=1 table_bytes=4096 grants_refused=0"
+            "packets=5 progress=0 grants=0 lockouts=0 ignored=0 expiries=0 evictions=2 tracked=3 firewall_ops=1 firewall_failures=1 batches=1 table_bytes=4096 grants_refused=0 capture_udp=0 capture_tcp=0 capture_ignored=0 capture_spa=0 capture_drops=0"
         );
     }
 }

@@ -40,6 +40,8 @@ pub struct Prepared {
     spa_ports: Vec<u16>,
     lock: InstanceLock,
     user: User,
+    /// The NFLOG socket bound for the packet process (it cannot bind one).
+    capture: Option<std::os::fd::OwnedFd>,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -93,7 +95,7 @@ pub fn prepare(
     }
     tcp.extend(&spa_ports);
     let udp = door_ports(doors.as_ref(), Proto::Udp);
-    let options = firewall_options(globals, tcp.clone(), udp.clone());
+    let options = firewall_options(globals, tcp.clone(), udp.clone(), doors.as_ref());
     let selected = select::open(globals.firewall, &options, AccessList::new())
         .map_err(DaemonError::Firewall)?;
     if selected.kind == FirewallKind::Userspace {
@@ -103,6 +105,7 @@ pub fn prepare(
         return Ok(None);
     }
     let lock = InstanceLock::acquire(&globals.instance)?;
+    let capture = crate::server::daemon::open_for_split(globals)?;
     Ok(Some(Prepared {
         selected,
         policy: Policy {
@@ -113,6 +116,7 @@ pub fn prepare(
         spa_ports,
         lock,
         user,
+        capture,
     }))
 }
 
@@ -136,6 +140,7 @@ impl Prepared {
             spa_ports,
             lock,
             user,
+            capture,
         } = self;
         let failed = |what: &str, err: std::io::Error| {
             DaemonError::Server(ServerError::TaskEnded {
@@ -144,9 +149,10 @@ impl Prepared {
             })
         };
         let (ours, theirs) = link::pair().map_err(|e| failed("no socketpair", e))?;
-        let mut child = spawn(&mut packet, &theirs)
+        let mut child = spawn(&mut packet, &theirs, capture.as_ref())
             .map_err(|e| failed("cannot start the packet process", e))?;
         drop(theirs);
+        drop(capture);
         if let Err(err) = super::drop::limit_helper() {
             signal(child.id() as libc::pid_t, libc::SIGKILL);
             let _ = child.wait();
@@ -241,20 +247,53 @@ async fn next(triggers: &mut Option<tokio::sync::mpsc::Receiver<()>>) -> Option<
     }
 }
 
-/// Starts `packet` with `link` on descriptor 3.
-fn spawn(packet: &mut Command, link: &Link) -> std::io::Result<Child> {
+/// Starts `packet` with `link` on descriptor 3 and the NFLOG socket
+/// `capture`, if any, on descriptor 4.
+fn spawn(
+    packet: &mut Command,
+    link: &Link,
+    capture: Option<&std::os::fd::OwnedFd>,
+) -> std::io::Result<Child> {
     let fd = link.fd().as_raw_fd();
     packet.env(LINK_FD_ENV, "3");
-    // SAFETY: dup2 and fcntl are async-signal-safe; nothing else runs
+    let capture = capture.map(|c| c.as_raw_fd());
+    if capture.is_some() {
+        packet.env(crate::server::daemon::CAPTURE_FD_ENV, "4");
+    }
+    /// `from` on descriptor `to`, inherited across exec.
+    fn place(from: libc::c_int, to: libc::c_int) -> std::io::Result<()> {
+        // SAFETY: fcntl and dup2 on descriptors of this process.
+        let ok = unsafe {
+            match from == to {
+                true => libc::fcntl(to, libc::F_SETFD, 0) == 0,
+                false => libc::dup2(from, to) == to,
+            }
+        };
+        match ok {
+            true => Ok(()),
+            false => Err(std::io::Error::last_os_error()),
+        }
+    }
+    // SAFETY: dup, dup2 and fcntl are async-signal-safe; nothing else runs
     // between fork and exec.
     unsafe {
         packet.pre_exec(move || {
-            if fd == 3 {
-                if libc::fcntl(3, libc::F_SETFD, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            } else if libc::dup2(fd, 3) != 3 {
+            // Move each out of the other's way first: the link may sit on
+            // 4, the capture socket on 3.
+            let link = match fd {
+                4 => libc::dup(fd),
+                _ => fd,
+            };
+            let capture = capture.map(|c| match c {
+                3 => libc::dup(c),
+                _ => c,
+            });
+            if link < 0 || capture.is_some_and(|c| c < 0) {
                 return Err(std::io::Error::last_os_error());
+            }
+            place(link, 3)?;
+            if let Some(capture) = capture {
+                place(capture, 4)?;
             }
             Ok(())
         });

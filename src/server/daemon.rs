@@ -16,9 +16,11 @@
 //! the ports its grants cover. `udp/N` protected ports are protected by
 //! the kernel backends (per-protocol rules; a grant is (address, port
 //! number) and the config gives each number one protocol); the userspace
-//! gate serves TCP only and refuses them. Refused for now, with a clear
-//! message: `:tcp` knocks (heard once stealth capture lands). Reload lives
-//! in `daemon/reload.rs`.
+//! gate serves TCP only and refuses them. Knocks and SPA packets are heard
+//! by a capture source where one is available (`daemon/capture.rs`: NFLOG
+//! or AF_PACKET; then no knock or SPA socket is bound), else by bound UDP
+//! sockets, which cannot hear `:tcp` knocks (such a door refuses to
+//! start). Reload lives in `daemon/reload.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +29,7 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use super::{Listener, Parts, ServerError, ServerSettings};
+use crate::capture::CaptureKind;
 use crate::config::{Deny, Globals, Proto, ServerConfig};
 use crate::counters::Counters;
 use crate::firewall::instance::InstanceLock;
@@ -38,9 +41,11 @@ use crate::service::ServiceSettings;
 use crate::shutdown::Shutdown;
 use crate::spa_listener::{SpaListener, SpaSetup};
 
+mod capture;
 mod error;
 mod reload;
 
+pub use capture::{CAPTURE_FD_ENV, capture_spec, open_for_split};
 pub use error::{DaemonError, EXIT_FAILURE, EXIT_USAGE};
 pub use reload::{ConfigSource, Reloads, hangups, request_reload};
 
@@ -73,8 +78,16 @@ pub async fn run(config: ServerConfig, shutdown: Shutdown) -> Result<(), DaemonE
 
 /// The firewall options for `globals` and these protected ports: the one
 /// place they are built, for the daemon and for the privilege split's
-/// helper alike, so the rules the two install cannot drift apart.
-pub fn firewall_options(globals: &Globals, tcp: Vec<u16>, udp: Vec<u16>) -> FirewallOptions {
+/// helper alike, so the rules the two install cannot drift apart. A
+/// kernel backend installs the NFLOG capture rule of `doors` when the
+/// capture may be nflog (`auto` picks it with a kernel backend); the
+/// userspace backend ignores it.
+pub fn firewall_options(
+    globals: &Globals,
+    tcp: Vec<u16>,
+    udp: Vec<u16>,
+    doors: Option<&ServerSettings>,
+) -> FirewallOptions {
     FirewallOptions {
         ports: tcp,
         udp_ports: udp,
@@ -82,27 +95,36 @@ pub fn firewall_options(globals: &Globals, tcp: Vec<u16>, udp: Vec<u16>) -> Fire
         instance: globals.instance.clone(),
         position: globals.iptables_position,
         deny: globals.deny,
-        capture: None,
+        capture: capture::nflog_rule(globals, doors),
     }
 }
 
 /// The knock rules of `config`'s doors (none: SPA only), or why the
 /// daemon cannot run them yet.
 ///
-/// Refused with a clear message: `:tcp` knocks (the socket receiver hears
-/// UDP only; they are heard once stealth capture lands). `udp/N` protected
+/// Refused with a clear message: `:tcp` knocks with `capture = socket`
+/// (bound sockets hear UDP only; `capture/select.rs`). `udp/N` protected
 /// ports pass here; the userspace gate refuses them once it is chosen.
 pub fn door_settings(config: &ServerConfig) -> Result<Option<ServerSettings>, DaemonError> {
     if config.doors().is_empty() {
         return Ok(None);
     }
+    let wanted = config.globals().capture.kind;
+    if wanted == CaptureKind::Socket {
+        let socket = crate::capture::select::choose(wanted, false, false)?;
+        let doors = config
+            .doors()
+            .iter()
+            .map(|d| (d.name().as_str(), d.sequence()));
+        crate::capture::select::check_knocks(wanted, socket, doors)?;
+    }
     Ok(Some(ServerSettings::from_config(config)))
 }
 
-/// What this build cannot hear in `config`, one line per door: `:tcp`
-/// knocks are parsed and validated, and heard once stealth capture lands;
-/// until then such a door cannot be opened by knocking (its other doors
-/// work). Logged at start and printed by `--check-config`.
+/// What may not be heard in `config`, one line per door: `:tcp` knocks
+/// need a capture source (nflog or packet, i.e. root or the capabilities);
+/// with `capture = auto` a run that falls back to bound sockets refuses
+/// to start. Printed by `--check-config`.
 pub fn unheard_knocks(config: &ServerConfig) -> Vec<String> {
     config
         .doors()
@@ -110,7 +132,7 @@ pub fn unheard_knocks(config: &ServerConfig) -> Vec<String> {
         .filter_map(|door| {
             let knock = door.sequence().iter().find(|k| k.proto == Proto::Tcp)?;
             Some(format!(
-                "door '{}': TCP knock {knock} is not heard by this build (stealth capture): this door cannot be opened by knocking yet",
+                "door '{}': TCP knock {knock} needs a capture source (nflog with a kernel firewall, or packet with CAP_NET_RAW): a run without one refuses to start",
                 door.name()
             ))
         })
@@ -176,9 +198,6 @@ pub async fn run_with(
 ) -> Result<(), DaemonError> {
     let globals = config.globals().clone();
     let door = door_settings(&config)?;
-    for line in unheard_knocks(&config) {
-        warn!("{line}");
-    }
     if let Some(upstream) = &globals.upstream {
         check_upstream(upstream)?;
     }
@@ -208,7 +227,12 @@ pub async fn run_with(
         )));
     }
     let access = AccessList::new();
-    let options = firewall_options(&globals, protected_ports.clone(), udp_ports.clone());
+    let options = firewall_options(
+        &globals,
+        protected_ports.clone(),
+        udp_ports.clone(),
+        door.as_ref(),
+    );
     // A packet process of the privilege split: the helper owns the
     // backend and the instance lock (`privilege/`).
     let remote = crate::privilege::link::take_packet_link();
@@ -235,6 +259,8 @@ pub async fn run_with(
         false => Some(InstanceLock::acquire(&globals.instance)?),
         true => None,
     };
+    // Before anything is applied: an unusable source fails the start here.
+    let capture = capture::open(&globals, door.as_ref(), !userspace)?;
     // The gate serves every door's protected port, or (SPA only) SPA's
     // first OPEN_PORTS one.
     let gate_ports = match door.as_ref() {
@@ -273,8 +299,11 @@ pub async fn run_with(
 
     // Bind everything before touching the firewall: a busy port fails the
     // start with nothing applied.
-    let sockets =
-        super::bind_udp(&binds, &knock_ports(door.as_ref())).map_err(bind("for knocks on udp"))?;
+    let sockets = match capture.source {
+        Some(_) => Vec::new(),
+        None => super::bind_udp(&binds, &knock_ports(door.as_ref()))
+            .map_err(bind("for knocks on udp"))?,
+    };
     let mut listeners = Vec::new();
     let counters = Arc::new(Counters::new());
     if let (true, Some(&first)) = (userspace, gate_ports.first()) {
@@ -301,10 +330,23 @@ pub async fn run_with(
         }));
     }
     let mut spa_counters = None;
+    let mut spa_route = None;
     if let (Some(spa), Some(settings)) = (spa, &globals.spa) {
-        let bound =
-            super::bind_udp(&binds, &[settings.port]).map_err(bind("for SPA packets on udp"))?;
-        let listener = SpaListener::new(bound, spa.verifier, spa.replay);
+        let listener = match capture.source {
+            Some(_) => {
+                let (listener, tap) = SpaListener::captured(spa.verifier, spa.replay);
+                spa_route = Some(super::capture_receiver::SpaRoute {
+                    port: settings.port,
+                    tap,
+                });
+                listener
+            }
+            None => {
+                let bound = super::bind_udp(&binds, &[settings.port])
+                    .map_err(bind("for SPA packets on udp"))?;
+                SpaListener::new(bound, spa.verifier, spa.replay)
+            }
+        };
         spa_counters = Some(listener.counters());
         listeners.push(listener.into_listener());
     }
@@ -335,6 +377,11 @@ pub async fn run_with(
         listeners,
         firewall: selected.firewall as Box<dyn Firewall>,
         counters,
+        capture: capture.source.map(|source| super::Captured {
+            source,
+            spa: spa_route,
+            knocks: door.is_some(),
+        }),
     };
     let (reload_tx, reload_rx) = mpsc::channel(1);
     let server = super::run_reloadable(parts, reload_rx, shutdown);
@@ -343,6 +390,7 @@ pub async fn run_with(
         spa_ports,
         userspace,
         gate_ports,
+        capture: (capture.choice.kind != CaptureKind::Socket).then_some(capture.spec),
     };
     let reloader = reload::serve(reloads, config, running, reload_tx);
     tokio::select! {

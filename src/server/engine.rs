@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 use super::ServerSettings;
 use super::knock_log::{Kind, KnockLogs};
 use super::order::{Knock, PassClock};
-use crate::config::{Door, KnockPort, KnockRules};
+use crate::config::{Door, KnockRules};
 use crate::counters::Counters;
 use crate::firewall::Change;
 use crate::grants::{GrantChange, GrantRefused, GrantTable, Holder, RefusalLog, SPA};
@@ -203,8 +203,7 @@ impl Engine {
             for knock in knocks {
                 let now = state.advance(clock.instant_of(knock.stamp));
                 batch.judged.clear();
-                // The socket receiver hears UDP knocks only.
-                let heard = KnockPort::udp(knock.port);
+                let heard = knock.knock_port();
                 state
                     .tracker
                     .judge(knock.source, heard, now, &mut batch.judged);

@@ -49,6 +49,8 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use crate::config::{KnockPort, Proto};
+
 /// Most knocks held back from one pass to the next.
 pub const HOLD: usize = 4096;
 /// Largest age given to a knock from its stamp; a longer one means the
@@ -63,6 +65,8 @@ pub struct Knock {
     pub source: IpAddr,
     /// The knock port it arrived on.
     pub port: u16,
+    /// UDP (bound sockets, capture) or TCP (capture: a SYN without ACK).
+    pub proto: Proto,
     /// Kernel receive time, nanoseconds of `CLOCK_REALTIME`.
     pub stamp: u64,
     /// Order of reading, to break ties (makes the unstable sort stable).
@@ -70,13 +74,22 @@ pub struct Knock {
 }
 
 impl Knock {
-    /// A knock judged on its own, outside a [`KnockOrder`].
+    /// A UDP knock judged on its own, outside a [`KnockOrder`].
     pub fn new(source: IpAddr, port: u16, stamp: u64) -> Self {
         Self {
             source,
             port,
+            proto: Proto::Udp,
             stamp,
             seq: 0,
+        }
+    }
+
+    /// The port and protocol knocked.
+    pub fn knock_port(&self) -> KnockPort {
+        KnockPort {
+            port: self.port,
+            proto: self.proto,
         }
     }
 }
@@ -157,13 +170,19 @@ impl KnockOrder {
         self.pending.capacity() - self.pending.len()
     }
 
-    /// Adds a knock read in this pass.
+    /// Adds a UDP knock read in this pass.
     pub fn push(&mut self, source: IpAddr, port: u16, stamp: u64) {
+        self.push_knock(source, KnockPort::udp(port), stamp);
+    }
+
+    /// Adds a knock of either protocol read in this pass.
+    pub fn push_knock(&mut self, source: IpAddr, knock: KnockPort, stamp: u64) {
         debug_assert!(self.room() > 0, "a pass read more than it has room for");
         self.read_any = true;
         self.pending.push(Knock {
             source,
-            port,
+            port: knock.port,
+            proto: knock.proto,
             stamp,
             seq: self.next_seq,
         });

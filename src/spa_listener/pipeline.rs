@@ -54,13 +54,36 @@ pub(super) struct Shared<'a> {
     pub(super) stop: &'a AtomicBool,
 }
 
-/// One reader: receive, check, hand on; until `stop` or the committer is gone.
+/// One reader of a bound socket: receive, check, hand on; until `stop`
+/// or the committer is gone.
 pub(super) fn read_loop(socket: &UdpSocket, to_committer: &SyncSender<Candidate>, shared: &Shared) {
+    let receive = |buf: &mut [u8]| socket.recv_from(buf).map(|(len, from)| (len, from.ip()));
+    check_loop(receive, to_committer, shared);
+}
+
+/// One reader of captured packets (`capture_tap.rs`): the same checks as
+/// for a socket's datagrams, the packets taken from `captured`.
+pub(super) fn captured_loop(
+    captured: &Mutex<Receiver<super::capture_tap::CapturedSpa>>,
+    to_committer: &SyncSender<Candidate>,
+    shared: &Shared,
+) {
+    let receive = |buf: &mut [u8]| super::capture_tap::take(captured, buf);
+    check_loop(receive, to_committer, shared);
+}
+
+/// Receive with `receive` (the payload into the buffer, its length and
+/// sender out), check, hand on; until `stop` or the committer is gone.
+fn check_loop(
+    mut receive: impl FnMut(&mut [u8]) -> io::Result<(usize, IpAddr)>,
+    to_committer: &SyncSender<Candidate>,
+    shared: &Shared,
+) {
     // One byte more than the largest valid packet, so an oversize one is
     // seen as such (and rejected as too long), not truncated to a valid size.
     let mut buf = vec![0u8; MAX_PACKET_LEN + 1];
     while !shared.stop.load(Relaxed) {
-        let (len, from) = match socket.recv_from(&mut buf) {
+        let (len, from) = match receive(&mut buf) {
             Ok(got) => got,
             Err(e)
                 if matches!(
@@ -78,7 +101,7 @@ pub(super) fn read_loop(socket: &UdpSocket, to_committer: &SyncSender<Candidate>
         };
         let received = Instant::now();
         shared.counters.received.fetch_add(1, Relaxed);
-        let source = from.ip().to_canonical();
+        let source = from.to_canonical();
         match shared.verifier.check(&buf[..len], source) {
             Ok(checked) => {
                 let candidate = Candidate {

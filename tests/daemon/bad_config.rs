@@ -177,7 +177,7 @@ fn a_tcp_knock_is_valid_and_check_config_notes_it_is_not_heard_yet() {
     assert!(
         check
             .stderr
-            .contains("door 'admin': TCP knock 7200:tcp is not heard"),
+            .contains("door 'admin': TCP knock 7200:tcp needs a capture source"),
         "{}",
         check.describe()
     );

@@ -36,6 +36,7 @@ impl Ports {
         format!(
             r#"bind = ["127.0.0.1"]
 firewall = "userspace"
+capture = "socket"
 
 [[door]]
 name = "ssh"

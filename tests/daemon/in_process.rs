@@ -14,7 +14,7 @@ use crate::util::{FLAG, Reached, connect_from, free_port, free_ports, knock_from
 pub fn door_file(sequence: &[u16], protected: u16, access: &str) -> String {
     let seq: Vec<String> = sequence.iter().map(u16::to_string).collect();
     format!(
-        "bind = [\"127.0.0.1\"]\nfirewall = \"userspace\"\n\n[[door]]\nname = \"ssh\"\nsequence = [{}]\nwindow = \"10s\"\naccess = \"{access}\"\nlockout = \"1s\"\nprotected = [\"tcp/{protected}\"]\n",
+        "bind = [\"127.0.0.1\"]\nfirewall = \"userspace\"\ncapture = \"socket\"\n\n[[door]]\nname = \"ssh\"\nsequence = [{}]\nwindow = \"10s\"\naccess = \"{access}\"\nlockout = \"1s\"\nprotected = [\"tcp/{protected}\"]\n",
         seq.join(", ")
     )
 }

@@ -32,8 +32,9 @@ fn config(k: &[u16], p: &[u16], stats: &str, flip: bool, mail: bool) -> String {
             seq.join(", ")
         )
     };
-    let mut text =
-        format!("bind = [\"127.0.0.1\"]\nfirewall = \"userspace\"\nstats-listen = \"{stats}\"\n");
+    let mut text = format!(
+        "bind = [\"127.0.0.1\"]\nfirewall = \"userspace\"\ncapture = \"socket\"\nstats-listen = \"{stats}\"\n"
+    );
     text += &door("ssh", &k[..3], p[0], "");
     text += &door("web", &web, p[1], "");
     text += &door("lan", &[k[4], k[3]], p[2], "allow = [\"127.0.0.16/28\"]\n");

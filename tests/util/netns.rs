@@ -162,7 +162,7 @@ impl Netns {
                 all.push('\n');
             }
         }
-        all
+        without_empty_raw(&all)
     }
 
     /// The inode of this namespace, to compare with `/proc/PID/ns/net`.
@@ -196,6 +196,25 @@ fn strip_counters(line: &str) -> String {
         }
     }
     out.join(" ")
+}
+
+/// `rules` without an empty iptables `raw` table: iptables' NFLOG capture
+/// rule lives there, and the table stays (empty, built-in chains only)
+/// once instantiated, in iptables-save and in nft's listing of it.
+fn without_empty_raw(rules: &str) -> String {
+    let mut out = rules.replace(
+        "*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n",
+        "",
+    );
+    for family in ["ip", "ip6"] {
+        for chains in [
+            "\tchain PREROUTING {\n\t\ttype filter hook prerouting priority raw; policy accept;\n\t}\n",
+            "\tchain PREROUTING {\n\t\ttype filter hook prerouting priority raw; policy accept;\n\t}\n\n\tchain OUTPUT {\n\t\ttype filter hook output priority raw; policy accept;\n\t}\n",
+        ] {
+            out = out.replace(&format!("table {family} raw {{\n{chains}}}\n"), "");
+        }
+    }
+    out
 }
 
 /// A host and its clients on one LAN: the host namespace holds a bridge

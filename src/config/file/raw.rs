@@ -62,6 +62,9 @@ pub(super) struct RawFile {
     pub(super) close_after: Option<Spanned<Scalar>>,
     pub(super) max_connections: Option<Spanned<i64>>,
     pub(super) spa: Option<RawSpa>,
+    pub(super) capture: Option<Spanned<String>>,
+    pub(super) interface: Option<List<String>>,
+    pub(super) nflog_group: Option<Spanned<i64>>,
     #[serde(default)]
     pub(super) door: Vec<Spanned<RawDoor>>,
 }

@@ -372,3 +372,49 @@ fn errors_print_as_file_line_column() {
     let text = err.to_string();
     assert!(text.starts_with("/etc/pk.toml:1:8: invalid type"), "{text}");
 }
+
+#[test]
+fn capture_keys_are_read_rendered_and_checked() {
+    use crate::capture::CaptureKind;
+    let text =
+        format!("capture = \"packet\"\ninterface = [\"lo\", \"veth0\"]\nnflog-group = 7\n{DOOR}");
+    let c = config(&text);
+    let capture = &c.globals().capture;
+    assert_eq!(capture.kind, CaptureKind::Packet);
+    assert_eq!(capture.interfaces, ["lo", "veth0"]);
+    assert_eq!(capture.nflog_group, 7);
+    // Rendered back, it reads the same.
+    assert_eq!(config(&c.render(crate::config::Reveal::Secrets)), c);
+    let defaults = config(DOOR).globals().capture.clone();
+    assert_eq!(defaults, crate::config::globals::CaptureSettings::default());
+
+    one_error(
+        &format!("capture = \"pcap\"\n{DOOR}"),
+        1,
+        11,
+        "auto, nflog, packet, socket",
+    );
+    one_error(
+        &format!("nflog-group = 70000\n{DOOR}"),
+        1,
+        15,
+        "from 0 to 65535",
+    );
+    one_error(
+        &format!("interface = [\"lo\", \"a b\"]\n{DOOR}"),
+        1,
+        20,
+        "invalid interface 'a b'",
+    );
+    one_error(
+        &format!("interface = [\"lo\", \"abcdefghijklmnop\"]\n{DOOR}"),
+        1,
+        20,
+        "invalid interface",
+    );
+    let found = errors(&format!("interface = [\"lo\", \"lo\"]\n{DOOR}"));
+    assert!(
+        found[0].2.contains("interface 'lo' is named twice"),
+        "{found:?}"
+    );
+}

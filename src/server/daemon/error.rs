@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 
 use thiserror::Error;
 
+use crate::capture::CaptureError;
+use crate::capture::select::SelectError;
 use crate::config::{ConfigError, Issues, LoadError};
 use crate::firewall::FirewallError;
 use crate::firewall::instance::InstanceError;
@@ -53,6 +55,12 @@ pub enum DaemonError {
         /// Why.
         source: std::io::Error,
     },
+    /// The capture source chosen cannot be used here.
+    #[error(transparent)]
+    CaptureChoice(#[from] SelectError),
+    /// The capture source could not be opened.
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
     /// The server failed while running (or its firewall setup failed).
     #[error(transparent)]
     Server(#[from] ServerError),
@@ -76,7 +84,9 @@ impl DaemonError {
             | DaemonError::Flag(_)
             | DaemonError::Unsupported(_)
             | DaemonError::Upstream(_)
-            | DaemonError::Spa(_) => EXIT_USAGE,
+            | DaemonError::Spa(_)
+            | DaemonError::CaptureChoice(_) => EXIT_USAGE,
+            DaemonError::Capture(err) if !matches!(err, CaptureError::Io { .. }) => EXIT_USAGE,
             DaemonError::Firewall(err) | DaemonError::Server(ServerError::Setup(err))
                 if usage_firewall(err) =>
             {

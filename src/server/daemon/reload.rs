@@ -137,6 +137,9 @@ pub(super) struct Running {
     pub userspace: bool,
     /// The ports the userspace gate listens on (bound once).
     pub gate_ports: Vec<u16>,
+    /// What the capture source lets through, if one runs (its filter or
+    /// rule is fixed at start).
+    pub capture: Option<crate::capture::CaptureSpec>,
 }
 
 /// Reads `source`, checks it against `current`, and swaps it in.
@@ -188,6 +191,16 @@ async fn reload_once(
             Some((ports, udp))
         }
     };
+    if let Some(spec) = &running.capture {
+        let spa_port = new.globals().spa.as_ref().map(|spa| spa.port);
+        let wanted = super::capture_spec(Some(&settings), spa_port, &spec.interfaces);
+        if wanted.udp_ports != spec.udp_ports || wanted.tcp_ports != spec.tcp_ports {
+            return restart(format!(
+                "the knock ports changed (udp {:?} tcp {:?}, captured: udp {:?} tcp {:?}; the capture's filter is fixed at start)",
+                wanted.udp_ports, wanted.tcp_ports, spec.udp_ports, spec.tcp_ports
+            ));
+        }
+    }
     let old_ports = knock_ports(Some(&old));
     let ports = knock_ports(Some(&settings));
     let added: Vec<u16> = ports
@@ -195,7 +208,12 @@ async fn reload_once(
         .copied()
         .filter(|p| !old_ports.contains(p))
         .collect();
-    let add = crate::server::bind_udp(&running.binds, &added).map_err(bind("for knocks on udp"))?;
+    let add = match running.capture {
+        Some(_) => Vec::new(),
+        None => {
+            crate::server::bind_udp(&running.binds, &added).map_err(bind("for knocks on udp"))?
+        }
+    };
     let (done, applied) = oneshot::channel();
     let doors: Vec<String> = settings
         .doors

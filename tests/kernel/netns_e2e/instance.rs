@@ -26,7 +26,8 @@ fn second_server(lab: &Lab, instance: Option<&str>) -> std::process::Command {
         .args(["--sequence", WEB_SEQUENCE])
         .args(["--protected-port", &WEB_PORT.to_string()]);
     if let Some(name) = instance {
-        cmd.args(["--instance", name]);
+        // One NFLOG reader per group and namespace: its own group too.
+        cmd.args(["--instance", name, "--nflog-group", "27503"]);
     }
     cmd
 }
