@@ -65,6 +65,7 @@ pub mod cli;
 pub mod capture;
 pub mod client;
 pub mod config;
+pub mod control;
 pub mod counters;
 pub mod firewall;
 pub mod firewall_worker;

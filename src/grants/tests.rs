@@ -128,3 +128,4 @@ fn refusals_are_logged_once_per_interval_with_the_count_suppressed() {
 }
 
 mod holders;
+mod control;
