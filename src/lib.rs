@@ -73,6 +73,7 @@ pub mod gate;
 pub mod grants;
 pub mod knock;
 pub mod log_budget;
+pub mod metrics;
 pub mod net;
 pub mod server;
 pub mod service;

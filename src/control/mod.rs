@@ -28,4 +28,4 @@ pub use listener::{ControlSocket, ControlSocketError, serve};
 pub use protocol::{Reply, Request, WireRequest, parse_request};
 
 /// Where the daemon listens unless told otherwise.
-pub const DEFAULT_SOCKET: &str = "/run/portknock/control.sock";
+pub const DEFAULT_SOCKET: &str = crate::config::globals::DEFAULT_CONTROL_SOCKET;
