@@ -19,10 +19,13 @@ pub struct Latency {
     sum_nanos: AtomicU64,
 }
 
-/// A copy of a [`Latency`]: cumulative bucket counts, as Prometheus wants.
+/// A copy of a [`Latency`]: each bucket's own count (the encoder makes
+/// them cumulative; observations over the last bound count only in
+/// `count`, Prometheus' `+Inf`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LatencySnapshot {
-    /// `(upper bound in seconds, observations at or below it)`.
+    /// `(upper bound in seconds, observations above the previous bound
+    /// and at or below this one)`.
     pub buckets: Vec<(f64, u64)>,
     /// Observations.
     pub count: u64,
@@ -44,14 +47,10 @@ impl Latency {
 
     /// The histogram now.
     pub fn snapshot(&self) -> LatencySnapshot {
-        let mut total = 0;
         let buckets = BOUNDS
             .iter()
             .zip(&self.buckets)
-            .map(|(&bound, n)| {
-                total += n.load(Relaxed);
-                (bound, total)
-            })
+            .map(|(&bound, n)| (bound, n.load(Relaxed)))
             .collect();
         LatencySnapshot {
             buckets,
@@ -66,7 +65,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn buckets_are_cumulative_and_the_overflow_counts_only_in_the_total() {
+    fn each_observation_lands_in_one_bucket_and_the_overflow_only_in_the_total() {
         let latency = Latency::default();
         latency.observe(Duration::from_micros(50));
         latency.observe(Duration::from_millis(3));
@@ -74,9 +73,9 @@ mod tests {
         let s = latency.snapshot();
         assert_eq!(s.count, 3);
         assert_eq!(s.buckets[0], (0.0001, 1));
-        assert_eq!(s.buckets[3], (0.0025, 1));
-        assert_eq!(s.buckets[4], (0.005, 2));
-        assert_eq!(s.buckets.last(), Some(&(1.0, 2)));
+        assert_eq!(s.buckets[3], (0.0025, 0));
+        assert_eq!(s.buckets[4], (0.005, 1));
+        assert_eq!(s.buckets.iter().map(|b| b.1).sum::<u64>(), 2);
         assert!((s.sum_secs - 5.00305).abs() < 1e-9);
     }
 }
