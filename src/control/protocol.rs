@@ -389,3 +389,6 @@ pub struct Done {
     /// `(ip, port)` entries opened or closed in the firewall.
     pub changed: usize,
 }
+
+#[cfg(test)]
+mod tests;
