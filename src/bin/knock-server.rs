@@ -184,7 +184,7 @@ struct Args {
     /// reload); `none` turns it off. Mode 0600, or 0660 with
     /// --control-group. [default: /run/portknock/control.sock, skipped
     /// with a warning if it cannot be bound]
-    #[arg(long, value_name = "PATH|none", help_heading = "Operations")]
+    #[arg(long, value_name = "PATH|none", overrides_with = "control_socket", help_heading = "Operations")]
     control_socket: Option<String>,
 
     /// Members of this group may use the control socket too.

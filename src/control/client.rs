@@ -58,11 +58,15 @@ pub fn ask(path: &Path, request: &WireRequest) -> Result<(String, Reply), Client
     })?;
     stream.set_read_timeout(Some(TIMEOUT)).map_err(io)?;
     stream.set_write_timeout(Some(TIMEOUT)).map_err(io)?;
-    stream.write_all(request.to_line().as_bytes()).map_err(io)?;
+    // A daemon that refuses this peer answers and closes without reading:
+    // the write may then fail, and the refusal is still there to read.
+    let sent = stream.write_all(request.to_line().as_bytes());
     let mut line = String::new();
-    BufReader::new(stream.take(MAX_REPLY))
-        .read_line(&mut line)
-        .map_err(io)?;
+    let read = BufReader::new(stream.take(MAX_REPLY)).read_line(&mut line);
+    if line.is_empty() {
+        sent.map_err(io)?;
+        read.map_err(io)?;
+    }
     if line.is_empty() {
         return Err(ClientError::BadReply(
             "the daemon closed the connection without a reply".to_string(),
