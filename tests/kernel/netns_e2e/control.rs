@@ -4,6 +4,7 @@
 //! (compared as `iptables-save`, `ip6tables-save` and `nft list ruleset`
 //! print it), and stopping leaves it as before the server started.
 
+use std::fs::Permissions;
 use std::path::Path;
 use std::process::Command;
 use std::thread;
@@ -42,7 +43,12 @@ fn control(test: &str, tag: &str, backend: Backend) {
     let Some(mut lab) = Lab::prepare(test, tag, backend, timing) else {
         return;
     };
+    // The control socket lives in the packet process, which runs as an
+    // unprivileged user under the privilege split: it must be able to
+    // create the socket there (as systemd's RuntimeDirectory= allows).
     let dir = tempfile::tempdir().unwrap();
+    let sticky: Permissions = std::os::unix::fs::PermissionsExt::from_mode(0o1777);
+    std::fs::set_permissions(dir.path(), sticky).unwrap();
     let socket = dir.path().join("control.sock");
     lab.start_server_with(&["--control-socket", &socket.display().to_string()]);
     let after_start = lab.lan.host.rules();
