@@ -39,6 +39,8 @@
 //! | [`server`] | UDP knocks -> core -> grants -> firewall worker; expiry; reload; `server::daemon`: the composition root (`ServerConfig` in, running daemon out) |
 //! | [`spa_listener`] | the server's SPA listener: UDP -> verifier thread -> grants in the engine |
 //! | [`gate`] | the userspace backend's listener: resets strangers, serves or proxies the granted |
+//! | [`control`] | the control socket (`knockctl`): versioned JSON lines, peer check, bounded connections |
+//! | [`metrics`] | the Prometheus endpoint: the counters and the engine's census, read at each scrape |
 //! | [`stats`] | the loopback stats endpoint: counters as one JSON line per connection |
 //! | [`net`] | socket helpers: v6-only wildcards side by side |
 //! | [`service`] | the protected service: greeting, flag, timed close, connection cap |

@@ -266,8 +266,8 @@ pub async fn run_reloadable(
     }
 }
 
-pub mod daemon;
 pub mod control_ops;
+pub mod daemon;
 mod engine;
 mod knock_log;
 pub mod order;

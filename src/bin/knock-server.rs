@@ -206,7 +206,12 @@ struct Args {
     /// reload); `none` turns it off. Mode 0600, or 0660 with
     /// --control-group. [default: /run/portknock/control.sock, skipped
     /// with a warning if it cannot be bound]
-    #[arg(long, value_name = "PATH|none", overrides_with = "control_socket", help_heading = "Operations")]
+    #[arg(
+        long,
+        value_name = "PATH|none",
+        overrides_with = "control_socket",
+        help_heading = "Operations"
+    )]
     control_socket: Option<String>,
 
     /// Members of this group may use the control socket too.
@@ -436,7 +441,10 @@ fn all_globals(args: &Args) -> GlobalOverrides {
 fn operations(args: &Args) -> GlobalOverrides {
     use portknock::config::globals::{ControlSocketSetting, LogFormat};
     GlobalOverrides {
-        control_socket: args.control_socket.as_deref().map(ControlSocketSetting::parse),
+        control_socket: args
+            .control_socket
+            .as_deref()
+            .map(ControlSocketSetting::parse),
         control_group: args.control_group.clone(),
         metrics_listen: args.metrics_listen,
         log_format: args.log_format.as_deref().map(|f| match f {

@@ -133,7 +133,8 @@ fn main() -> ExitCode {
     if !reply.ok {
         let why = reply.error.as_deref().unwrap_or("no reason given");
         let _ = writeln!(std::io::stderr(), "knockctl: the daemon refused: {why}");
-        let usage = why.starts_with("invalid ") || why.starts_with("no door") || why.starts_with("port ");
+        let usage =
+            why.starts_with("invalid ") || why.starts_with("no door") || why.starts_with("port ");
         return ExitCode::from(if usage { EXIT_USAGE } else { EXIT_FAILURE });
     }
     ExitCode::SUCCESS

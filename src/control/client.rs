@@ -26,7 +26,9 @@ pub enum ClientError {
     #[error("no daemon at {0}: is knock-server running with --control-socket {0}?")]
     NoDaemon(PathBuf),
     /// The file's mode keeps this user out.
-    #[error("permission denied on {0}: run as root, the daemon's user, or a member of its control-group")]
+    #[error(
+        "permission denied on {0}: run as root, the daemon's user, or a member of its control-group"
+    )]
     PermissionDenied(PathBuf),
     /// Any other failure talking to the daemon.
     #[error("talking to the daemon at {path} failed")]

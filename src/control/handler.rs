@@ -12,8 +12,8 @@ use tracing::{debug, info, warn};
 
 use super::peer::Peer;
 use super::protocol::{
-    Done, DoorStatus, GrantList, GrantRow, LockoutRow, MAX_LISTED_LOCKOUTS, Reply, Request,
-    Status, Target,
+    Done, DoorStatus, GrantList, GrantRow, LockoutRow, MAX_LISTED_LOCKOUTS, Reply, Request, Status,
+    Target,
 };
 use crate::counters::Counters;
 use crate::grants::{MANUAL, SPA};
@@ -85,7 +85,13 @@ pub async fn handle(request: Request, peer: &Peer, engine: &Engine, ctx: &Contro
         },
         Request::Flush => {
             let closed = engine.flush().await;
-            info!(uid, pid, cmd = "flush", closed, "control: flushed every grant");
+            info!(
+                uid,
+                pid,
+                cmd = "flush",
+                closed,
+                "control: flushed every grant"
+            );
             done(format!("flushed {closed} grants"), closed)
         }
         Request::Reload => {

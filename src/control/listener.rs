@@ -43,7 +43,9 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Error)]
 pub enum ControlSocketError {
     /// Another process answers on the path.
-    #[error("control socket {0} is in use by a running daemon (give another --control-socket, or none)")]
+    #[error(
+        "control socket {0} is in use by a running daemon (give another --control-socket, or none)"
+    )]
     InUse(PathBuf),
     /// Something else is at the path.
     #[error("control socket path {0} exists and is not a socket")]
@@ -184,7 +186,11 @@ async fn connection(stream: UnixStream, engine: &Engine, ctx: &ControlContext, p
     };
     let mut stream = stream;
     if !policy.allows(&peer, &peer_groups(&stream)) {
-        warn!(uid = peer.uid, pid = peer.pid.unwrap_or(0), "control: connection refused: not root, the daemon's user, or the control group");
+        warn!(
+            uid = peer.uid,
+            pid = peer.pid.unwrap_or(0),
+            "control: connection refused: not root, the daemon's user, or the control group"
+        );
         let reply = Reply::error(format!(
             "permission denied: uid {} may not control this daemon (root, uid {}, or the control group may)",
             peer.uid, policy.uid
@@ -212,7 +218,11 @@ async fn connection(stream: UnixStream, engine: &Engine, ctx: &ControlContext, p
             Ok(Ok(_)) => {}
         }
         if line.last() != Some(&b'\n') && line.len() > MAX_REQUEST {
-            warn!(uid = peer.uid, pid = peer.pid.unwrap_or(0), "control: request too long; connection closed");
+            warn!(
+                uid = peer.uid,
+                pid = peer.pid.unwrap_or(0),
+                "control: request too long; connection closed"
+            );
             let _ = write_reply(&mut write, &Reply::error(RequestError::TooLong.to_string())).await;
             return;
         }

@@ -80,9 +80,7 @@ pub enum RequestError {
     #[error("unsupported protocol version {0} (this daemon speaks {VERSION})")]
     Version(u64),
     /// A command this build does not know.
-    #[error(
-        "unknown command '{0}' (known: status, list, grant, revoke, flush, reload)"
-    )]
+    #[error("unknown command '{0}' (known: status, list, grant, revoke, flush, reload)")]
     Command(String),
     /// A field's value was refused.
     #[error("invalid {field} '{value}': {why}")]
@@ -144,8 +142,8 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
     if line.len() > MAX_REQUEST {
         return Err(RequestError::TooLong);
     }
-    let text = std::str::from_utf8(line)
-        .map_err(|_| RequestError::Malformed("not UTF-8".to_string()))?;
+    let text =
+        std::str::from_utf8(line).map_err(|_| RequestError::Malformed("not UTF-8".to_string()))?;
     let wire: WireRequest = serde_json::from_str(text.trim_end())
         .map_err(|err| RequestError::Malformed(err.to_string()))?;
     if wire.v != u64::from(VERSION) {
@@ -194,7 +192,11 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
                 (None, Some(port)) => Target::Port(parse_target_port(&port)?),
                 (None, None) => Target::FirstDoor,
             };
-            let duration = wire.duration.as_deref().map(parse_grant_duration).transpose()?;
+            let duration = wire
+                .duration
+                .as_deref()
+                .map(parse_grant_duration)
+                .transpose()?;
             Ok(Request::Grant {
                 ip,
                 target,

@@ -50,7 +50,9 @@ impl GrantTable {
             .copied()
             .filter(|&(held, port)| held == ip && ports(port))
             .collect();
-        open.into_iter().filter(|&(ip, port)| self.remove(ip, port)).collect()
+        open.into_iter()
+            .filter(|&(ip, port)| self.remove(ip, port))
+            .collect()
     }
 
     /// Removes every grant; returns the `(ip, port)`s the firewall must

@@ -110,24 +110,59 @@ impl Collector for Exporter {
             ("backend", self.info.backend.as_str()),
             ("capture", self.info.capture.as_str()),
         ];
-        family(&mut e, "build_info", "The daemon's version, firewall backend and capture source.", Gauge, &[(info, 1)])?;
+        family(
+            &mut e,
+            "build_info",
+            "The daemon's version, firewall backend and capture source.",
+            Gauge,
+            &[(info, 1)],
+        )?;
         let source = self.info.capture.as_str();
-        family(&mut e, "capture_packets", "Knock packets received, by capture source and protocol.", Counter,
-            &[([("source", source), ("proto", "udp")], c.packets)])?;
-        family(&mut e, "knocks", "Decisions of the knock core, by result.", Counter, &[
-            ([("result", "progress")], c.progress),
-            ([("result", "completed")], c.grants),
-            ([("result", "locked_out")], c.lockouts),
-            ([("result", "ignored")], c.ignored),
-        ])?;
+        family(
+            &mut e,
+            "capture_packets",
+            "Knock packets received, by capture source and protocol.",
+            Counter,
+            &[([("source", source), ("proto", "udp")], c.packets)],
+        )?;
+        family(
+            &mut e,
+            "knocks",
+            "Decisions of the knock core, by result.",
+            Counter,
+            &[
+                ([("result", "progress")], c.progress),
+                ([("result", "completed")], c.grants),
+                ([("result", "locked_out")], c.lockouts),
+                ([("result", "ignored")], c.ignored),
+            ],
+        )?;
         let spa = self.spa.as_ref().map(|s| s.snapshot());
         let spa_grants = spa.map_or(0, |s| s.grants);
-        family(&mut e, "grants", "Grants made (new or renewed), by origin.", Counter, &[
-            ([("origin", "knock")], c.grants),
-            ([("origin", "spa")], spa_grants),
-        ])?;
-        single(&mut e, "grants_refused", "New grants refused because --max-grants were open.", Counter, c.grants_refused)?;
-        single(&mut e, "revocations", "Firewall entries closed: grants that ended, were revoked or flushed.", Counter, c.expiries)?;
+        family(
+            &mut e,
+            "grants",
+            "Grants made (new or renewed), by origin.",
+            Counter,
+            &[
+                ([("origin", "knock")], c.grants),
+                ([("origin", "spa")], spa_grants),
+            ],
+        )?;
+        single(
+            &mut e,
+            "grants_refused",
+            "New grants refused because --max-grants were open.",
+            Counter,
+            c.grants_refused,
+        )?;
+        single(
+            &mut e,
+            "revocations",
+            "Firewall entries closed: grants that ended, were revoked or flushed.",
+            Counter,
+            c.expiries,
+        )?;
         if let Some(engine) = &self.engine {
             let census = engine.census(0);
             let mut by_origin = [0u64; 3];
@@ -139,20 +174,59 @@ impl Collector for Exporter {
                 };
                 by_origin[i] += 1;
             }
-            family(&mut e, "grants_active", "Open grants, by origin.", Gauge, &[
-                ([("origin", "knock")], by_origin[0]),
-                ([("origin", "spa")], by_origin[1]),
-                ([("origin", "manual")], by_origin[2]),
-            ])?;
-            single(&mut e, "lockouts_active", "Sources locked out now.", Gauge, census.locked_out as u64)?;
+            family(
+                &mut e,
+                "grants_active",
+                "Open grants, by origin.",
+                Gauge,
+                &[
+                    ([("origin", "knock")], by_origin[0]),
+                    ([("origin", "spa")], by_origin[1]),
+                    ([("origin", "manual")], by_origin[2]),
+                ],
+            )?;
+            single(
+                &mut e,
+                "lockouts_active",
+                "Sources locked out now.",
+                Gauge,
+                census.locked_out as u64,
+            )?;
         }
-        single(&mut e, "tracked_sources", "Sources the knock core tracks now.", Gauge, c.tracked)?;
-        single(&mut e, "tracked_sources_limit", "The bound on tracked sources (--max-tracked).", Gauge, self.info.max_tracked as u64)?;
-        single(&mut e, "state_evictions", "Tracked entries evicted because the table was full.", Counter, c.evictions)?;
-        family(&mut e, "firewall_ops", "Firewall changes applied, by result.", Counter, &[
-            ([("result", "ok")], c.firewall_ops - c.firewall_failures.min(c.firewall_ops)),
-            ([("result", "failed")], c.firewall_failures),
-        ])?;
+        single(
+            &mut e,
+            "tracked_sources",
+            "Sources the knock core tracks now.",
+            Gauge,
+            c.tracked,
+        )?;
+        single(
+            &mut e,
+            "tracked_sources_limit",
+            "The bound on tracked sources (--max-tracked).",
+            Gauge,
+            self.info.max_tracked as u64,
+        )?;
+        single(
+            &mut e,
+            "state_evictions",
+            "Tracked entries evicted because the table was full.",
+            Counter,
+            c.evictions,
+        )?;
+        family(
+            &mut e,
+            "firewall_ops",
+            "Firewall changes applied, by result.",
+            Counter,
+            &[
+                (
+                    [("result", "ok")],
+                    c.firewall_ops - c.firewall_failures.min(c.firewall_ops),
+                ),
+                ([("result", "failed")], c.firewall_failures),
+            ],
+        )?;
         let latency = self.counters.firewall_latency.snapshot();
         let mut metric = e.encode_descriptor(
             "firewall_batch_duration",
@@ -160,13 +234,30 @@ impl Collector for Exporter {
             Some(&Unit::Seconds),
             MetricType::Histogram,
         )?;
-        metric.encode_histogram::<NoLabelSet>(latency.sum_secs, latency.count, &latency.buckets, None)?;
+        metric.encode_histogram::<NoLabelSet>(
+            latency.sum_secs,
+            latency.count,
+            &latency.buckets,
+            None,
+        )?;
         if let Some(s) = spa {
-            family(&mut e, "spa_packets", "SPA packets, by result.", Counter, &[
-                ([("result", "accepted")], s.accepted),
-                ([("result", "rejected")], s.rejected),
-            ])?;
-            single(&mut e, "capture_dropped", "Packets dropped inside the daemon before a decision.", Counter, s.dropped)?;
+            family(
+                &mut e,
+                "spa_packets",
+                "SPA packets, by result.",
+                Counter,
+                &[
+                    ([("result", "accepted")], s.accepted),
+                    ([("result", "rejected")], s.rejected),
+                ],
+            )?;
+            single(
+                &mut e,
+                "capture_dropped",
+                "Packets dropped inside the daemon before a decision.",
+                Counter,
+                s.dropped,
+            )?;
         }
         Ok(())
     }

@@ -122,7 +122,11 @@ async fn respond(mut stream: TcpStream, exporter: &Arc<Exporter>) -> std::io::Re
     let (status, body, content_type) = match asked(&head) {
         Asked::Metrics => ("200 OK", exporter.scrape(), CONTENT_TYPE),
         Asked::NotFound => ("404 Not Found", "try /metrics\n".to_string(), "text/plain"),
-        Asked::BadMethod => ("405 Method Not Allowed", "GET only\n".to_string(), "text/plain"),
+        Asked::BadMethod => (
+            "405 Method Not Allowed",
+            "GET only\n".to_string(),
+            "text/plain",
+        ),
         Asked::Malformed => ("400 Bad Request", "not HTTP\n".to_string(), "text/plain"),
     };
     let reply = format!(
@@ -143,7 +147,10 @@ mod tests {
 
     #[test]
     fn only_get_metrics_is_served() {
-        assert_eq!(asked(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), Asked::Metrics);
+        assert_eq!(
+            asked(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Asked::Metrics
+        );
         assert_eq!(asked(b"GET /metrics?x=1 HTTP/1.0\r\n\r\n"), Asked::Metrics);
         assert_eq!(asked(b"GET / HTTP/1.1\r\n\r\n"), Asked::NotFound);
         assert_eq!(asked(b"POST /metrics HTTP/1.1\r\n\r\n"), Asked::BadMethod);

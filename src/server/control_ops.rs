@@ -162,7 +162,11 @@ fn find_door<'a>(doors: &'a [DoorInfo], name: &str) -> Result<&'a DoorInfo, Cont
         .find(|d| d.name == name)
         .ok_or_else(|| ControlError::NoDoor {
             name: name.chars().take(64).collect(),
-            known: doors.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join(", "),
+            known: doors
+                .iter()
+                .map(|d| d.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
         })
 }
 
@@ -193,8 +197,15 @@ fn resolve(
 }
 
 fn protected_list(doors: &[DoorInfo]) -> String {
-    let mut ports: Vec<u16> = doors.iter().flat_map(|d| d.protected.iter().copied()).collect();
+    let mut ports: Vec<u16> = doors
+        .iter()
+        .flat_map(|d| d.protected.iter().copied())
+        .collect();
     ports.sort_unstable();
     ports.dedup();
-    ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", ")
+    ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -68,21 +68,38 @@ fn list_shows_knock_and_manual_grants_with_their_time_left_and_revoke_closes_at_
     assert!((80.0..=90.0).contains(&left), "90 s grant, {left} left");
     // The human table says the same.
     let table = knockctl(&socket, &["list"]).expect_code(0).stdout;
-    assert!(table.contains("127.0.0.22") && table.contains("manual"), "{table}");
+    assert!(
+        table.contains("127.0.0.22") && table.contains("manual"),
+        "{table}"
+    );
 
-    assert!(matches!(connect_from("127.0.0.22", loopback(port)), Reached::Served(_)));
+    assert!(matches!(
+        connect_from("127.0.0.22", loopback(port)),
+        Reached::Served(_)
+    ));
     let out = knockctl(&socket, &["revoke", "127.0.0.22"]).expect_code(0);
-    assert!(out.stdout.contains("revoked 127.0.0.22"), "{}", out.describe());
+    assert!(
+        out.stdout.contains("revoked 127.0.0.22"),
+        "{}",
+        out.describe()
+    );
     // The gate learns of the revoke through the firewall worker's queue:
     // bounded wait for it, then it stays closed.
     let deadline = Instant::now() + Duration::from_secs(2);
     while connect_from("127.0.0.22", loopback(port)) != Reached::Reset {
         assert!(Instant::now() < deadline, "revoked address still served");
     }
-    assert!(matches!(connect_from("127.0.0.21", loopback(port)), Reached::Served(_)));
+    assert!(matches!(
+        connect_from("127.0.0.21", loopback(port)),
+        Reached::Served(_)
+    ));
 
     let out = knockctl(&socket, &["flush"]).expect_code(0);
-    assert!(out.stdout.contains("flushed 1 grants"), "{}", out.describe());
+    assert!(
+        out.stdout.contains("flushed 1 grants"),
+        "{}",
+        out.describe()
+    );
     assert!(grants(&ask_json(&socket, &["list"])).is_empty());
     let deadline = Instant::now() + Duration::from_secs(2);
     while connect_from("127.0.0.21", loopback(port)) != Reached::Reset {
@@ -100,9 +117,16 @@ fn status_grant_errors_and_reload_without_a_config_file() {
     let status = ask_json(&socket, &["status"]);
     assert_eq!(status["status"]["backend"], "userspace");
     assert_eq!(status["status"]["capture"], "socket");
-    assert_eq!(status["status"]["doors"][0]["ports"][0], spec.protected_port);
+    assert_eq!(
+        status["status"]["doors"][0]["ports"][0],
+        spec.protected_port
+    );
     let out = knockctl(&socket, &["grant", "127.0.0.23", "--door", "nope"]).expect_code(2);
-    assert!(out.stderr.contains("no door named 'nope'"), "{}", out.describe());
+    assert!(
+        out.stderr.contains("no door named 'nope'"),
+        "{}",
+        out.describe()
+    );
     let out = knockctl(&socket, &["grant", "127.0.0.23", "--port", "tcp/1"]).expect_code(2);
     assert!(out.stderr.contains("not protected"), "{}", out.describe());
     let out = knockctl(&socket, &["grant", "127.0.0.23", "--for", "2d"]).expect_code(2);
@@ -122,7 +146,9 @@ fn list_answers_quickly_with_ten_thousand_open_grants() {
     let (_server, _spec, _dir, socket) = server(&["--max-grants", "20000"]);
     // 10 000 manual grants over one connection (one line each).
     let stream = UnixStream::connect(&socket).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
@@ -168,12 +194,17 @@ fn another_uid_is_refused_by_the_file_mode_and_by_the_daemon() {
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     let out = as_nobody(&socket).expect_code(1);
-    assert!(out.stderr.contains("permission denied on"), "{}", out.describe());
+    assert!(
+        out.stderr.contains("permission denied on"),
+        "{}",
+        out.describe()
+    );
     // Loosened by hand: the daemon's own check still refuses.
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
     let out = as_nobody(&socket).expect_code(1);
     assert!(
-        out.stderr.contains("the daemon refused: permission denied: uid 65534"),
+        out.stderr
+            .contains("the daemon refused: permission denied: uid 65534"),
         "{}",
         out.describe()
     );

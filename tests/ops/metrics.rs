@@ -12,7 +12,9 @@ use crate::util::{ServerSpec, bin, free_port, run};
 /// The body of `GET path` on `addr`, with the status line.
 pub fn get(addr: &str, path: &str) -> (String, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
     let mut text = String::new();
     stream.read_to_string(&mut text).unwrap();
@@ -32,7 +34,9 @@ fn sample(metrics: &str, series: &str) -> u64 {
 
 fn field(json: &str, name: &str) -> u64 {
     let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
-    v[name].as_u64().unwrap_or_else(|| panic!("no {name} in {json}"))
+    v[name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {name} in {json}"))
 }
 
 #[test]
@@ -62,10 +66,16 @@ fn metrics_count_what_knock_bench_offered_and_was_granted() {
 
     let (status, body) = get(&metrics, "/metrics");
     assert!(status.contains("200"), "{status}");
-    let packets = sample(&body, r#"portknock_capture_packets_total{source="socket",proto="udp"}"#);
+    let packets = sample(
+        &body,
+        r#"portknock_capture_packets_total{source="socket",proto="udp"}"#,
+    );
     let completed = sample(&body, r#"portknock_knocks_total{result="completed"}"#);
     assert_eq!((packets, completed), (offered, granted), "{body}");
-    assert_eq!(sample(&body, r#"portknock_grants_active{origin="knock"}"#), 300);
+    assert_eq!(
+        sample(&body, r#"portknock_grants_active{origin="knock"}"#),
+        300
+    );
     assert!(!body.contains("127.63."), "no per-address labels");
     assert!(get(&metrics, "/").0.contains("404"));
 
@@ -80,7 +90,12 @@ fn metrics_count_what_knock_bench_offered_and_was_granted() {
         eprintln!("SKIPPED: promtool check (promtool not installed)");
         return;
     };
-    promtool.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
     let checked = promtool.wait_with_output().unwrap();
     assert!(
         checked.status.success(),

@@ -9,7 +9,9 @@ use super::control::{ask_json, server};
 
 fn connect(path: &std::path::Path) -> (UnixStream, BufReader<UnixStream>) {
     let stream = UnixStream::connect(path).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     let reader = BufReader::new(stream.try_clone().unwrap());
     (stream, reader)
 }
@@ -73,7 +75,9 @@ fn idle_and_surplus_clients_do_not_stall_the_daemon() {
     // The silent ones are closed after the idle timeout; then a client
     // is served again.
     let mut first = idle.into_iter().next().unwrap();
-    first.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    first
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let mut buf = [0u8; 16];
     assert_eq!(first.read(&mut buf).unwrap(), 0, "idle client closed");
     assert_eq!(ask_json(&socket, &["status"])["ok"], true);

@@ -69,7 +69,10 @@ fn what_the_client_sends_the_daemon_reads() {
 fn bad_requests_are_refused_with_what_is_wrong() {
     let err = |text: &str| parse(text).unwrap_err();
     assert!(matches!(err("not json"), RequestError::Malformed(_)));
-    assert!(matches!(err(r#"{"cmd":"status"}"#), RequestError::Malformed(_)));
+    assert!(matches!(
+        err(r#"{"cmd":"status"}"#),
+        RequestError::Malformed(_)
+    ));
     assert!(matches!(
         err(r#"{"v":1,"cmd":"status","bogus":1}"#),
         RequestError::Malformed(_)
@@ -97,7 +100,10 @@ fn bad_requests_are_refused_with_what_is_wrong() {
             parse(bad)
         );
     }
-    let long = format!(r#"{{"v":1,"cmd":"status","x":"{}"}}"#, "a".repeat(MAX_REQUEST));
+    let long = format!(
+        r#"{{"v":1,"cmd":"status","x":"{}"}}"#,
+        "a".repeat(MAX_REQUEST)
+    );
     assert_eq!(err(&long), RequestError::TooLong);
     assert!(matches!(
         parse_request(&[0xff, 0xfe]),
