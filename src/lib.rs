@@ -39,6 +39,8 @@
 //! | [`server`] | UDP knocks -> core -> grants -> firewall worker; expiry; reload; `server::daemon`: the composition root (`ServerConfig` in, running daemon out) |
 //! | [`spa_listener`] | the server's SPA listener: UDP -> verifier thread -> grants in the engine |
 //! | [`gate`] | the userspace backend's listener: resets strangers, serves or proxies the granted |
+//! | [`control`] | the control socket (`knockctl`): versioned JSON lines, peer check, bounded connections |
+//! | [`metrics`] | the Prometheus endpoint: the counters and the engine's census, read at each scrape |
 //! | [`stats`] | the loopback stats endpoint: counters as one JSON line per connection |
 //! | [`net`] | socket helpers: v6-only wildcards side by side |
 //! | [`service`] | the protected service: greeting, flag, timed close, connection cap |
@@ -66,6 +68,7 @@ pub mod capture;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod control;
 pub mod counters;
 pub mod firewall;
 pub mod firewall_worker;
@@ -73,6 +76,7 @@ pub mod gate;
 pub mod grants;
 pub mod knock;
 pub mod log_budget;
+pub mod metrics;
 pub mod net;
 pub mod privilege;
 pub mod server;

@@ -36,6 +36,7 @@ pub fn bin(name: &str) -> PathBuf {
         "knock-server" => PathBuf::from(env!("CARGO_BIN_EXE_knock-server")),
         "knock-client" => PathBuf::from(env!("CARGO_BIN_EXE_knock-client")),
         "protected-service" => PathBuf::from(env!("CARGO_BIN_EXE_protected-service")),
+        "knockctl" => PathBuf::from(env!("CARGO_BIN_EXE_knockctl")),
         other => panic!("no binary {other}"),
     }
 }
@@ -350,7 +351,9 @@ impl ServerSpec {
             .args(["--firewall", "userspace"])
             // Loopback tests of the socket path: no AF_PACKET on the host
             // (as root, `auto` would take it; tests/kernel/stealth covers it).
-            .args(["--capture", "socket"]);
+            .args(["--capture", "socket"])
+            // Tests that want one give their own path (later flags win).
+            .args(["--control-socket", "none"]);
         for addr in &self.bind {
             cmd.args(["--bind", addr]);
         }

@@ -61,6 +61,15 @@ pub enum DaemonError {
     /// The capture source could not be opened.
     #[error(transparent)]
     Capture(#[from] CaptureError),
+    /// The control socket could not be set up (a path given explicitly).
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlSocketError),
+    /// A `control-group` that does not exist.
+    #[error(transparent)]
+    ControlGroup(#[from] crate::control::peer::NoSuchGroup),
+    /// The metrics endpoint could not be set up.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
     /// The server failed while running (or its firewall setup failed).
     #[error(transparent)]
     Server(#[from] ServerError),
@@ -85,7 +94,8 @@ impl DaemonError {
             | DaemonError::Unsupported(_)
             | DaemonError::Upstream(_)
             | DaemonError::Spa(_)
-            | DaemonError::CaptureChoice(_) => EXIT_USAGE,
+            | DaemonError::CaptureChoice(_)
+            | DaemonError::ControlGroup(_) => EXIT_USAGE,
             DaemonError::Capture(err) if !matches!(err, CaptureError::Io { .. }) => EXIT_USAGE,
             DaemonError::Firewall(err) | DaemonError::Server(ServerError::Setup(err))
                 if usage_firewall(err) =>
