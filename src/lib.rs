@@ -40,6 +40,7 @@
 //! | [`spa_listener`] | the server's SPA listener: UDP -> verifier thread -> grants in the engine |
 //! | [`gate`] | the userspace backend's listener: resets strangers, serves or proxies the granted |
 //! | [`stats`] | the loopback stats endpoint: counters as one JSON line per connection |
+//! | [`systemd`] | readiness, reload and stop notifications to systemd (`Type=notify`); a no-op without `NOTIFY_SOCKET` |
 //! | [`net`] | socket helpers: v6-only wildcards side by side |
 //! | [`service`] | the protected service: greeting, flag, timed close, connection cap |
 //! | [`client`] | knocking, SPA sending and the access check (open, closed, filtered); how the client prints |
@@ -82,3 +83,4 @@ pub mod spa;
 pub mod spa_listener;
 pub mod stats;
 pub mod stdout;
+pub mod systemd;

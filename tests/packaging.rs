@@ -4,4 +4,5 @@
 
 mod container;
 mod library_shape;
+mod notify;
 mod scripts;
