@@ -5,4 +5,5 @@
 mod container;
 mod library_shape;
 mod notify;
+mod unit;
 mod scripts;
