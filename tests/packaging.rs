@@ -3,6 +3,7 @@
 //! binary-only crates in `src/`).
 
 mod container;
+mod deb;
 mod library_shape;
 mod notify;
 mod unit;
