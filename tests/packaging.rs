@@ -4,6 +4,7 @@
 
 mod container;
 mod deb;
+mod image_caps;
 mod library_shape;
 mod notify;
 mod unit;
