@@ -27,7 +27,7 @@ if [ "$build" -eq 1 ]; then
   cargo build --release --locked --bins
 fi
 
-bins=(knock-server knock-client protected-service)
+bins=(knock-server knock-client protected-service knockctl)
 assets=target/assets
 rm -rf "$assets"
 mkdir -p "$assets/man" "$assets/completions"/{bash,zsh,fish}

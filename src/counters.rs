@@ -8,8 +8,10 @@
 //! |---|---|
 //! | `counters.rs` | [`Counters`], [`CountersSnapshot`]: the knock path and the firewall |
 //! | `spa.rs` | [`SpaCounters`], [`SpaCountersSnapshot`]: the SPA listener |
+//! | `latency.rs` | [`latency::Latency`]: the firewall's batch latency histogram |
 //! | `wire.rs` | the stats line: one flat JSON object, [`stats_line`], `to_json`/`from_json` |
 
+pub mod latency;
 mod spa;
 mod wire;
 
@@ -37,6 +39,8 @@ pub struct Counters {
     batches: AtomicU64,
     table_bytes: AtomicU64,
     grants_refused: AtomicU64,
+    /// How long firewall batches took (for the metrics endpoint).
+    pub firewall_latency: latency::Latency,
 }
 
 /// A copy of the counters at one moment.

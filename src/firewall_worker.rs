@@ -400,7 +400,9 @@ fn apply_batch(
     counters: &Counters,
     callbacks: &Callbacks,
 ) {
+    let started = Instant::now();
     let results = firewall.apply(batch);
+    counters.firewall_latency.observe(started.elapsed());
     for (change, result) in batch.iter().zip(results) {
         counters.record_firewall(result.is_err());
         let Err(err) = result else { continue };

@@ -78,11 +78,18 @@ pub enum GrantChange {
     Renewed,
 }
 
-/// Who holds a grant: a door's index (`knock::DoorId`), or [`SPA`].
+/// Who holds a grant: a door's index (`knock::DoorId`), [`SPA`], or
+/// [`MANUAL`]. Its [`Origin`] says how it was granted.
 pub type Holder = u16;
 
 /// The holder of SPA grants (no door has this index).
 pub const SPA: Holder = Holder::MAX;
+
+/// The holder of grants an operator made over the control socket
+/// (`knockctl grant`; no door has this index).
+pub const MANUAL: Holder = Holder::MAX - 1;
+
+pub use origin::Origin;
 
 /// The open grants, keyed by `(ip, holder, port)`, at most `max` of them.
 #[derive(Debug)]
@@ -282,4 +289,8 @@ impl RefusalLog {
 #[cfg(test)]
 mod tests;
 
+mod control;
+mod origin;
 mod remap;
+
+pub use control::GrantEntry;

@@ -98,6 +98,7 @@ use std::time::{Duration, Instant};
 use crate::config::Proto;
 use crate::config::{Door, KnockPort, KnockRules};
 
+mod census;
 mod doors;
 mod judge;
 mod ledger;

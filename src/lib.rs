@@ -39,6 +39,8 @@
 //! | [`server`] | UDP knocks -> core -> grants -> firewall worker; expiry; reload; `server::daemon`: the composition root (`ServerConfig` in, running daemon out) |
 //! | [`spa_listener`] | the server's SPA listener: UDP -> verifier thread -> grants in the engine |
 //! | [`gate`] | the userspace backend's listener: resets strangers, serves or proxies the granted |
+//! | [`control`] | the control socket (`knockctl`): versioned JSON lines, peer check, bounded connections |
+//! | [`metrics`] | the Prometheus endpoint: the counters and the engine's census, read at each scrape |
 //! | [`stats`] | the loopback stats endpoint: counters as one JSON line per connection |
 //! | [`systemd`] | readiness, reload and stop notifications to systemd (`Type=notify`); a no-op without `NOTIFY_SOCKET` |
 //! | [`net`] | socket helpers: v6-only wildcards side by side |
@@ -67,6 +69,7 @@ pub mod capture;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod control;
 pub mod counters;
 pub mod firewall;
 pub mod firewall_worker;
@@ -74,6 +77,7 @@ pub mod gate;
 pub mod grants;
 pub mod knock;
 pub mod log_budget;
+pub mod metrics;
 pub mod net;
 pub mod privilege;
 pub mod server;

@@ -30,7 +30,7 @@ use crate::counters::Counters;
 use crate::firewall::{Firewall, FirewallError};
 use crate::firewall_worker::FirewallWorker;
 use crate::shutdown::Shutdown;
-pub use engine::{Engine, GrantBatch};
+pub use engine::{DoorInfo, Engine, GrantBatch};
 use engine::{door_infos, tracker_for};
 pub use reload::Reload;
 use tasks::Tasks;
@@ -268,6 +268,7 @@ pub async fn run_reloadable(
     }
 }
 
+pub mod control_ops;
 pub mod daemon;
 mod engine;
 mod knock_log;

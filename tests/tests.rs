@@ -12,6 +12,8 @@
 //! - `kernel`: the nftables and iptables backends, inside network
 //!   namespaces the tests create.
 //! - `daemon`: the server as a library and behind `--config`.
+//! - `ops`: operating a daemon: the control socket and `knockctl`, the
+//!   Prometheus endpoint, JSON logs.
 //! - `packaging`: what ships around the code: scripts, the container, the
 //!   library's shape.
 //!
@@ -22,5 +24,6 @@ mod util;
 mod daemon;
 mod kernel;
 mod knock;
+mod ops;
 mod packaging;
 mod spa;

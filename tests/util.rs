@@ -36,6 +36,7 @@ pub fn bin(name: &str) -> PathBuf {
         "knock-server" => PathBuf::from(env!("CARGO_BIN_EXE_knock-server")),
         "knock-client" => PathBuf::from(env!("CARGO_BIN_EXE_knock-client")),
         "protected-service" => PathBuf::from(env!("CARGO_BIN_EXE_protected-service")),
+        "knockctl" => PathBuf::from(env!("CARGO_BIN_EXE_knockctl")),
         other => panic!("no binary {other}"),
     }
 }
@@ -347,7 +348,9 @@ impl ServerSpec {
             .args(["--window", self.window])
             .args(["--access-duration", self.access])
             .args(["--lockout", self.lockout])
-            .args(["--firewall", "userspace"]);
+            .args(["--firewall", "userspace"])
+            // Tests that want one give their own path (later flags win).
+            .args(["--control-socket", "none"]);
         for addr in &self.bind {
             cmd.args(["--bind", addr]);
         }

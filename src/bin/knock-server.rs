@@ -202,6 +202,32 @@ struct Args {
           value_parser = PossibleValuesParser::new(privilege::Split::NAMES).try_map(|s| s.parse::<privilege::Split>()))]
     privilege_split: privilege::Split,
 
+    /// Control socket for knockctl (status, list, grant, revoke, flush,
+    /// reload); `none` turns it off. Mode 0600, or 0660 with
+    /// --control-group. [default: /run/portknock/control.sock, skipped
+    /// with a warning if it cannot be bound]
+    #[arg(
+        long,
+        value_name = "PATH|none",
+        overrides_with = "control_socket",
+        help_heading = "Operations"
+    )]
+    control_socket: Option<String>,
+
+    /// Members of this group may use the control socket too.
+    #[arg(long, value_name = "GROUP", help_heading = "Operations")]
+    control_group: Option<String>,
+
+    /// Serve Prometheus metrics at http://IP:PORT/metrics (e.g.
+    /// 127.0.0.1:9184); off by default.
+    #[arg(long, value_name = "IP:PORT", help_heading = "Operations")]
+    metrics_listen: Option<std::net::SocketAddr>,
+
+    /// Log format: text (for people) or json (one object per event, for
+    /// journald, Loki or a SIEM).
+    #[arg(long, value_name = "FORMAT", value_parser = ["text", "json"], help_heading = "Operations")]
+    log_format: Option<String>,
+
     /// More logs: -v for every knock, -vv for everything (RUST_LOG wins).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -271,7 +297,8 @@ fn main() -> ExitCode {
         let _ = std::io::stdout().write_all(config.render(Reveal::Masked).as_bytes());
         return ExitCode::SUCCESS;
     }
-    cli::init_tracing(args.verbose, config.globals().log_level.word());
+    let json = config.globals().log_format == portknock::config::globals::LogFormat::Json;
+    cli::init_tracing_as(args.verbose, config.globals().log_level.word(), json);
     // A userspace gate behind rules a crashed kernel-backend run left.
     if !packet {
         let _ = leftovers::check_at_start(config.globals().firewall, &guarded(&config, &args));
@@ -412,6 +439,24 @@ fn all_globals(args: &Args) -> GlobalOverrides {
         close_after: Some(args.close_after),
         max_connections: Some(args.max_connections),
         spa: spa_settings(args),
+        ..operations(args)
+    }
+}
+
+/// The operations flags' globals (only those given).
+fn operations(args: &Args) -> GlobalOverrides {
+    use portknock::config::globals::{ControlSocketSetting, LogFormat};
+    GlobalOverrides {
+        control_socket: args
+            .control_socket
+            .as_deref()
+            .map(ControlSocketSetting::parse),
+        control_group: args.control_group.clone(),
+        metrics_listen: args.metrics_listen,
+        log_format: args.log_format.as_deref().map(|f| match f {
+            "json" => LogFormat::Json,
+            _ => LogFormat::Text,
+        }),
         ..GlobalOverrides::default()
     }
 }
@@ -444,7 +489,7 @@ fn overrides(args: &Args, matches: &ArgMatches) -> GlobalOverrides {
         close_after: all.close_after.filter(|_| keep("close_after")),
         max_connections: all.max_connections.filter(|_| keep("max_connections")),
         spa: all.spa.filter(|_| spa_flags.iter().any(|id| keep(id))),
-        ..GlobalOverrides::default()
+        ..operations(args)
     }
 }
 

@@ -16,6 +16,7 @@ use thiserror::Error;
 use toml::Spanned;
 
 use super::door::{AllowList, Door, DoorName, KnockPort, ProtectedPort, Timing, parse_network};
+use super::globals::ControlSocketSetting;
 use super::globals::{Globals, SpaSettings, Word};
 use super::issue::{Issue, Key, Problem};
 use super::server_config::ServerConfig;
@@ -265,6 +266,18 @@ fn globals(raw: &RawFile, found: &mut Vec<(Range<usize>, Issue)>) -> Option<Glob
         Key::MetricsListen,
         |t: &String| listen(Key::MetricsListen, t),
         |g: &mut Globals, v| g.metrics_listen = Some(v)
+    );
+    field!(
+        raw.control_socket,
+        Key::ControlSocket,
+        |t: &String| Ok::<_, Problem>(ControlSocketSetting::parse(t)),
+        |g: &mut Globals, v| g.control_socket = v
+    );
+    field!(
+        raw.control_group,
+        Key::ControlGroup,
+        |t: &String| Ok::<_, Problem>(t.trim().to_string()),
+        |g: &mut Globals, v| g.control_group = Some(v)
     );
     field!(
         raw.close_after,

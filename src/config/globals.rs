@@ -185,6 +185,10 @@ pub struct Globals {
     pub stats_listen: Option<SocketAddr>,
     /// Loopback address of the metrics endpoint, if any.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where the control socket listens (`knockctl`).
+    pub control_socket: ControlSocketSetting,
+    /// A group whose members may use the control socket too (0660).
+    pub control_group: Option<String>,
     /// Userspace gate: proxy granted connections to this HOST:PORT.
     pub upstream: Option<String>,
     /// Userspace gate: the flag the built-in service serves (a secret).
@@ -212,6 +216,8 @@ impl Default for Globals {
             log_format: LogFormat::Text,
             stats_listen: None,
             metrics_listen: None,
+            control_socket: ControlSocketSetting::Default,
+            control_group: None,
             upstream: None,
             flag: super::DEFAULT_FLAG.to_string(),
             close_after: DEFAULT_CLOSE_AFTER,
@@ -237,6 +243,8 @@ pub struct GlobalOverrides {
     pub log_format: Option<LogFormat>,
     pub stats_listen: Option<SocketAddr>,
     pub metrics_listen: Option<SocketAddr>,
+    pub control_socket: Option<ControlSocketSetting>,
+    pub control_group: Option<String>,
     pub upstream: Option<String>,
     pub flag: Option<String>,
     pub close_after: Option<Duration>,
@@ -263,6 +271,7 @@ impl Globals {
             iptables_position,
             log_level,
             log_format,
+            control_socket,
             close_after,
             flag,
             max_connections
@@ -272,6 +281,42 @@ impl Globals {
                 $(if let Some(value) = overrides.$field { self.$field = Some(value); })*
             };
         }
-        take_opt!(stats_listen, metrics_listen, upstream, spa);
+        take_opt!(stats_listen, metrics_listen, control_group, upstream, spa);
     }
 }
+
+/// Where the control socket listens: the default path (a failure to bind
+/// it is a warning: several daemons may share a host), a path given (a
+/// failure stops the start), or off (`none`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ControlSocketSetting {
+    /// `/run/portknock/control.sock`, if it can be bound.
+    #[default]
+    Default,
+    /// No control socket.
+    Off,
+    /// This path.
+    At(PathBuf),
+}
+
+impl ControlSocketSetting {
+    /// `none` or `off`: no socket; anything else: a path.
+    pub fn parse(text: &str) -> Self {
+        match text.trim() {
+            "none" | "off" => Self::Off,
+            path => Self::At(PathBuf::from(path)),
+        }
+    }
+
+    /// The path it names, if any (the default's included).
+    pub fn path(&self) -> Option<PathBuf> {
+        match self {
+            Self::Default => Some(PathBuf::from(DEFAULT_CONTROL_SOCKET)),
+            Self::Off => None,
+            Self::At(path) => Some(path.clone()),
+        }
+    }
+}
+
+/// The control socket's default path.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/portknock/control.sock";

@@ -69,6 +69,15 @@ impl ServerConfig {
         if let Some(addr) = g.metrics_listen {
             let _ = writeln!(o, "metrics-listen = {}", quote(&addr.to_string()));
         }
+        if let crate::config::globals::ControlSocketSetting::At(path) = &g.control_socket {
+            let _ = writeln!(o, "control-socket = {}", quote(&path.display().to_string()));
+        }
+        if let crate::config::globals::ControlSocketSetting::Off = &g.control_socket {
+            let _ = writeln!(o, "control-socket = \"none\"");
+        }
+        if let Some(group) = &g.control_group {
+            let _ = writeln!(o, "control-group = {}", quote(group));
+        }
         if let Some(upstream) = &g.upstream {
             let _ = writeln!(o, "upstream = {}", quote(upstream));
         }

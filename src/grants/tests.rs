@@ -127,4 +127,5 @@ fn refusals_are_logged_once_per_interval_with_the_count_suppressed() {
     assert_eq!(log.admit(t0 + REFUSAL_LOG_INTERVAL * 3), Some(0));
 }
 
+mod control;
 mod holders;

@@ -38,6 +38,7 @@ use crate::service::ServiceSettings;
 use crate::shutdown::Shutdown;
 use crate::spa_listener::{SpaListener, SpaSetup};
 
+mod control;
 mod error;
 mod reload;
 
@@ -182,9 +183,6 @@ pub async fn run_with(
     if let Some(upstream) = &globals.upstream {
         check_upstream(upstream)?;
     }
-    if let Some(addr) = globals.metrics_listen {
-        warn!(%addr, "metrics-listen is not served yet; ignored");
-    }
     let binds = match globals.bind.is_empty() {
         true => net::WILDCARDS.to_vec(),
         false => globals.bind.clone(),
@@ -317,9 +315,24 @@ pub async fn run_with(
                 source,
             })?;
         let counters = counters.clone();
+        let spa_counters = spa_counters.clone();
         listeners.push(Listener::new("stats", move |_, stop| {
             crate::stats::serve(listener, counters, spa_counters, stop)
         }));
+    }
+    // Operations: the control socket (sharing the reload path with SIGHUP)
+    // and the metrics endpoint.
+    let (reload_trigger, reloads) = control::merge_reloads(reloads);
+    if let Some(socket) = control::bind(&globals)? {
+        let backend = selected.kind.to_string();
+        let listener = control::listener(socket, backend, counters.clone(), reload_trigger);
+        listeners.push(listener);
+    }
+    if let Some(addr) = globals.metrics_listen {
+        let backend = selected.kind.to_string();
+        let info = crate::metrics::BuildInfo::new(backend, "socket", globals.max_tracked);
+        let spa = spa_counters.clone();
+        listeners.push(crate::metrics::listener(addr, info, counters.clone(), spa).await?);
     }
     let settings = door.clone().unwrap_or_else(|| ServerSettings {
         rules: Default::default(),
@@ -344,7 +357,7 @@ pub async fn run_with(
         userspace,
         gate_ports,
     };
-    let reloader = reload::serve(reloads, config, running, reload_tx);
+    let reloader = reload::serve(Some(reloads), config, running, reload_tx);
     tokio::select! {
         result = server => Ok(result?),
         () = reloader => unreachable!("the reloader never returns"),

@@ -41,10 +41,13 @@ pub(super) const PRUNE_INTERVAL: Duration = Duration::from_secs(1);
 /// What the engine needs of a door beyond the core: its name for logs,
 /// the ports its grants open, and for how long.
 #[derive(Debug)]
-pub(super) struct DoorInfo {
-    pub(super) name: String,
-    pub(super) protected: Vec<u16>,
-    pub(super) access: Duration,
+pub struct DoorInfo {
+    /// The door's name.
+    pub name: String,
+    /// Its protected ports.
+    pub protected: Vec<u16>,
+    /// How long its grants last.
+    pub access: Duration,
 }
 
 /// The core for `settings`: its doors, or the seed's single door.

@@ -8,6 +8,7 @@
 
 mod access;
 mod config_reload;
+mod control;
 mod crash;
 mod doors;
 mod instance;

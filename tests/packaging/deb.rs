@@ -19,7 +19,7 @@ use std::time::Duration;
 use crate::util::{Outcome, run};
 
 const LIMIT: Duration = Duration::from_secs(120);
-const BINARIES: [&str; 3] = ["knock-server", "knock-client", "protected-service"];
+const BINARIES: [&str; 4] = ["knock-server", "knock-client", "protected-service", "knockctl"];
 
 /// The package to test, or a loud SKIPPED (a panic in CI).
 fn package(test: &str) -> Option<PathBuf> {

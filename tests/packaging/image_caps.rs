@@ -57,6 +57,7 @@ fn an_unprivileged_user_with_net_admin_file_caps_runs_the_iptables_backend() {
         .arg(dir.path().join("knock-server"))
         .args(["--firewall", "iptables", "--sequence", "41001,41002,41003"])
         .args(["--protected-port", "42222", "--bind", "127.0.0.1"])
+        .args(["--control-socket", "none"])
         .env("PATH", format!("{}:/usr/bin:/bin", dir.path().display()));
     let mut server = Proc::spawn(server);
     server.wait_for("knock server ready", LIMIT);

@@ -83,6 +83,7 @@ fn the_daemon_notifies_ready_reloading_and_stopping() {
     let mut cmd = Command::new(bin("knock-server"));
     cmd.arg("--config")
         .arg(&path)
+        .args(["--control-socket", "none"])
         .env("NOTIFY_SOCKET", &manager.path);
     let mut server = Proc::spawn(cmd);
 

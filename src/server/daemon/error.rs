@@ -53,6 +53,15 @@ pub enum DaemonError {
         /// Why.
         source: std::io::Error,
     },
+    /// The control socket could not be set up (a path given explicitly).
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlSocketError),
+    /// A `control-group` that does not exist.
+    #[error(transparent)]
+    ControlGroup(#[from] crate::control::peer::NoSuchGroup),
+    /// The metrics endpoint could not be set up.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
     /// The server failed while running (or its firewall setup failed).
     #[error(transparent)]
     Server(#[from] ServerError),
@@ -76,7 +85,8 @@ impl DaemonError {
             | DaemonError::Flag(_)
             | DaemonError::Unsupported(_)
             | DaemonError::Upstream(_)
-            | DaemonError::Spa(_) => EXIT_USAGE,
+            | DaemonError::Spa(_)
+            | DaemonError::ControlGroup(_) => EXIT_USAGE,
             DaemonError::Firewall(err) | DaemonError::Server(ServerError::Setup(err))
                 if usage_firewall(err) =>
             {
