@@ -127,3 +127,38 @@ fn the_daemon_notifies_ready_reloading_and_stopping() {
     assert_has(&stopping, "STOPPING=1");
     assert!(manager.quiet(Duration::from_millis(100)));
 }
+
+/// Under the privilege split (root, a kernel backend, in a namespace the
+/// test makes) the packet process, a child running as another user,
+/// notifies: the unit's `NotifyAccess=all`. The socket is reachable by any
+/// user, as systemd's `/run/systemd/notify` is.
+#[test]
+fn under_the_privilege_split_the_packet_process_notifies() {
+    use std::os::unix::fs::PermissionsExt;
+    if !crate::util::netns::privileged("under_the_privilege_split_the_packet_process_notifies") {
+        return;
+    }
+    let manager = Manager::new();
+    let open = std::fs::Permissions::from_mode(0o777);
+    std::fs::set_permissions(manager.path.parent().unwrap(), open.clone()).unwrap();
+    std::fs::set_permissions(&manager.path, open).unwrap();
+    let ns = crate::util::netns::Netns::new("notify");
+    let mut cmd = ns.command(bin("knock-server"));
+    cmd.args(["--firewall", "nftables", "--privilege-split", "on"])
+        .args(["--sequence", "41001,41002,41003", "--protected-port", "42222"])
+        .args(["--bind", "127.0.0.1", "--control-socket", "none"])
+        .env("NOTIFY_SOCKET", &manager.path);
+    let mut server = Proc::spawn(cmd);
+    let ready = manager.next();
+    assert_has(&ready, "READY=1");
+    assert_has(&ready, "STATUS=ready: firewall nftables");
+    assert!(ns.rules().contains("portknock"), "{}", ns.rules());
+    server.signal("HUP");
+    assert_has(&manager.next(), "RELOADING=1");
+    assert_has(&manager.next(), "READY=1");
+    let status = server.signal_and_wait("TERM", LIMIT);
+    assert!(status.success(), "{status:?}\n{}", server.logs());
+    assert!(server.printed("firewall helper stopped"), "no split:\n{}", server.logs());
+    assert_has(&manager.next(), "STOPPING=1");
+    assert!(!ns.rules().contains("portknock"), "{}", ns.rules());
+}
