@@ -7,5 +7,5 @@ mod deb;
 mod image_caps;
 mod library_shape;
 mod notify;
-mod unit;
 mod scripts;
+mod unit;

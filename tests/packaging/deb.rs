@@ -19,7 +19,12 @@ use std::time::Duration;
 use crate::util::{Outcome, run};
 
 const LIMIT: Duration = Duration::from_secs(120);
-const BINARIES: [&str; 4] = ["knock-server", "knock-client", "protected-service", "knockctl"];
+const BINARIES: [&str; 4] = [
+    "knock-server",
+    "knock-client",
+    "protected-service",
+    "knockctl",
+];
 
 /// The package to test, or a loud SKIPPED (a panic in CI).
 fn package(test: &str) -> Option<PathBuf> {
@@ -80,7 +85,11 @@ fn throwaway_root() -> tempfile::TempDir {
 fn dpkg(root: &Path, args: &[&str]) -> Outcome {
     let mut cmd = Command::new("dpkg");
     cmd.arg(format!("--root={}", root.display()))
-        .args(["--force-script-chrootless", "--force-depends", "--log=/dev/null"])
+        .args([
+            "--force-script-chrootless",
+            "--force-depends",
+            "--log=/dev/null",
+        ])
         .args(args);
     run(cmd, LIMIT).expect_code(0)
 }
@@ -126,17 +135,21 @@ fn the_deb_installs_into_a_throwaway_root_and_works_there() {
             format!("usr/share/fish/vendor_completions.d/{bin}.fish"),
         ];
         for file in completions {
-            let text = std::fs::read_to_string(r.join(&file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+            let text =
+                std::fs::read_to_string(r.join(&file)).unwrap_or_else(|e| panic!("{file}: {e}"));
             assert!(text.contains(bin), "{file}");
         }
     }
     let unit = std::fs::read_to_string(r.join("usr/lib/systemd/system/portknock.service")).unwrap();
     assert_eq!(
         unit,
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/portknock.service"))
-            .unwrap()
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/portknock.service")
+        )
+        .unwrap()
     );
-    let conffiles = std::fs::read_to_string(r.join("var/lib/dpkg/info/portknock.conffiles")).unwrap();
+    let conffiles =
+        std::fs::read_to_string(r.join("var/lib/dpkg/info/portknock.conffiles")).unwrap();
     assert_eq!(conffiles.trim(), "/etc/portknock/portknock.toml");
 
     // The postinst's user and directories; the service neither enabled
@@ -145,16 +158,25 @@ fn the_deb_installs_into_a_throwaway_root_and_works_there() {
     let gid = id_in(r, "group", "portknock").expect("group portknock");
     assert!(uid > 0 && uid < 1000, "a system uid: {uid}");
     assert_eq!(owner_mode(&r.join("etc/portknock")), (0, gid, 0o750));
-    assert_eq!(owner_mode(&r.join("etc/portknock/portknock.toml")), (0, gid, 0o640));
+    assert_eq!(
+        owner_mode(&r.join("etc/portknock/portknock.toml")),
+        (0, gid, 0o640)
+    );
     assert_eq!(owner_mode(&r.join("var/lib/portknock")), (0, gid, 0o770));
-    assert!(!r.join("etc/systemd/system/multi-user.target.wants").exists());
+    assert!(
+        !r.join("etc/systemd/system/multi-user.target.wants")
+            .exists()
+    );
 
     // The installed programs.
     let server = r.join("usr/bin/knock-server");
     let mut version = Command::new(&server);
     version.arg("--version");
     let out = run(version, LIMIT).expect_code(0);
-    assert_eq!(out.stdout.trim(), format!("knock-server {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        out.stdout.trim(),
+        format!("knock-server {}", env!("CARGO_PKG_VERSION"))
+    );
     let mut check = Command::new(&server);
     check
         .arg("--check-config")
@@ -167,9 +189,16 @@ fn the_deb_installs_into_a_throwaway_root_and_works_there() {
     for bin in BINARIES {
         let page = r.join(format!("usr/share/man/man1/{bin}.1.gz"));
         let mut man = Command::new("man");
-        man.arg("-l").arg(&page).env("MANPAGER", "cat").env("MANWIDTH", "80");
+        man.arg("-l")
+            .arg(&page)
+            .env("MANPAGER", "cat")
+            .env("MANWIDTH", "80");
         let out = run(man, LIMIT).expect_code(0);
-        assert!(out.stdout.contains("NAME") && out.stdout.contains("SYNOPSIS"), "{}", out.describe());
+        assert!(
+            out.stdout.contains("NAME") && out.stdout.contains("SYNOPSIS"),
+            "{}",
+            out.describe()
+        );
         assert!(out.stdout.contains(bin), "{}", out.describe());
         assert!(out.stderr.trim().is_empty(), "{}", out.describe());
     }

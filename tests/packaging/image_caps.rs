@@ -26,7 +26,10 @@ fn an_unprivileged_user_with_net_admin_file_caps_runs_the_iptables_backend() {
     if !multi.ends_with("xtables-nft-multi")
         || portknock::firewall::system::find_tool("setcap").is_none()
     {
-        assert!(std::env::var_os("CI").is_none(), "needs iptables-nft and setcap (libcap2-bin) in CI");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "needs iptables-nft and setcap (libcap2-bin) in CI"
+        );
         eprintln!("\n*** SKIPPED: needs iptables-nft (the image's) and setcap ***\n");
         return;
     }
@@ -81,7 +84,12 @@ fn an_unprivileged_user_with_net_admin_file_caps_runs_the_iptables_backend() {
     run(knock, LIMIT).expect_code(0);
     let deadline = Instant::now() + LIMIT;
     while !ns.rules().contains("-s 127.0.0.1/32") {
-        assert!(Instant::now() < deadline, "no grant rule\n{}\n{}", ns.rules(), server.logs());
+        assert!(
+            Instant::now() < deadline,
+            "no grant rule\n{}\n{}",
+            ns.rules(),
+            server.logs()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 

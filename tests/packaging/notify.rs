@@ -145,7 +145,12 @@ fn under_the_privilege_split_the_packet_process_notifies() {
     let ns = crate::util::netns::Netns::new("notify");
     let mut cmd = ns.command(bin("knock-server"));
     cmd.args(["--firewall", "nftables", "--privilege-split", "on"])
-        .args(["--sequence", "41001,41002,41003", "--protected-port", "42222"])
+        .args([
+            "--sequence",
+            "41001,41002,41003",
+            "--protected-port",
+            "42222",
+        ])
         .args(["--bind", "127.0.0.1", "--control-socket", "none"])
         .env("NOTIFY_SOCKET", &manager.path);
     let mut server = Proc::spawn(cmd);
@@ -158,7 +163,11 @@ fn under_the_privilege_split_the_packet_process_notifies() {
     assert_has(&manager.next(), "READY=1");
     let status = server.signal_and_wait("TERM", LIMIT);
     assert!(status.success(), "{status:?}\n{}", server.logs());
-    assert!(server.printed("firewall helper stopped"), "no split:\n{}", server.logs());
+    assert!(
+        server.printed("firewall helper stopped"),
+        "no split:\n{}",
+        server.logs()
+    );
     assert_has(&manager.next(), "STOPPING=1");
     assert!(!ns.rules().contains("portknock"), "{}", ns.rules());
 }

@@ -76,9 +76,12 @@ fn systemd_analyze_security_rates_the_unit_ok_or_better() {
         "rated {line:?}"
     );
     // The README records the figure: keep it honest.
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-        .unwrap();
-    let recorded = format!("`systemd-analyze security` rates it {exposure:.1} {}", rating[1]);
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let recorded = format!(
+        "`systemd-analyze security` rates it {exposure:.1} {}",
+        rating[1]
+    );
     assert!(readme.contains(&recorded), "README lacks {recorded:?}");
 }
 

@@ -126,7 +126,9 @@ pub(super) async fn serve(
                         file = %source.path.display(),
                         "reload refused; the running configuration stays:\n{err}"
                     );
-                    crate::systemd::reloaded("ready: reload refused, the running configuration stays (see the log)");
+                    crate::systemd::reloaded(
+                        "ready: reload refused, the running configuration stays (see the log)",
+                    );
                 }
             }
         }
