@@ -1,10 +1,13 @@
 # portknock: the knock server and the protected service in one image.
-#   docker compose up port_knocking        (see compose.yaml)
+#   docker compose up port_knocking   (compose v2, Debian: docker-compose-plugin)
+#   docker-compose up port_knocking   (compose v1, Debian: docker-compose)
 # Configuration through the environment: KNOCK_SEQUENCE, PROTECTED_PORT,
 # WINDOW, ACCESS_DURATION, LOCKOUT, FLAG, FIREWALL (see
-# scripts/start_services.sh). Kernel firewalls need NET_ADMIN.
+# scripts/start_services.sh). Runs as user portknock; kernel firewalls need
+# the container to have NET_ADMIN (compose.yaml: cap_drop ALL, cap_add
+# NET_ADMIN), which reaches the programs through file capabilities below.
 
-# --- build: the release binaries, with the locked dependencies -------------
+# --- build: the release binaries (stripped: the release profile), locked deps --
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
@@ -12,13 +15,24 @@ RUN cargo build --release --locked --bins \
  && mkdir -p /out \
  && cp target/release/knock-server target/release/knock-client target/release/protected-service /out/
 
-# --- runtime: slim, with the firewall tools ----------------------------------
+# --- runtime: slim, with the firewall tools, as an unprivileged user ---------
+# A non-root user gets no capability from the container's set at exec, so
+# knock-server (netlink grants, the capability check) and the firewall tools
+# it runs (iptables-restore, nft: the real files behind the alternatives)
+# carry cap_net_admin as a file capability. NET_ADMIN only: capture through
+# AF_PACKET (--capture packet) would need NET_RAW too.
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends iptables nftables iproute2 netcat-openbsd procps \
- && rm -rf /var/lib/apt/lists/*
+ && apt-get install -y --no-install-recommends iptables nftables iproute2 netcat-openbsd procps libcap2-bin \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --user-group --no-create-home --shell /usr/sbin/nologin portknock
 COPY --from=build /out/ /usr/local/bin/
 COPY scripts/start_services.sh scripts/common.sh scripts/demo.sh scripts/test_knocking.sh /opt/portknock/scripts/
+RUN setcap cap_net_admin+ep /usr/local/bin/knock-server \
+ && setcap cap_net_admin+ep "$(readlink -f /usr/sbin/iptables-restore)" \
+ && setcap cap_net_admin+ep "$(readlink -f /usr/sbin/nft)" \
+ && apt-get purge -y --auto-remove libcap2-bin
+USER portknock
 
 ENV KNOCK_SEQUENCE=1234,5678,9012 \
     PROTECTED_PORT=2222 \

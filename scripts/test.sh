@@ -17,6 +17,9 @@ declare -A needed=(
   [fwknop]=fwknop-client
   [fwknopd]=fwknop-server
   [docker-compose]=docker-compose
+  [systemd-analyze]=systemd
+  [man]=man-db
+  [setcap]=libcap2-bin
 )
 missing=()
 for cmd in "${!needed[@]}"; do
@@ -33,7 +36,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 echo "==> shellcheck"
-shellcheck -x scripts/*.sh bench/*.sh .ci/run tests/data/spa/*.sh
+shellcheck -x scripts/*.sh bench/*.sh .ci/run tests/data/spa/*.sh packaging/debian/postinst packaging/debian/prerm packaging/debian/postrm
 
 echo "==> cargo test (the workspace: the library, its binaries and bench/, knock-bench)"
 # The criterion benchmarks, once each as a smoke test (no timing).

@@ -42,6 +42,7 @@
 //! | [`control`] | the control socket (`knockctl`): versioned JSON lines, peer check, bounded connections |
 //! | [`metrics`] | the Prometheus endpoint: the counters and the engine's census, read at each scrape |
 //! | [`stats`] | the loopback stats endpoint: counters as one JSON line per connection |
+//! | [`systemd`] | readiness, reload and stop notifications to systemd (`Type=notify`); a no-op without `NOTIFY_SOCKET` |
 //! | [`net`] | socket helpers: v6-only wildcards side by side |
 //! | [`service`] | the protected service: greeting, flag, timed close, connection cap |
 //! | [`client`] | knocking, SPA sending and the access check (open, closed, filtered); how the client prints |
@@ -86,3 +87,4 @@ pub mod spa;
 pub mod spa_listener;
 pub mod stats;
 pub mod stdout;
+pub mod systemd;

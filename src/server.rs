@@ -258,6 +258,7 @@ pub async fn run_reloadable(
         lockout_secs = settings.rules.lockout.as_secs_f64(),
         "knock server ready"
     );
+    crate::systemd::ready(&format!("ready: firewall {backend}, sequence {sequence}"));
 
     let mut shutdown = std::pin::pin!(shutdown.stopped());
     let died = loop {
@@ -268,6 +269,7 @@ pub async fn run_reloadable(
             Some(reload) = reloads.recv() => reload::apply(&engine, rebind.as_ref(), &reconfigurer, reload).await,
         }
     };
+    crate::systemd::stopping("stopping: removing firewall rules");
     match &died {
         None => info!("shutting down: removing firewall rules"),
         Some((task, reason)) => error!(

@@ -3,5 +3,9 @@
 //! binary-only crates in `src/`).
 
 mod container;
+mod deb;
+mod image_caps;
 mod library_shape;
+mod notify;
 mod scripts;
+mod unit;

@@ -219,7 +219,13 @@ impl TryFrom<Cli> for Plan {
     }
 }
 
+#[path = "shared/docs.rs"]
+mod docs;
+
 fn main() -> ExitCode {
+    if let Some(code) = docs::generate(<Cli as clap::CommandFactory>::command) {
+        return code;
+    }
     let cli = Cli::parse();
     portknock::cli::init_tracing(cli.verbose, "warn");
     if cli.keygen {

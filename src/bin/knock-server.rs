@@ -270,7 +270,13 @@ fn fail(error: &dyn std::fmt::Display, code: u8) -> ExitCode {
     ExitCode::from(code)
 }
 
+#[path = "shared/docs.rs"]
+mod docs;
+
 fn main() -> ExitCode {
+    if let Some(code) = docs::generate(<Args as clap::CommandFactory>::command) {
+        return code;
+    }
     let matches = Args::command().get_matches();
     let args = match Args::from_arg_matches(&matches) {
         Ok(args) => args,

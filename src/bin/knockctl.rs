@@ -117,7 +117,13 @@ fn request(command: Command) -> WireRequest {
     }
 }
 
+#[path = "shared/docs.rs"]
+mod docs;
+
 fn main() -> ExitCode {
+    if let Some(code) = docs::generate(<Args as clap::CommandFactory>::command) {
+        return code;
+    }
     let args = Args::parse();
     let json = args.json;
     let (line, reply) = match client::ask(&args.socket, &request(args.command)) {

@@ -47,7 +47,13 @@ struct Cli {
     verbose: u8,
 }
 
+#[path = "shared/docs.rs"]
+mod docs;
+
 fn main() -> ExitCode {
+    if let Some(code) = docs::generate(<Cli as clap::CommandFactory>::command) {
+        return code;
+    }
     let cli = Cli::parse();
     portknock::cli::init_tracing(cli.verbose, "info");
     match run(cli) {

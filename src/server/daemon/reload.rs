@@ -108,18 +108,28 @@ pub(super) async fn serve(
     }) = reloads
     {
         while triggers.recv().await.is_some() {
+            crate::systemd::reloading();
             let Some(source) = &source else {
                 warn!(
                     "reload requested, but the server was started without --config: nothing to re-read; carrying on unchanged"
                 );
+                crate::systemd::reloaded("ready: reload ignored (started without --config)");
                 continue;
             };
             match reload_once(source, &current, &running, &server).await {
-                Ok(new) => current = new,
-                Err(err) => error!(
-                    file = %source.path.display(),
-                    "reload refused; the running configuration stays:\n{err}"
-                ),
+                Ok(new) => {
+                    current = new;
+                    crate::systemd::reloaded("ready: configuration reloaded");
+                }
+                Err(err) => {
+                    error!(
+                        file = %source.path.display(),
+                        "reload refused; the running configuration stays:\n{err}"
+                    );
+                    crate::systemd::reloaded(
+                        "ready: reload refused, the running configuration stays (see the log)",
+                    );
+                }
             }
         }
     }
