@@ -7,9 +7,11 @@
 //! | file | concept |
 //! |---|---|
 //! | `counters.rs` | [`Counters`], [`CountersSnapshot`]: the knock path and the firewall |
+//! | `fleet.rs` | [`FleetCounters`]: the fleet link (NATS), issue 15 |
 //! | `spa.rs` | [`SpaCounters`], [`SpaCountersSnapshot`]: the SPA listener |
 //! | `wire.rs` | the stats line: one flat JSON object, [`stats_line`], `to_json`/`from_json` |
 
+mod fleet;
 mod spa;
 mod wire;
 
@@ -18,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::knock::Verdict;
 
+pub use fleet::{FleetCounters, FleetCountersSnapshot};
 pub use spa::{SpaCounters, SpaCountersSnapshot};
 pub use wire::{json_object, stats_line};
 
@@ -37,6 +40,8 @@ pub struct Counters {
     batches: AtomicU64,
     table_bytes: AtomicU64,
     grants_refused: AtomicU64,
+    /// The fleet link's counters (all zero without `[fleet]`).
+    pub fleet: FleetCounters,
 }
 
 /// A copy of the counters at one moment.

@@ -68,6 +68,7 @@ pub mod config;
 pub mod counters;
 pub mod firewall;
 pub mod firewall_worker;
+pub mod fleet;
 pub mod gate;
 pub mod grants;
 pub mod knock;

@@ -268,6 +268,7 @@ pub async fn run_reloadable(
 
 pub mod daemon;
 mod engine;
+mod fleet_grants;
 mod knock_log;
 pub mod order;
 pub mod receiver;

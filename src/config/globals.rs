@@ -202,6 +202,8 @@ pub struct Globals {
     pub max_connections: usize,
     /// The SPA listener, if on.
     pub spa: Option<SpaSettings>,
+    /// Fleet mode (`[fleet]`, `--fleet-*`): None runs alone.
+    pub fleet: Option<crate::fleet::FleetSettings>,
 }
 
 impl Default for Globals {
@@ -224,6 +226,7 @@ impl Default for Globals {
             close_after: DEFAULT_CLOSE_AFTER,
             max_connections: crate::gate::DEFAULT_MAX_CONNECTIONS,
             spa: None,
+            fleet: None,
         }
     }
 }

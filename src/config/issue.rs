@@ -44,6 +44,8 @@ pub enum Key {
     SpaPort,
     SpaAccess,
     SpaMaxAge,
+    /// The `[fleet]` table.
+    Fleet,
     /// The whole file (a problem of no single key).
     Doors,
 }
@@ -77,6 +79,7 @@ impl Key {
             Key::SpaPort => "spa.port",
             Key::SpaAccess => "spa.access",
             Key::SpaMaxAge => "spa.max-age",
+            Key::Fleet => "fleet",
             Key::Doors => "door",
         }
     }
@@ -95,6 +98,9 @@ fn human(d: &Duration) -> String {
 /// One refused value: what it is and what is allowed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum Problem {
+    /// A `[fleet]` setting refused (the message names it).
+    #[error("{0}")]
+    Fleet(String),
     /// A knock port that does not parse.
     #[error("invalid knock port '{0}': expected PORT, PORT:udp or PORT:tcp, PORT from 1 to 65535")]
     KnockPort(String),

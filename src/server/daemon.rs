@@ -261,6 +261,8 @@ pub async fn run_with(
         super::bind_udp(&binds, &knock_ports(door.as_ref())).map_err(bind("for knocks on udp"))?;
     let mut listeners = Vec::new();
     let counters = Arc::new(Counters::new());
+    // Fleet (issue 15): refused credentials fail here, before the firewall.
+    listeners.extend(crate::fleet::listener(&config, &counters).await?);
     if let (true, Some(&first)) = (userspace, gate_ports.first()) {
         let mut bound = Vec::new();
         for &port in &gate_ports {

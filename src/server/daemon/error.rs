@@ -37,6 +37,9 @@ pub enum DaemonError {
     /// The SPA access file or replay cache was refused.
     #[error(transparent)]
     Spa(#[from] SpaSetupError),
+    /// The fleet could not start (key file, credentials refused).
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet::FleetError),
     /// The firewall backend cannot be used.
     #[error(transparent)]
     Firewall(FirewallError),
@@ -76,7 +79,8 @@ impl DaemonError {
             | DaemonError::Flag(_)
             | DaemonError::Unsupported(_)
             | DaemonError::Upstream(_)
-            | DaemonError::Spa(_) => EXIT_USAGE,
+            | DaemonError::Spa(_)
+            | DaemonError::Fleet(_) => EXIT_USAGE,
             DaemonError::Firewall(err) | DaemonError::Server(ServerError::Setup(err))
                 if usage_firewall(err) =>
             {
