@@ -20,6 +20,7 @@
 mod util;
 
 mod daemon;
+mod fleet;
 mod kernel;
 mod knock;
 mod packaging;

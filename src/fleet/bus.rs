@@ -356,7 +356,9 @@ impl Buckets {
 }
 
 /// Opens bucket `name`, creating it with `max_age` if it does not exist
-/// (a bucket made by another node is used as it is).
+/// (a bucket made by another node is used as it is). The stream is made
+/// the way the client's `create_key_value` makes it, without its account
+/// query, whose reply NATS 2.9 (Debian's) words differently.
 async fn bucket(
     js: &jetstream::Context,
     name: String,
@@ -365,15 +367,23 @@ async fn bucket(
     if let Ok(store) = js.get_key_value(&name).await {
         return Ok(store);
     }
-    let config = kv::Config {
-        bucket: name.clone(),
-        history: 1,
+    let config = jetstream::stream::Config {
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
         max_age,
+        max_message_size: i32::try_from(super::record::MAX_RECORD_LEN).unwrap_or(i32::MAX),
         storage: jetstream::stream::StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: jetstream::stream::DiscardPolicy::New,
+        duplicate_window: max_age.min(Duration::from_secs(120)),
+        num_replicas: 1,
         ..Default::default()
     };
-    match js.create_key_value(config).await {
-        Ok(store) => Ok(store),
-        Err(_) => Ok(js.get_key_value(&name).await?),
+    if let Err(e) = js.create_stream(config).await {
+        debug!(error = %e, bucket = %name, "fleet: bucket not created (another node's?)");
     }
+    Ok(js.get_key_value(&name).await?)
 }
