@@ -180,7 +180,8 @@ pub async fn run(
                 }
             }
         };
-        let mut watch = match grants.watch_all().await {
+        // Last value per key first (the snapshot), then every change.
+        let mut watch = match grants.watch_with_history(">").await {
             Ok(watch) => watch,
             Err(e) => {
                 debug!(error = %e, "fleet: cannot watch the grants bucket yet");
