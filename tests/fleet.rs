@@ -6,4 +6,5 @@
 
 mod bad_input;
 mod lab;
+mod spa_replay;
 mod three_nodes;
