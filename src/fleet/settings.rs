@@ -215,6 +215,35 @@ impl FleetSettings {
         })
     }
 
+    /// The `[fleet]` table as TOML (`--check-config`); passwords and
+    /// tokens masked unless `secrets`.
+    pub fn render(&self, secrets: bool) -> String {
+        let q = |t: &str| toml::Value::String(t.to_string()).to_string();
+        let secret = |t: &str| if secrets { q(t) } else { q(crate::config::MASK) };
+        let urls: Vec<String> = self.urls.iter().map(|u| q(u)).collect();
+        let mut out = format!("[fleet]\nurl = [{}]\n", urls.join(", "));
+        out += &format!("group = {}\nnode = {}\n", q(&self.group), q(&self.node));
+        out += &format!("key-file = {}\n", q(&self.key_file.display().to_string()));
+        match &self.auth {
+            FleetAuth::None => {}
+            FleetAuth::UserPassword(u, p) => {
+                out += &format!("user = {}\npassword = {}\n", q(u), secret(p));
+            }
+            FleetAuth::Token(t) => out += &format!("token = {}\n", secret(t)),
+            FleetAuth::NkeyFile(f) => out += &format!("nkey-file = {}\n", q(&f.display().to_string())),
+            FleetAuth::CredsFile(f) => out += &format!("creds-file = {}\n", q(&f.display().to_string())),
+        }
+        if let Some(ca) = &self.tls_ca {
+            out += &format!("tls-ca = {}\n", q(&ca.display().to_string()));
+        }
+        out += &format!(
+            "when-unreachable = {}\nspa = {}\n",
+            q(self.when_unreachable.word()),
+            self.spa
+        );
+        out
+    }
+
     /// The grants bucket's name.
     pub fn grants_bucket(&self) -> String {
         format!("portknock-grants-{}", self.group)

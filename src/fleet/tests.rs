@@ -243,3 +243,49 @@ fn the_key_file_must_be_private_and_long_enough() {
     assert!(load_key(&path).unwrap_err().0.contains("at least 16"));
     assert!(load_key(&dir.path().join("missing")).is_err());
 }
+
+const FILE: &str = r#"
+[fleet]
+url = ["nats://192.0.2.1:4222", "nats://192.0.2.2:4222"]
+group = "bastions"
+node = "a"
+key-file = "/etc/portknock/group.key"
+user = "pk"
+password = "s3cr3tpw"
+when-unreachable = "refuse"
+
+[[door]]
+name = "ssh"
+sequence = [1234, 5678]
+protected = ["tcp/22"]
+fleet = true
+
+[[door]]
+name = "local"
+sequence = [7000, 7001]
+protected = ["tcp/2223"]
+"#;
+
+#[test]
+fn doors_opt_in_and_the_check_config_rendering_reads_back_masked() {
+    use crate::config::Reveal;
+    let path = std::path::Path::new("f.toml");
+    let config = crate::config::file::parse(path, FILE).unwrap();
+    let fleet: Vec<bool> = config.doors().iter().map(|d| d.fleet()).collect();
+    assert_eq!(fleet, vec![true, false]);
+    let settings = config.globals().fleet.clone().unwrap();
+    assert_eq!(settings.when_unreachable, WhenUnreachable::Refuse);
+    let shown = config.render(Reveal::Masked);
+    assert!(shown.contains("[fleet]") && !shown.contains("s3cr3tpw"), "{shown}");
+    let back = crate::config::file::parse(path, &config.render(Reveal::Secrets)).unwrap();
+    assert_eq!(back.globals().fleet, config.globals().fleet);
+    assert_eq!(back.doors(), config.doors());
+}
+
+#[test]
+fn a_bad_fleet_table_is_refused_at_its_line() {
+    let text = FILE.replace("nats://192.0.2.2:4222", "http://x");
+    let err = crate::config::file::parse(std::path::Path::new("f.toml"), &text).unwrap_err();
+    let shown = err.to_string();
+    assert!(shown.starts_with("f.toml:2:") && shown.contains("http://x"), "{shown}");
+}
