@@ -252,6 +252,7 @@ pub struct GlobalOverrides {
     pub close_after: Option<Duration>,
     pub max_connections: Option<usize>,
     pub spa: Option<SpaSettings>,
+    pub fleet: Option<crate::fleet::FleetSettings>,
 }
 
 impl Globals {
@@ -282,6 +283,6 @@ impl Globals {
                 $(if let Some(value) = overrides.$field { self.$field = Some(value); })*
             };
         }
-        take_opt!(stats_listen, metrics_listen, upstream, spa);
+        take_opt!(stats_listen, metrics_listen, upstream, spa, fleet);
     }
 }

@@ -107,3 +107,22 @@ fn a_bad_fleet_table_is_refused_with_its_place() {
         out.describe()
     );
 }
+
+#[test]
+fn the_fleet_flags_share_the_flags_door_and_refuse_bad_names() {
+    let mut cmd = Command::new(bin("knock-server"));
+    cmd.args(["--check-config", "--firewall", "userspace"])
+        .args(["--fleet-url", "nats://127.0.0.1:4222", "--fleet-group", "bastions"])
+        .args(["--fleet-key", "/nonexistent/key", "--fleet-node", "a"]);
+    let out = run(cmd, Duration::from_secs(10)).expect_code(0);
+    assert!(
+        out.stdout.contains("[fleet]") && out.stdout.contains("fleet = true"),
+        "{}",
+        out.describe()
+    );
+    let mut cmd = Command::new(bin("knock-server"));
+    cmd.args(["--check-config", "--fleet-url", "nats://127.0.0.1:4222"])
+        .args(["--fleet-group", "a.b", "--fleet-key", "k"]);
+    let out = run(cmd, Duration::from_secs(10)).expect_code(2);
+    assert!(out.stderr.contains("invalid fleet group 'a.b'"), "{}", out.describe());
+}
