@@ -126,3 +126,34 @@ fn the_fleet_flags_share_the_flags_door_and_refuse_bad_names() {
     let out = run(cmd, Duration::from_secs(10)).expect_code(2);
     assert!(out.stderr.contains("invalid fleet group 'a.b'"), "{}", out.describe());
 }
+
+#[test]
+fn policy_refuse_keeps_fleet_doors_closed_while_the_engine_is_unreachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = format!(
+        "url = \"nats://127.0.0.1:{}\"\ngroup = \"g\"\nnode = \"n\"\nkey-file = \"{}\"\nwhen-unreachable = \"refuse\"",
+        free_port(),
+        key(dir.path(), 0o600)
+    );
+    let path = config(dir.path(), &fleet);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let ports: Vec<u16> = text
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|t| t.parse().ok())
+        .filter(|&p| p > 1024)
+        .collect();
+    let (sequence, protected) = (&ports[ports.len() - 4..ports.len() - 1], ports[ports.len() - 1]);
+    let mut node = Proc::spawn(server(&path));
+    node.wait_for("knock server ready", Duration::from_secs(10));
+    for &port in sequence {
+        crate::util::knock_from("127.0.0.1", port);
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    node.wait_for("fleet door grant refused", Duration::from_secs(5));
+    let reached = crate::util::connect_from("127.0.0.1", crate::util::loopback(protected));
+    assert!(
+        matches!(reached, crate::util::Reached::Reset),
+        "served while refusing\n{}",
+        node.logs()
+    );
+}
