@@ -5,6 +5,7 @@
 //! Kernel tests need root (loud SKIPPED line without it; a failure in CI).
 
 mod bad_input;
+mod bench;
 mod lab;
 mod spa_replay;
 mod three_nodes;

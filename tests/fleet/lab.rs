@@ -52,6 +52,8 @@ pub struct FleetLab {
     pub dir: tempfile::TempDir,
     /// The fleet door's access, seconds.
     pub access: u64,
+    /// `RUST_LOG` of the nodes.
+    pub log_level: &'static str,
 }
 
 impl FleetLab {
@@ -81,6 +83,7 @@ impl FleetLab {
             lan,
             dir,
             access,
+            log_level: "debug",
         })
     }
 
@@ -160,7 +163,7 @@ fleet = true
     /// Starts node `i` with `config`, waiting for `ready` in its log.
     pub fn start_node_with(&mut self, i: usize, config: &PathBuf, ready: &str) {
         assert!(self.nodes[i].is_none(), "node {i} runs");
-        let mut node = Proc::spawn(self.node_command(i, config));
+        let mut node = Proc::spawn_logging(self.node_command(i, config), self.log_level);
         node.wait_for(ready, Duration::from_secs(15));
         self.nodes[i] = Some(node);
     }
