@@ -7,3 +7,4 @@
 
 mod firewall;
 mod netns_e2e;
+mod nflog;
