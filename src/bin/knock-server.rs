@@ -149,20 +149,40 @@ struct Args {
 
     /// Fleet (NATS JetStream): server URL, nats:// or tls://; repeat for a
     /// cluster. Flags-only: the door is shared; with --config these flags
-    /// replace its [fleet] table.
+    /// replace its `[fleet]` table.
     #[arg(long, value_name = "URL", requires_all = ["fleet_group", "fleet_key"], help_heading = "Fleet")]
     fleet_url: Vec<String>,
     /// Fleet group: nodes of a group share grants (bucket names derive from it).
-    #[arg(long, value_name = "NAME", requires = "fleet_url", help_heading = "Fleet")]
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "fleet_url",
+        help_heading = "Fleet"
+    )]
     fleet_group: Option<String>,
     /// This node's name in the fleet (default: the host name).
-    #[arg(long, value_name = "NAME", requires = "fleet_url", help_heading = "Fleet")]
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "fleet_url",
+        help_heading = "Fleet"
+    )]
     fleet_node: Option<String>,
     /// The group key file (HMAC key of fleet records; mode 0600).
-    #[arg(long, value_name = "FILE", requires = "fleet_url", help_heading = "Fleet")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "fleet_url",
+        help_heading = "Fleet"
+    )]
     fleet_key: Option<PathBuf>,
     /// While NATS is unreachable: grant-locally (publish later) or refuse.
-    #[arg(long, value_name = "POLICY", requires = "fleet_url", help_heading = "Fleet")]
+    #[arg(
+        long,
+        value_name = "POLICY",
+        requires = "fleet_url",
+        help_heading = "Fleet"
+    )]
     fleet_when_unreachable: Option<String>,
     /// Serve the counters as one JSON line per TCP connection on this
     /// loopback IP:PORT (e.g. 127.0.0.1:9920); off by default.

@@ -13,7 +13,11 @@ pub fn stats_line(counters: &Counters, spa: Option<&SpaCounters>) -> String {
     if let Some(spa) = spa {
         fields.extend(spa.snapshot().fields());
     }
-    if counters.fleet.enabled.load(std::sync::atomic::Ordering::Relaxed) {
+    if counters
+        .fleet
+        .enabled
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
         fields.extend(counters.fleet.snapshot().fields());
     }
     let mut line = json_object(&fields);

@@ -239,9 +239,7 @@ async fn flush(link: &FleetLink, grants: &kv::Store, pending: &mut Vec<GrantReco
         pending.drain(..extra);
     }
     let dropped = before - pending.len();
-    counters
-        .publish_dropped
-        .fetch_add(dropped as u64, Relaxed);
+    counters.publish_dropped.fetch_add(dropped as u64, Relaxed);
     let mut sent = 0;
     for record in pending.iter() {
         let key = key_of(&record.door, record.ip);

@@ -101,8 +101,7 @@ impl FleetLink {
     /// Whether fleet doors must refuse grants now (policy `refuse` and
     /// the engine unreachable); counts the refusal.
     pub fn refuses_now(&self) -> bool {
-        let refuse =
-            self.settings.when_unreachable == WhenUnreachable::Refuse && !self.is_online();
+        let refuse = self.settings.when_unreachable == WhenUnreachable::Refuse && !self.is_online();
         if refuse {
             self.counters().refused_unreachable.fetch_add(1, Relaxed);
         }

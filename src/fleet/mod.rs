@@ -31,14 +31,13 @@ pub use bus::{Buckets, CONNECT_TIMEOUT, FleetError, connect, run};
 pub use decide::{Decision, SKEW_TOLERANCE, Skip, decide};
 pub use link::{FleetLink, OUTBOX, REPLAY_CHECK_TIMEOUT, ReplayCheck, SPA_DOOR, unix_ms};
 pub use record::{
-    GrantRecord, GroupKey, MAX_RECORD_LEN, RecordError, RecordKind, SignedRecord, canonical,
-    key_of,
+    GrantRecord, GroupKey, MAX_RECORD_LEN, RecordError, RecordKind, SignedRecord, canonical, key_of,
 };
-pub use start::listener;
 pub use settings::{
     FleetAuth, FleetConfigError, FleetSettings, MIN_KEY_LEN, OneOrMany, RawFleet, WhenUnreachable,
     load_key,
 };
+pub use start::listener;
 
 #[cfg(test)]
 mod tests;

@@ -163,8 +163,8 @@ impl RawFleet {
             Some(node) => node.clone(),
             None => default_node(),
         };
-        FleetSettings::new(urls, self.group.clone(), node, self.key_file.clone().into())
-            .and_then(|mut s| {
+        FleetSettings::new(urls, self.group.clone(), node, self.key_file.clone().into()).and_then(
+            |mut s| {
                 s.auth = auth;
                 s.tls_ca = self.tls_ca.as_ref().map(PathBuf::from);
                 s.spa = self.spa.unwrap_or(true);
@@ -172,7 +172,8 @@ impl RawFleet {
                     s.when_unreachable = WhenUnreachable::parse(w)?;
                 }
                 Ok(s)
-            })
+            },
+        )
     }
 }
 
@@ -201,7 +202,9 @@ impl FleetSettings {
         check_name("group", &group, 32)?;
         check_name("node", &node, 64)?;
         if key_file.as_os_str().is_empty() {
-            return Err(FleetConfigError("fleet key-file: give the group key file".into()));
+            return Err(FleetConfigError(
+                "fleet key-file: give the group key file".into(),
+            ));
         }
         Ok(Self {
             urls,
@@ -219,7 +222,13 @@ impl FleetSettings {
     /// tokens masked unless `secrets`.
     pub fn render(&self, secrets: bool) -> String {
         let q = |t: &str| toml::Value::String(t.to_string()).to_string();
-        let secret = |t: &str| if secrets { q(t) } else { q(crate::config::MASK) };
+        let secret = |t: &str| {
+            if secrets {
+                q(t)
+            } else {
+                q(crate::config::MASK)
+            }
+        };
         let urls: Vec<String> = self.urls.iter().map(|u| q(u)).collect();
         let mut out = format!("[fleet]\nurl = [{}]\n", urls.join(", "));
         out += &format!("group = {}\nnode = {}\n", q(&self.group), q(&self.node));
@@ -230,8 +239,12 @@ impl FleetSettings {
                 out += &format!("user = {}\npassword = {}\n", q(u), secret(p));
             }
             FleetAuth::Token(t) => out += &format!("token = {}\n", secret(t)),
-            FleetAuth::NkeyFile(f) => out += &format!("nkey-file = {}\n", q(&f.display().to_string())),
-            FleetAuth::CredsFile(f) => out += &format!("creds-file = {}\n", q(&f.display().to_string())),
+            FleetAuth::NkeyFile(f) => {
+                out += &format!("nkey-file = {}\n", q(&f.display().to_string()))
+            }
+            FleetAuth::CredsFile(f) => {
+                out += &format!("creds-file = {}\n", q(&f.display().to_string()))
+            }
         }
         if let Some(ca) = &self.tls_ca {
             out += &format!("tls-ca = {}\n", q(&ca.display().to_string()));
@@ -290,7 +303,11 @@ fn default_node() -> String {
         })
         .take(64)
         .collect();
-    if clean.is_empty() { "node".into() } else { clean }
+    if clean.is_empty() {
+        "node".into()
+    } else {
+        clean
+    }
 }
 
 /// Smallest group key accepted, in bytes.
@@ -310,8 +327,8 @@ pub fn load_key(path: &Path) -> Result<GroupKey, FleetConfigError> {
             "fleet key file {shown} has mode {mode:04o}: group/others may read the group key; refusing it (run chmod 600 {shown})"
         )));
     }
-    let mut bytes =
-        std::fs::read(path).map_err(|e| FleetConfigError(format!("fleet key file {shown}: {e}")))?;
+    let mut bytes = std::fs::read(path)
+        .map_err(|e| FleetConfigError(format!("fleet key file {shown}: {e}")))?;
     while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
         bytes.pop();
     }

@@ -195,8 +195,10 @@ fn raw(text: &str) -> Result<FleetSettings, FleetConfigError> {
 
 #[test]
 fn the_fleet_table_parses_with_defaults() {
-    let s = raw("url = \"nats://127.0.0.1:4222\"\ngroup = \"bastions\"\nnode = \"a\"\nkey-file = \"k\"\n")
-        .unwrap();
+    let s = raw(
+        "url = \"nats://127.0.0.1:4222\"\ngroup = \"bastions\"\nnode = \"a\"\nkey-file = \"k\"\n",
+    )
+    .unwrap();
     assert_eq!(s.urls, vec!["nats://127.0.0.1:4222"]);
     assert_eq!(s.when_unreachable, WhenUnreachable::GrantLocally);
     assert_eq!(s.auth, FleetAuth::None);
@@ -216,16 +218,24 @@ fn bad_fleet_settings_are_refused_naming_the_value() {
     for (extra, word) in [
         ("url = \"http://x:1\"", "http://x:1"),
         ("url = []", "at least one"),
-        ("url = \"nats://x:1\"\nwhen-unreachable = \"maybe\"", "maybe"),
+        (
+            "url = \"nats://x:1\"\nwhen-unreachable = \"maybe\"",
+            "maybe",
+        ),
         ("url = \"nats://x:1\"\nuser = \"u\"", "user and password"),
-        ("url = \"nats://x:1\"\ntoken = \"t\"\nuser = \"u\"\npassword = \"p\"", "one kind"),
+        (
+            "url = \"nats://x:1\"\ntoken = \"t\"\nuser = \"u\"\npassword = \"p\"",
+            "one kind",
+        ),
     ] {
         let err = raw(&format!("{extra}\n{base}")).unwrap_err();
         assert!(err.0.contains(word), "{extra}: {err}");
     }
-    let err = raw("url = \"nats://x:1\"\ngroup = \"a.b\"\nnode = \"a\"\nkey-file = \"k\"").unwrap_err();
+    let err =
+        raw("url = \"nats://x:1\"\ngroup = \"a.b\"\nnode = \"a\"\nkey-file = \"k\"").unwrap_err();
     assert!(err.0.contains("group 'a.b'"), "{err}");
-    let err = raw("url = \"nats://x:1\"\ngroup = \"g\"\nnode = \"n.1\"\nkey-file = \"k\"").unwrap_err();
+    let err =
+        raw("url = \"nats://x:1\"\ngroup = \"g\"\nnode = \"n.1\"\nkey-file = \"k\"").unwrap_err();
     assert!(err.0.contains("node 'n.1'"), "{err}");
 }
 
@@ -276,7 +286,10 @@ fn doors_opt_in_and_the_check_config_rendering_reads_back_masked() {
     let settings = config.globals().fleet.clone().unwrap();
     assert_eq!(settings.when_unreachable, WhenUnreachable::Refuse);
     let shown = config.render(Reveal::Masked);
-    assert!(shown.contains("[fleet]") && !shown.contains("s3cr3tpw"), "{shown}");
+    assert!(
+        shown.contains("[fleet]") && !shown.contains("s3cr3tpw"),
+        "{shown}"
+    );
     let back = crate::config::file::parse(path, &config.render(Reveal::Secrets)).unwrap();
     assert_eq!(back.globals().fleet, config.globals().fleet);
     assert_eq!(back.doors(), config.doors());
@@ -287,5 +300,8 @@ fn a_bad_fleet_table_is_refused_at_its_line() {
     let text = FILE.replace("nats://192.0.2.2:4222", "http://x");
     let err = crate::config::file::parse(std::path::Path::new("f.toml"), &text).unwrap_err();
     let shown = err.to_string();
-    assert!(shown.starts_with("f.toml:2:") && shown.contains("http://x"), "{shown}");
+    assert!(
+        shown.starts_with("f.toml:2:") && shown.contains("http://x"),
+        "{shown}"
+    );
 }

@@ -181,7 +181,13 @@ impl Engine {
     pub fn publish_spa(&self, plan: &GrantPlan) {
         if let Some(link) = self.fleet.get().filter(|l| l.settings.spa) {
             if !plan.tcp_ports.is_empty() {
-                link.publish(RecordKind::Grant, plan.ip, SPA_DOOR, &plan.tcp_ports, plan.ttl);
+                link.publish(
+                    RecordKind::Grant,
+                    plan.ip,
+                    SPA_DOOR,
+                    &plan.tcp_ports,
+                    plan.ttl,
+                );
             }
         }
     }

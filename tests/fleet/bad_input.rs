@@ -112,7 +112,12 @@ fn a_bad_fleet_table_is_refused_with_its_place() {
 fn the_fleet_flags_share_the_flags_door_and_refuse_bad_names() {
     let mut cmd = Command::new(bin("knock-server"));
     cmd.args(["--check-config", "--firewall", "userspace"])
-        .args(["--fleet-url", "nats://127.0.0.1:4222", "--fleet-group", "bastions"])
+        .args([
+            "--fleet-url",
+            "nats://127.0.0.1:4222",
+            "--fleet-group",
+            "bastions",
+        ])
         .args(["--fleet-key", "/nonexistent/key", "--fleet-node", "a"]);
     let out = run(cmd, Duration::from_secs(10)).expect_code(0);
     assert!(
@@ -124,7 +129,11 @@ fn the_fleet_flags_share_the_flags_door_and_refuse_bad_names() {
     cmd.args(["--check-config", "--fleet-url", "nats://127.0.0.1:4222"])
         .args(["--fleet-group", "a.b", "--fleet-key", "k"]);
     let out = run(cmd, Duration::from_secs(10)).expect_code(2);
-    assert!(out.stderr.contains("invalid fleet group 'a.b'"), "{}", out.describe());
+    assert!(
+        out.stderr.contains("invalid fleet group 'a.b'"),
+        "{}",
+        out.describe()
+    );
 }
 
 #[test]
@@ -142,7 +151,10 @@ fn policy_refuse_keeps_fleet_doors_closed_while_the_engine_is_unreachable() {
         .filter_map(|t| t.parse().ok())
         .filter(|&p| p > 1024)
         .collect();
-    let (sequence, protected) = (&ports[ports.len() - 4..ports.len() - 1], ports[ports.len() - 1]);
+    let (sequence, protected) = (
+        &ports[ports.len() - 4..ports.len() - 1],
+        ports[ports.len() - 1],
+    );
     let mut node = Proc::spawn(server(&path));
     node.wait_for("knock server ready", Duration::from_secs(10));
     for &port in sequence {

@@ -65,7 +65,10 @@ fn fleet_figures() {
     let (t0, _) = cpu_rss(pid);
     thread::sleep(Duration::from_secs(10));
     let (t1, rss) = cpu_rss(pid);
-    println!("idle node: {} CPU ticks (1/100 s) in 10 s, VmRSS {rss} kB", t1 - t0);
+    println!(
+        "idle node: {} CPU ticks (1/100 s) in 10 s, VmRSS {rss} kB",
+        t1 - t0
+    );
 
     // Propagation: 60 knocks (renewals publish too), 150 ms apart.
     let rounds = 60;
@@ -76,7 +79,12 @@ fn fleet_figures() {
     thread::sleep(Duration::from_secs(1));
     let on_a = stamps(&lab.node(0).logs(), "access ");
     let on_c = stamps(&lab.node(2).logs(), "fleet: access granted");
-    assert_eq!(on_a.len(), rounds, "A logged {} grants of {rounds}", on_a.len());
+    assert_eq!(
+        on_a.len(),
+        rounds,
+        "A logged {} grants of {rounds}",
+        on_a.len()
+    );
     assert_eq!(on_c.len(), rounds, "C applied {} of {rounds}", on_c.len());
     let mut delays: Vec<u64> = on_a.iter().zip(&on_c).map(|(a, c)| c - a).collect();
     delays.sort_unstable();
@@ -107,7 +115,9 @@ fn fleet_figures() {
                 .unwrap();
             let start = Instant::now();
             for i in 0..n {
-                let ip = IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 51, 100, 0)) + i % 250 + (i / 250) * 256));
+                let ip = IpAddr::V4(Ipv4Addr::from(
+                    u32::from(Ipv4Addr::new(198, 51, 100, 0)) + i % 250 + (i / 250) * 256,
+                ));
                 let record = portknock::fleet::GrantRecord {
                     kind: portknock::fleet::RecordKind::Grant,
                     ip,

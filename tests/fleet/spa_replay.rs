@@ -25,7 +25,10 @@ fn fwknop_packet(node: &str, allow: &str) -> String {
         .env("HOME", dir.path());
     let output = cmd.output().expect("run fwknop");
     assert!(output.status.success(), "{output:?}");
-    std::fs::read_to_string(&out).unwrap().trim_end().to_string()
+    std::fs::read_to_string(&out)
+        .unwrap()
+        .trim_end()
+        .to_string()
 }
 
 #[test]

@@ -20,7 +20,11 @@ fn remaining_ms(logs: &str) -> Vec<u64> {
         .filter(|l| l.contains("fleet: access granted"))
         .filter_map(|l| {
             let at = l.find("remaining_ms=")? + "remaining_ms=".len();
-            l[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+            l[at..]
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
         })
         .collect()
 }
@@ -55,16 +59,25 @@ fn a_knock_on_one_node_opens_the_fleet_for_the_knocker_only_and_closes_on_time()
     lab.stop_node(B);
     lab.start_node(B);
     lab.wait_served(KNOCKER, B, Duration::from_secs(3));
-    assert!(!lab.served(STRANGER, B), "the stranger is served by B after its restart");
+    assert!(
+        !lab.served(STRANGER, B),
+        "the stranger is served by B after its restart"
+    );
     let left = remaining_ms(&lab.node(B).logs());
-    assert!(left.len() == 1 && left[0] < access * 1000 - 1000, "B applied {left:?}");
+    assert!(
+        left.len() == 1 && left[0] < access * 1000 - 1000,
+        "B applied {left:?}"
+    );
     // Closes everywhere on time (each node's kernel timeout).
     let end = knocked + Duration::from_secs(access);
     for node in [A, B, C] {
         let limit = end.saturating_duration_since(Instant::now()) + Duration::from_secs(4);
         lab.wait_closed(KNOCKER, node, limit);
     }
-    assert!(Instant::now() >= end - Duration::from_millis(500), "closed early");
+    assert!(
+        Instant::now() >= end - Duration::from_millis(500),
+        "closed early"
+    );
     // A's own record was not applied twice on A.
     assert_eq!(remaining_ms(&lab.node(A).logs()), Vec::<u64>::new());
 }
@@ -124,7 +137,11 @@ fn a_forged_record_opens_nothing_and_is_logged() {
     }
     let start = Instant::now();
     while lab.node(A).count("record ignored") < 3 {
-        assert!(start.elapsed() < Duration::from_secs(5), "{}", lab.node(A).logs());
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{}",
+            lab.node(A).logs()
+        );
         thread::sleep(Duration::from_millis(50));
     }
     assert!(!lab.served(STRANGER, A), "a forged record opened A");
