@@ -105,7 +105,7 @@ fn write_raw(lab: &FleetLab, key: &str, value: Vec<u8>) {
 }
 
 #[test]
-fn a_forged_record_opens_nothing_and_is_logged() {
+fn a_forged_record_opens_nothing_and_a_revocation_or_delete_closes() {
     use portknock::fleet::{GrantRecord, GroupKey, RecordKind, SignedRecord, key_of, unix_ms};
     let Some(mut lab) = FleetLab::new("fleet::three_nodes::forged", "flf", 20) else {
         return;
@@ -147,9 +147,45 @@ fn a_forged_record_opens_nothing_and_is_logged() {
     assert!(!lab.served(STRANGER, A), "a forged record opened A");
     assert!(!lab.node(A).printed("fleet: access granted"));
     // The same record signed with the group key does open (the control).
-    let good = serde_json::to_vec(&right_key.sign(GROUP, record)).unwrap();
+    let good = serde_json::to_vec(&right_key.sign(GROUP, record.clone())).unwrap();
+    write_raw(&lab, &key_of("ssh", ip), good.clone());
+    lab.wait_served(STRANGER, A, Duration::from_secs(3));
+    // A signed revocation closes it early, everywhere.
+    let revoke = GrantRecord {
+        kind: RecordKind::Revoke,
+        expires_at: unix_ms(),
+        id: "node9.1.1".into(),
+        ..record
+    };
+    let revoke = serde_json::to_vec(&right_key.sign(GROUP, revoke)).unwrap();
+    write_raw(&lab, &key_of("ssh", ip), revoke);
+    lab.wait_closed(STRANGER, A, Duration::from_secs(3));
+    // So does an operator's delete of the key (it can close, never open).
     write_raw(&lab, &key_of("ssh", ip), good);
     lab.wait_served(STRANGER, A, Duration::from_secs(3));
+    delete_raw(&lab, &key_of("ssh", ip));
+    lab.wait_closed(STRANGER, A, Duration::from_secs(3));
+}
+
+/// Deletes `key` from the lab group's grants bucket (`nats kv del`).
+fn delete_raw(lab: &FleetLab, key: &str) {
+    let key = key.to_string();
+    lab.lan.host.run(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let url = format!("nats://{}:{NATS_PORT}", HUB[0]);
+            let client = async_nats::connect(url).await.unwrap();
+            let js = async_nats::jetstream::new(client);
+            let kv = js
+                .get_key_value(format!("portknock-grants-{GROUP}"))
+                .await
+                .unwrap();
+            kv.delete(key).await.unwrap();
+        });
+    });
 }
 
 #[test]
