@@ -6,6 +6,7 @@
 
 mod bad_input;
 mod bench;
+mod cluster;
 mod lab;
 mod spa_replay;
 mod three_nodes;

@@ -345,9 +345,10 @@ impl Buckets {
         js: &jetstream::Context,
         link: &FleetLink,
     ) -> Result<kv::Store, Box<dyn std::error::Error + Send + Sync>> {
-        let grants = bucket(js, link.settings.grants_bucket(), self.grants_age).await?;
+        let replicas = link.settings.replicas;
+        let grants = bucket(js, link.settings.grants_bucket(), self.grants_age, replicas).await?;
         if let (Some(age), None) = (self.replay_age, link.replay.get()) {
-            let replay = bucket(js, link.settings.replay_bucket(), age).await?;
+            let replay = bucket(js, link.settings.replay_bucket(), age, replicas).await?;
             let _ = link.replay.set(replay);
         }
         Ok(grants)
@@ -362,6 +363,7 @@ async fn bucket(
     js: &jetstream::Context,
     name: String,
     max_age: Duration,
+    replicas: usize,
 ) -> Result<kv::Store, Box<dyn std::error::Error + Send + Sync>> {
     if let Ok(store) = js.get_key_value(&name).await {
         return Ok(store);
@@ -378,7 +380,7 @@ async fn bucket(
         allow_direct: true,
         discard: jetstream::stream::DiscardPolicy::New,
         duplicate_window: max_age.min(Duration::from_secs(120)),
-        num_replicas: 1,
+        num_replicas: replicas,
         ..Default::default()
     };
     if let Err(e) = js.create_stream(config).await {

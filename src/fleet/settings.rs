@@ -104,6 +104,9 @@ pub struct FleetSettings {
     pub when_unreachable: WhenUnreachable,
     /// Whether SPA grants and the SPA replay check are fleet-wide.
     pub spa: bool,
+    /// Replicas of the buckets when this node creates them (3 on a
+    /// three-server JetStream cluster survives the loss of one server).
+    pub replicas: usize,
 }
 
 /// `url = "..."` or `url = ["...", "..."]`.
@@ -132,6 +135,7 @@ pub struct RawFleet {
     tls_ca: Option<String>,
     when_unreachable: Option<String>,
     spa: Option<bool>,
+    replicas: Option<i64>,
 }
 
 impl RawFleet {
@@ -168,6 +172,16 @@ impl RawFleet {
                 s.auth = auth;
                 s.tls_ca = self.tls_ca.as_ref().map(PathBuf::from);
                 s.spa = self.spa.unwrap_or(true);
+                if let Some(r) = self.replicas {
+                    s.replicas = match usize::try_from(r) {
+                        Ok(r @ 1..=5) => r,
+                        _ => {
+                            return Err(FleetConfigError(format!(
+                                "invalid fleet replicas {r}: expected 1 to 5"
+                            )));
+                        }
+                    };
+                }
                 if let Some(w) = &self.when_unreachable {
                     s.when_unreachable = WhenUnreachable::parse(w)?;
                 }
@@ -215,6 +229,7 @@ impl FleetSettings {
             key_file,
             when_unreachable: WhenUnreachable::default(),
             spa: true,
+            replicas: 1,
         })
     }
 
@@ -250,9 +265,10 @@ impl FleetSettings {
             out += &format!("tls-ca = {}\n", q(&ca.display().to_string()));
         }
         out += &format!(
-            "when-unreachable = {}\nspa = {}\n",
+            "when-unreachable = {}\nspa = {}\nreplicas = {}\n",
             q(self.when_unreachable.word()),
-            self.spa
+            self.spa,
+            self.replicas
         );
         out
     }
