@@ -8,3 +8,4 @@
 mod firewall;
 mod netns_e2e;
 mod nflog;
+mod packet_source;
