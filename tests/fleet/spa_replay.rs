@@ -4,6 +4,7 @@
 //! refused by B because A created its digest in the group's bucket.
 
 use std::net::{SocketAddr, UdpSocket};
+use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,16 @@ use super::lab::{FleetLab, KNOCKER, MEMBERS};
 use crate::util::spa::{HMAC, KEY, have};
 
 const SPA_PORT: u16 = 62201;
+
+/// The uid of `nobody`, the packet process's user here.
+fn nobody() -> u32 {
+    let out = Command::new("id").args(["-u", "nobody"]).output().unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
 
 /// The packet the real client builds (not sent) for `allow`, at `node`.
 fn fwknop_packet(node: &str, allow: &str) -> String {
@@ -39,18 +50,27 @@ fn an_spa_packet_accepted_on_a_and_replayed_to_b_is_refused() {
     let Some(mut lab) = FleetLab::new("fleet::spa_replay", "fls", 20) else {
         return;
     };
-    let access = lab.dir.path().join("access.conf");
+    // The packet process of the privilege split runs as nobody: the
+    // access file and the replay caches' directory are its own.
+    let spa_dir = lab.dir.path().join("spa");
+    std::fs::create_dir(&spa_dir).unwrap();
+    let access = spa_dir.join("access.conf");
     std::fs::write(
         &access,
         format!("SOURCE ANY\nKEY_BASE64 {KEY}\nHMAC_KEY_BASE64 {HMAC}\nOPEN_PORTS tcp/2222\nFW_ACCESS_TIMEOUT 20\n"),
     )
     .unwrap();
+    let uid = nobody();
+    for path in [&spa_dir, &access] {
+        std::os::unix::fs::chown(path, Some(uid), Some(uid)).unwrap();
+    }
+    std::fs::set_permissions(&spa_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
     lab.start_nats();
     for node in [0, 1] {
         let spa = format!(
             "[spa]\nport = {SPA_PORT}\naccess = \"{}\"\nreplay-cache = \"{}\"\n",
             access.display(),
-            lab.dir.path().join(format!("replay{node}")).display()
+            spa_dir.join(format!("replay{node}")).display()
         );
         let config = lab.config(node, "", "");
         let text = std::fs::read_to_string(&config).unwrap();
