@@ -22,7 +22,7 @@ pub use door::{AllowList, Door, DoorName, KnockPort, ProtectedPort, Proto, Timin
 pub use file::{LoadError, Located};
 pub use globals::{Deny, GlobalOverrides, Globals, LogFormat, LogLevel, SpaSettings};
 pub use issue::{Issue, Issues, Key, Problem};
-pub use render::Reveal;
+pub use render::{MASK, Reveal};
 pub use server_config::{SeedFlags, ServerConfig};
 
 /// Default knock sequence (DESIGN.md: `1234,5678,9012`).

@@ -7,11 +7,13 @@
 //! | file | concept |
 //! |---|---|
 //! | `counters.rs` | [`Counters`], [`CountersSnapshot`]: the knock path and the firewall |
+//! | `fleet.rs` | [`FleetCounters`]: the fleet link (NATS), issue 15 |
 //! | `spa.rs` | [`SpaCounters`], [`SpaCountersSnapshot`]: the SPA listener |
 //! | `latency.rs` | [`latency::Latency`]: the firewall's batch latency histogram |
 //! | `wire.rs` | the stats line: one flat JSON object, [`stats_line`], `to_json`/`from_json` |
 
 pub mod latency;
+mod fleet;
 mod spa;
 mod wire;
 
@@ -20,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::knock::Verdict;
 
+pub use fleet::{FleetCounters, FleetCountersSnapshot};
 pub use spa::{SpaCounters, SpaCountersSnapshot};
 pub use wire::{json_object, stats_line};
 
@@ -46,6 +49,8 @@ pub struct Counters {
     capture_drops: AtomicU64,
     /// How long firewall batches took (for the metrics endpoint).
     pub firewall_latency: latency::Latency,
+    /// The fleet link's counters (all zero without `[fleet]`).
+    pub fleet: FleetCounters,
 }
 
 /// A copy of the counters at one moment.

@@ -73,6 +73,7 @@ pub mod control;
 pub mod counters;
 pub mod firewall;
 pub mod firewall_worker;
+pub mod fleet;
 pub mod gate;
 pub mod grants;
 pub mod knock;

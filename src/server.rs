@@ -294,6 +294,7 @@ pub mod capture_receiver;
 pub mod control_ops;
 pub mod daemon;
 mod engine;
+mod fleet_grants;
 mod knock_log;
 pub mod order;
 pub mod receiver;

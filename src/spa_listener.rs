@@ -348,6 +348,11 @@ async fn carry_out(
     counters: Arc<SpaCounters>,
 ) {
     while let Some((plan, received)) = plans.recv().await {
+        // After the local cache (the committer's), before any grant.
+        if !engine.spa_fleet_admits(&plan).await {
+            counters.rejected.fetch_add(1, Relaxed);
+            continue;
+        }
         for spec in &plan.skipped {
             info!(ip = %plan.ip, port = %spec, "spa request not opened: portknock opens tcp ports only");
         }
@@ -369,6 +374,7 @@ async fn carry_out(
                 "{word}"
             );
         }
+        engine.publish_spa(&plan);
     }
 }
 

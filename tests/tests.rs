@@ -22,6 +22,7 @@
 mod util;
 
 mod daemon;
+mod fleet;
 mod kernel;
 mod knock;
 mod ops;

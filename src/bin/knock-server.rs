@@ -148,6 +148,44 @@ struct Args {
     #[arg(long, value_name = "PATH", default_value = spa_listener::DEFAULT_REPLAY_CACHE,
           requires = "spa", help_heading = "SPA")]
     spa_replay_cache: PathBuf,
+
+    /// Fleet (NATS JetStream): server URL, nats:// or tls://; repeat for a
+    /// cluster. Flags-only: the door is shared; with --config these flags
+    /// replace its `[fleet]` table.
+    #[arg(long, value_name = "URL", requires_all = ["fleet_group", "fleet_key"], help_heading = "Fleet")]
+    fleet_url: Vec<String>,
+    /// Fleet group: nodes of a group share grants (bucket names derive from it).
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "fleet_url",
+        help_heading = "Fleet"
+    )]
+    fleet_group: Option<String>,
+    /// This node's name in the fleet (default: the host name).
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "fleet_url",
+        help_heading = "Fleet"
+    )]
+    fleet_node: Option<String>,
+    /// The group key file (HMAC key of fleet records; mode 0600).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "fleet_url",
+        help_heading = "Fleet"
+    )]
+    fleet_key: Option<PathBuf>,
+    /// While NATS is unreachable: grant-locally (publish later) or refuse.
+    #[arg(
+        long,
+        value_name = "POLICY",
+        requires = "fleet_url",
+        help_heading = "Fleet"
+    )]
+    fleet_when_unreachable: Option<String>,
     /// Serve the counters as one JSON line per TCP connection on this
     /// loopback IP:PORT (e.g. 127.0.0.1:9920); off by default.
     #[arg(long, value_name = "IP:PORT", value_parser = portknock::stats::parse_stats_addr)]
@@ -401,6 +439,7 @@ fn given(matches: &ArgMatches, id: &str) -> bool {
 /// The flags' door and globals, or `--config`'s file with the flags given
 /// beside it as overrides.
 fn server_config(args: &Args, matches: &ArgMatches) -> Result<ServerConfig, DaemonError> {
+    check_fleet_flags(args).map_err(portknock::fleet::FleetError::from)?;
     let Some(path) = &args.config else {
         if !args.no_sequence {
             config::check_protected_port(&args.sequence, args.protected_port)?;
@@ -465,6 +504,7 @@ fn all_globals(args: &Args) -> GlobalOverrides {
         capture: Some(args.capture),
         interfaces: Some(args.interfaces.clone()),
         nflog_group: Some(args.nflog_group),
+        fleet: fleet_settings(args),
         ..operations(args)
     }
 }
@@ -485,6 +525,37 @@ fn operations(args: &Args) -> GlobalOverrides {
         }),
         ..GlobalOverrides::default()
     }
+}
+
+/// The fleet's settings from the `--fleet-*` flags (already checked by
+/// [`check_fleet_flags`]).
+fn fleet_settings(args: &Args) -> Option<portknock::fleet::FleetSettings> {
+    check_fleet_flags(args).ok().flatten()
+}
+
+/// Checks the `--fleet-*` flags; `None` when not given.
+fn check_fleet_flags(
+    args: &Args,
+) -> Result<Option<portknock::fleet::FleetSettings>, portknock::fleet::FleetConfigError> {
+    use portknock::fleet::{RawFleet, WhenUnreachable};
+    let (Some(group), Some(key)) = (&args.fleet_group, &args.fleet_key) else {
+        return Ok(None);
+    };
+    let mut table = toml::Table::new();
+    table.insert("url".into(), args.fleet_url.clone().into());
+    table.insert("group".into(), group.clone().into());
+    table.insert("key-file".into(), key.display().to_string().into());
+    if let Some(node) = &args.fleet_node {
+        table.insert("node".into(), node.clone().into());
+    }
+    let raw: RawFleet = table
+        .try_into()
+        .map_err(|e| portknock::fleet::FleetConfigError(e.to_string()))?;
+    let mut settings = raw.validate()?;
+    if let Some(policy) = &args.fleet_when_unreachable {
+        settings.when_unreachable = WhenUnreachable::parse(policy)?;
+    }
+    Ok(Some(settings))
 }
 
 /// The globals of the flags the user gave: they override the file's.
@@ -518,6 +589,7 @@ fn overrides(args: &Args, matches: &ArgMatches) -> GlobalOverrides {
         capture: all.capture.filter(|_| keep("capture")),
         interfaces: all.interfaces.filter(|_| keep("interfaces")),
         nflog_group: all.nflog_group.filter(|_| keep("nflog_group")),
+        fleet: all.fleet,
         ..operations(args)
     }
 }

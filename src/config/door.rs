@@ -314,6 +314,8 @@ pub struct Door {
     timing: Timing,
     protected: Vec<ProtectedPort>,
     allow: AllowList,
+    /// Shared with the fleet (`fleet = true`, issue 15).
+    fleet: bool,
 }
 
 impl Door {
@@ -374,6 +376,7 @@ impl Door {
             timing,
             protected,
             allow,
+            fleet: false,
         })
     }
 
@@ -417,6 +420,18 @@ impl Door {
     /// The sources allowed to use the door.
     pub fn allow(&self) -> &AllowList {
         &self.allow
+    }
+
+    /// The door shared with the fleet (`fleet = true`): its grants are
+    /// published to, and applied from, the group's bucket.
+    pub fn with_fleet(mut self, fleet: bool) -> Self {
+        self.fleet = fleet;
+        self
+    }
+
+    /// Whether the door is shared with the fleet.
+    pub fn fleet(&self) -> bool {
+        self.fleet
     }
 
     /// Whether `ip` may use this door; knocks from elsewhere are ignored.

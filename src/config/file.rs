@@ -363,6 +363,15 @@ fn globals(raw: &RawFile, found: &mut Vec<(Range<usize>, Issue)>) -> Option<Glob
         }
         g.spa = Some(s);
     }
+    if let Some(fleet) = &raw.fleet {
+        match fleet.get_ref().validate() {
+            Ok(settings) => g.fleet = Some(settings),
+            Err(e) => found.push((
+                fleet.span(),
+                Issue::at(Key::Fleet, None, Problem::Fleet(e.0)),
+            )),
+        }
+    }
     (found.len() == before).then_some(g)
 }
 
@@ -380,6 +389,7 @@ fn build_door(
     found: &mut Vec<(Range<usize>, Issue)>,
 ) -> Option<Door> {
     let door = spanned.get_ref();
+    let fleet = door.fleet.unwrap_or(false);
     let label = door.name.get_ref().clone();
     let before = found.len();
     let place = |key: Key, item: Option<usize>| {
@@ -453,7 +463,7 @@ fn build_door(
         return None;
     }
     let door_issues = match Door::new(name?, sequence, timing, protected, allow?) {
-        Ok(door) => return Some(door),
+        Ok(built) => return Some(built.with_fleet(fleet)),
         Err(issues) => issues,
     };
     for issue in door_issues {

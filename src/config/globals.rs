@@ -259,6 +259,8 @@ pub struct Globals {
     pub spa: Option<SpaSettings>,
     /// How knocks and SPA packets are heard.
     pub capture: CaptureSettings,
+    /// Fleet mode (`[fleet]`, `--fleet-*`): None runs alone.
+    pub fleet: Option<crate::fleet::FleetSettings>,
 }
 
 impl Default for Globals {
@@ -284,6 +286,7 @@ impl Default for Globals {
             max_connections: crate::gate::DEFAULT_MAX_CONNECTIONS,
             spa: None,
             capture: CaptureSettings::default(),
+            fleet: None,
         }
     }
 }
@@ -314,6 +317,7 @@ pub struct GlobalOverrides {
     pub capture: Option<CaptureKind>,
     pub interfaces: Option<Vec<String>>,
     pub nflog_group: Option<u16>,
+    pub fleet: Option<crate::fleet::FleetSettings>,
 }
 
 impl Globals {
@@ -345,7 +349,7 @@ impl Globals {
                 $(if let Some(value) = overrides.$field { self.$field = Some(value); })*
             };
         }
-        take_opt!(stats_listen, metrics_listen, control_group, upstream, spa);
+        take_opt!(stats_listen, metrics_listen, control_group, upstream, spa, fleet);
         if let Some(kind) = overrides.capture {
             self.capture.kind = kind;
         }

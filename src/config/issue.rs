@@ -49,6 +49,8 @@ pub enum Key {
     Capture,
     Interface,
     NflogGroup,
+    /// The `[fleet]` table.
+    Fleet,
     /// The whole file (a problem of no single key).
     Doors,
 }
@@ -87,6 +89,7 @@ impl Key {
             Key::Capture => "capture",
             Key::Interface => "interface",
             Key::NflogGroup => "nflog-group",
+            Key::Fleet => "fleet",
             Key::Doors => "door",
         }
     }
@@ -105,6 +108,9 @@ fn human(d: &Duration) -> String {
 /// One refused value: what it is and what is allowed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum Problem {
+    /// A `[fleet]` setting refused (the message names it).
+    #[error("{0}")]
+    Fleet(String),
     /// A knock port that does not parse.
     #[error("invalid knock port '{0}': expected PORT, PORT:udp or PORT:tcp, PORT from 1 to 65535")]
     KnockPort(String),

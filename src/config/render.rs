@@ -106,6 +106,9 @@ impl ServerConfig {
                 quote(&spa.replay_cache.display().to_string())
             );
         }
+        if let Some(fleet) = &g.fleet {
+            let _ = write!(o, "\n{}", fleet.render(reveal == Reveal::Secrets));
+        }
         for door in self.doors() {
             let timing = door.timing();
             let _ = writeln!(o, "\n[[door]]");
@@ -116,6 +119,9 @@ impl ServerConfig {
             let _ = writeln!(o, "lockout = {}", quote(&duration_text(timing.lockout)));
             let _ = writeln!(o, "protected = {}", list(door.protected()));
             let _ = writeln!(o, "allow = {}", list(door.allow().networks()));
+            if door.fleet() {
+                let _ = writeln!(o, "fleet = true");
+            }
         }
         out
     }

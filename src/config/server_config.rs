@@ -127,7 +127,8 @@ impl ServerConfig {
                         .collect(),
                 )
             })?;
-            doors.push(door);
+            // Flags-only with --fleet-url: the seed's door is shared.
+            doors.push(door.with_fleet(globals.fleet.is_some()));
         }
         Self::new(globals, doors)
     }

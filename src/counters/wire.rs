@@ -13,6 +13,13 @@ pub fn stats_line(counters: &Counters, spa: Option<&SpaCounters>) -> String {
     if let Some(spa) = spa {
         fields.extend(spa.snapshot().fields());
     }
+    if counters
+        .fleet
+        .enabled
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        fields.extend(counters.fleet.snapshot().fields());
+    }
     let mut line = json_object(&fields);
     line.push('\n');
     line

@@ -304,6 +304,8 @@ pub async fn run_with(
     };
     let mut listeners = Vec::new();
     let counters = Arc::new(Counters::new());
+    // Fleet (issue 15): refused credentials fail here, before the firewall.
+    listeners.extend(crate::fleet::listener(&config, &counters).await?);
     if let (true, Some(&first)) = (userspace, gate_ports.first()) {
         let mut bound = Vec::new();
         for &port in &gate_ports {

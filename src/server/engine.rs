@@ -48,6 +48,8 @@ pub struct DoorInfo {
     pub protected: Vec<u16>,
     /// How long its grants last.
     pub access: Duration,
+    /// Shared with the fleet (`fleet = true`).
+    pub fleet: bool,
 }
 
 /// The core for `settings`: its doors, or the seed's single door.
@@ -66,12 +68,14 @@ pub(super) fn door_infos(settings: &ServerSettings) -> Arc<Vec<DoorInfo>> {
             name: "default".to_string(),
             protected: vec![settings.protected_port],
             access: settings.rules.access,
+            fleet: false,
         }]);
     }
     let info = settings.doors.iter().map(|door| DoorInfo {
         name: door.name().as_str().to_string(),
         protected: door.protected().iter().map(|p| p.port).collect(),
         access: door.timing().access,
+        fleet: door.fleet(),
     });
     Arc::new(info.collect())
 }
@@ -101,6 +105,8 @@ pub struct Engine {
     pub(super) wake_expiry: Notify,
     /// Budgets of the lockout and grant lines (never locked with `state`).
     pub(super) logs: Mutex<KnockLogs>,
+    /// The fleet link, when the daemon runs in a fleet (`fleet_grants.rs`).
+    pub(super) fleet: std::sync::OnceLock<Arc<crate::fleet::FleetLink>>,
 }
 
 /// What became of a grant: opened or renewed, or refused at the cap (with
@@ -181,6 +187,7 @@ impl Engine {
             counters,
             wake_expiry: Notify::new(),
             logs: Mutex::default(),
+            fleet: std::sync::OnceLock::new(),
         }
     }
 
@@ -221,8 +228,16 @@ impl Engine {
                         });
                         continue;
                     };
-                    granted = true;
                     let doors = state.doors.clone();
+                    if doors[usize::from(judged.door)].fleet && self.fleet_refuses() {
+                        batch.verdicts.push(Handled {
+                            judged,
+                            port: knock.port,
+                            grant: None,
+                        });
+                        continue;
+                    }
+                    granted = true;
                     for &protected in &doors[usize::from(judged.door)].protected {
                         let outcome =
                             state.grant(ip, judged.door, protected, until, &self.counters);
@@ -253,6 +268,7 @@ impl Engine {
                 self.queue(Change::Grant { ip, port, ttl }).await;
             }
         }
+        self.publish_knock_grants(&batch.verdicts, &doors);
     }
 
     /// Logs a verdict; lockouts and grants at info within their budget

@@ -26,6 +26,9 @@ pub struct GrantPlan {
     /// How long access lasts (the packet's timeout capped by MAX_FW_TIMEOUT,
     /// or FW_ACCESS_TIMEOUT; at least one second).
     pub ttl: Duration,
+    /// The packet's replay digest (base64), for the fleet-wide replay
+    /// check (issue 15).
+    pub replay_digest: String,
 }
 
 impl GrantPlan {
@@ -45,6 +48,7 @@ impl GrantPlan {
             tcp_ports,
             skipped,
             ttl: Duration::from_secs(u64::from(accepted.timeout_secs.max(1))),
+            replay_digest: accepted.replay_digest.clone(),
         }
     }
 }

@@ -67,6 +67,7 @@ pub(super) struct RawFile {
     pub(super) capture: Option<Spanned<String>>,
     pub(super) interface: Option<List<String>>,
     pub(super) nflog_group: Option<Spanned<i64>>,
+    pub(super) fleet: Option<Spanned<crate::fleet::RawFleet>>,
     #[serde(default)]
     pub(super) door: Vec<Spanned<RawDoor>>,
 }
@@ -92,6 +93,7 @@ pub(super) struct RawDoor {
     pub(super) lockout: Option<Spanned<Scalar>>,
     pub(super) protected: List<Scalar>,
     pub(super) allow: Option<List<String>>,
+    pub(super) fleet: Option<bool>,
 }
 
 /// The span of item `item` of `list`, or of the whole list.
@@ -141,6 +143,7 @@ impl RawFile {
             Key::CloseAfter => self.close_after.as_ref().map(Spanned::span),
             Key::SpaPort => self.spa.as_ref().and_then(|s| num(&s.port)),
             Key::SpaMaxAge => self.spa.as_ref().and_then(|s| num(&s.max_age)),
+            Key::Fleet => self.fleet.as_ref().map(Spanned::span),
             _ => None,
         }
     }

@@ -39,6 +39,9 @@ pub enum DaemonError {
     /// The SPA access file or replay cache was refused.
     #[error(transparent)]
     Spa(#[from] SpaSetupError),
+    /// The fleet could not start (key file, credentials refused).
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet::FleetError),
     /// The firewall backend cannot be used.
     #[error(transparent)]
     Firewall(FirewallError),
@@ -95,7 +98,8 @@ impl DaemonError {
             | DaemonError::Upstream(_)
             | DaemonError::Spa(_)
             | DaemonError::CaptureChoice(_)
-            | DaemonError::ControlGroup(_) => EXIT_USAGE,
+            | DaemonError::ControlGroup(_)
+            | DaemonError::Fleet(_) => EXIT_USAGE,
             DaemonError::Capture(err) if !matches!(err, CaptureError::Io { .. }) => EXIT_USAGE,
             DaemonError::Firewall(err) | DaemonError::Server(ServerError::Setup(err))
                 if usage_firewall(err) =>
