@@ -64,6 +64,7 @@
 pub mod cli;
 pub mod capture;
 pub mod client;
+pub mod commands;
 pub mod config;
 pub mod counters;
 pub mod firewall;
@@ -71,6 +72,7 @@ pub mod firewall_worker;
 pub mod gate;
 pub mod grants;
 pub mod knock;
+pub mod knockd;
 pub mod log_budget;
 pub mod net;
 pub mod server;
