@@ -51,7 +51,7 @@ fn man_page_examples_parse() {
     assert_eq!(two.doors[0].cmd_timeout, Duration::from_secs(5));
     let four = load(&data("man-example4.conf")).unwrap();
     let door = &four.doors[0];
-    assert_eq!(door.knocks(), [KnockPort::udp(1000), KnockPort::udp(2000), KnockPort::udp(3000)]);
+    assert_eq!(door.knocks(), [tcp(1000), tcp(2000), tcp(3000)]);
     assert!(door.commands(true).0.unwrap().value.contains("ip6tables"));
     assert!(door.commands(false).0.unwrap().value.starts_with("/usr/sbin/iptables"));
 }
