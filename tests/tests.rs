@@ -22,5 +22,6 @@ mod util;
 mod daemon;
 mod kernel;
 mod knock;
+mod knockd;
 mod packaging;
 mod spa;

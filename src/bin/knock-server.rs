@@ -472,7 +472,7 @@ fn knockd_main(args: &Args, matches: &ArgMatches) -> ExitCode {
         Ok(runtime) => runtime,
         Err(err) => return fail(&err, EXIT_FAILURE),
     };
-    match runtime.block_on(serve::serve(prepared, cli::signal_shutdown())) {
+    match runtime.block_on(async { serve::serve(prepared, cli::signal_shutdown()).await }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => fail(&err, err.exit_code()),
     }

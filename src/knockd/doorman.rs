@@ -91,7 +91,13 @@ impl Doorman {
     pub fn bind(settings: DoormanSettings) -> Result<Self, DoormanError> {
         let mut ports = Vec::new();
         for planned in command_doors(&settings.doors) {
-            for knock in planned.door.knocks() {
+            let mut knocks = planned.door.knocks().to_vec();
+            if let SequenceSource::OneTime { path, .. } = &planned.door.sequence {
+                // Every unused line's ports: each becomes the sequence in turn.
+                let lines = one_time::all_unused(&path.value).unwrap_or_default();
+                knocks.extend(lines.into_iter().flatten());
+            }
+            for knock in &knocks {
                 if knock.proto == Proto::Udp && !ports.contains(&knock.port) {
                     ports.push(knock.port);
                 }

@@ -184,6 +184,7 @@ pub async fn serve(prepared: Prepared, shutdown: Shutdown) -> Result<(), KnockdE
         state_dir: run.state_dir.clone(),
         run_limit: run.run_limit,
     })?;
+    info!(state_dir = %run.state_dir.display(), "knockd doors ready");
     let (stopper, inner) = Shutdown::new();
     let outer = shutdown.clone();
     let doorman_task = tokio::spawn(doorman.run(inner.clone()));
