@@ -6,4 +6,5 @@
 //! when `CI` is set.
 
 mod firewall;
+mod knockd;
 mod netns_e2e;
