@@ -8,6 +8,7 @@
 //! | `knockd/one_time.rs` | one-time sequence files: read, consume durably |
 //! | `knockd/plan.rs` | commands checked, what this build cannot serve refused, `--knockd-native` translation |
 //! | `knockd/attempts.rs` | knockd's attempt matching, pure, O(1) per knock |
+//! | `knockd/hearing.rs` | one thread reads every knock socket, knocks released in kernel-stamp order |
 //! | `knockd/doorman.rs` | the shell: knock sockets, attempts, commands, the stop timer and its state file |
 //! | `knockd/serve.rs` | `--knockd-config`: plan logged, doorman and native daemon side by side |
 //! | `knockd/compat.rs` | knockd's own command line (`knock-server knockd -c FILE ...`) |
@@ -20,6 +21,7 @@
 pub mod attempts;
 pub mod compat;
 pub mod doorman;
+pub mod hearing;
 pub mod model;
 pub mod one_time;
 pub mod parse;

@@ -13,6 +13,8 @@
 //! wait for stealth capture (logged at start per door).
 
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
@@ -21,6 +23,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
+use super::hearing::{self, Heard};
 use super::attempts::{Attempts, DoorRule, Event};
 use super::model::SequenceSource;
 use super::one_time;
@@ -114,13 +117,14 @@ impl Doorman {
     /// Serves until `shutdown`; then waits for running start commands and
     /// runs every pending stop.
     pub async fn run(self, shutdown: Shutdown) {
-        let (knock_tx, mut knocks) = mpsc::channel::<(IpAddr, u16)>(1024);
-        let mut readers = Vec::new();
-        for socket in self.sockets {
-            let tx = knock_tx.clone();
-            readers.push(tokio::spawn(read_knocks(socket, tx)));
-        }
-        drop(knock_tx);
+        let (knock_tx, mut knocks) = mpsc::channel::<Heard>(1024);
+        let stop = Arc::new(AtomicBool::new(false));
+        let sockets = self
+            .sockets
+            .into_iter()
+            .filter_map(|s| s.into_std().map_err(|err| warn!(error = %err, "knock socket unusable")).ok())
+            .collect();
+        let hearing = hearing::spawn(sockets, knock_tx, stop.clone());
         let mut state = State::new(self.settings);
         state.recover();
         let (done_tx, mut done) = mpsc::unbounded_channel::<Done>();
@@ -135,8 +139,9 @@ impl Doorman {
                 }
             };
             tokio::select! {
-                Some((ip, port)) = knocks.recv() => {
-                    state.knock(ip, KnockPort::udp(port), &mut events, &done_tx);
+                Some((ip, port, stamp)) = knocks.recv() => {
+                    let at = arrival(stamp);
+                    state.knock(ip, KnockPort::udp(port), at, &mut events, &done_tx);
                 }
                 Some(finished) = done.recv() => state.finished(finished),
                 () = sleep => state.run_due(&done_tx),
@@ -144,9 +149,9 @@ impl Doorman {
                 () = shutdown.stopped() => break,
             }
         }
-        for reader in readers {
-            reader.abort();
-        }
+        stop.store(true, Ordering::Relaxed);
+        drop(knocks);
+        let _ = tokio::task::spawn_blocking(move || hearing.join()).await;
         state.shutdown(&mut done, done_tx).await;
     }
 }
@@ -157,22 +162,13 @@ fn command_doors(doors: &[Planned]) -> impl Iterator<Item = &Planned> {
         .filter(|p| matches!(p.service, Service::Commands { .. }))
 }
 
-async fn read_knocks(socket: UdpSocket, tx: mpsc::Sender<(IpAddr, u16)>) {
-    let port = socket.local_addr().map_or(0, |a| a.port());
-    let mut buf = [0u8; 64];
-    loop {
-        match socket.recv_from(&mut buf).await {
-            Ok((_, from)) => {
-                if tx.send((from.ip().to_canonical(), port)).await.is_err() {
-                    return;
-                }
-            }
-            Err(err) => {
-                warn!(port, error = %err, "knock socket receive failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
+/// The monotonic instant of a knock stamped `stamp` (ns of CLOCK_REALTIME):
+/// now, less how long it waited (at most a second: a larger gap is a
+/// stepped clock), and never before an earlier knock's instant.
+fn arrival(stamp: u64) -> std::time::Instant {
+    let waited = crate::server::order::realtime_ns().saturating_sub(stamp);
+    let waited = Duration::from_nanos(waited).min(crate::server::order::MAX_AGE);
+    Instant::now().into_std() - waited
 }
 
 struct State {
@@ -185,6 +181,8 @@ struct State {
     starting: usize,
     /// Stop commands running now.
     stopping: usize,
+    /// When the latest knock arrived (kept non-decreasing).
+    last_knock: Option<std::time::Instant>,
 }
 
 impl State {
@@ -226,6 +224,7 @@ impl State {
             run_limit: settings.run_limit,
             starting: 0,
             stopping: 0,
+            last_knock: None,
         }
     }
 
@@ -274,12 +273,15 @@ impl State {
         &mut self,
         ip: IpAddr,
         knock: KnockPort,
+        at: std::time::Instant,
         events: &mut Vec<Event>,
         done: &mpsc::UnboundedSender<Done>,
     ) {
         events.clear();
-        self.attempts
-            .knock(ip, knock, Instant::now().into_std(), events);
+        // The core needs non-decreasing time.
+        let at = self.last_knock.map_or(at, |last| last.max(at));
+        self.last_knock = Some(at);
+        self.attempts.knock(ip, knock, at, events);
         for &event in events.iter() {
             self.event(ip, event, done);
         }

@@ -103,3 +103,28 @@ fn failing_hanging_and_chatty_commands_are_logged_and_bounded() {
     }
     assert_eq!(server.count("fails: OPEN SESAME"), 2, "{}", server.logs());
 }
+
+#[test]
+fn knocks_sent_back_to_back_are_judged_in_the_order_they_arrived() {
+    // Debian's `knock` has no delay by default: three datagrams on three
+    // sockets within microseconds, each sequence must still open.
+    let setup = Setup::new(3);
+    let text = format!(
+        "[fast]\nsequence = {}\nseq_timeout = 5\ncommand = /bin/true\n",
+        setup.seq(&[0, 1, 2])
+    );
+    setup.conf(&text);
+    let server = setup.start(&[]);
+    let rounds = 30;
+    for _ in 0..rounds {
+        let mut cmd = std::process::Command::new("knock");
+        cmd.args(["-u", "127.0.0.1"]);
+        cmd.args(setup.ports.iter().map(|p| p.to_string()));
+        assert!(cmd.status().unwrap().success());
+    }
+    let start = std::time::Instant::now();
+    while server.count("fast: OPEN SESAME") < rounds && start.elapsed() < WAIT {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(server.count("fast: OPEN SESAME"), rounds, "{}", server.logs());
+}
