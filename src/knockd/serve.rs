@@ -188,17 +188,33 @@ pub async fn serve(prepared: Prepared, shutdown: Shutdown) -> Result<(), KnockdE
     let (stopper, inner) = Shutdown::new();
     let outer = shutdown.clone();
     let doorman_task = tokio::spawn(doorman.run(inner.clone()));
-    let result = match native {
-        Some(config) => {
-            let daemon = daemon::run_with(config, GateTuning::default(), None, inner.clone());
-            tokio::select! {
-                result = daemon => result.map_err(KnockdError::from),
-                () = outer.stopped() => Ok(()),
+    // knockd re-reads its file on SIGHUP; here the doors are fixed for the
+    // run (a restart keeps the pending stops). Caught, so a `systemctl
+    // reload` does not kill the daemon without its stops.
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|err| DaemonError::Unsupported(format!("cannot handle SIGHUP: {err}")))?;
+    let daemon = async {
+        match native {
+            Some(config) => daemon::run_with(config, GateTuning::default(), None, inner.clone())
+                .await
+                .map_err(KnockdError::from),
+            None => {
+                inner.stopped().await;
+                Ok(())
             }
         }
-        None => {
-            outer.stopped().await;
-            Ok(())
+    };
+    tokio::pin!(daemon);
+    let mut stopping = false;
+    let result = loop {
+        tokio::select! {
+            result = &mut daemon => break result,
+            // The native daemon tears its firewall down before it returns.
+            () = outer.stopped(), if !stopping => {
+                stopping = true;
+                stopper.stop();
+            }
+            _ = hangups.recv() => warn!("SIGHUP: a knockd.conf is not reloaded while running; restart the service to read it again (pending stop commands survive a restart)"),
         }
     };
     stopper.stop();

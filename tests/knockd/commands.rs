@@ -128,3 +128,14 @@ fn knocks_sent_back_to_back_are_judged_in_the_order_they_arrived() {
     }
     assert_eq!(server.count("fast: OPEN SESAME"), rounds, "{}", server.logs());
 }
+
+#[test]
+fn sighup_is_logged_and_the_doors_keep_working() {
+    let setup = Setup::new(3);
+    door(&setup, 1);
+    let mut server = setup.start(&[]);
+    server.signal("HUP");
+    server.wait_for("SIGHUP: a knockd.conf is not reloaded", WAIT);
+    setup.knock(&[0, 1, 2]);
+    assert!(wait_file(&setup.path("closed-127.0.0.1")), "{}", server.logs());
+}
