@@ -61,8 +61,8 @@
 
 #![warn(missing_docs)]
 
-pub mod cli;
 pub mod capture;
+pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod config;

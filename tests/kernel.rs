@@ -8,3 +8,4 @@
 mod firewall;
 mod knockd;
 mod netns_e2e;
+mod nflog;

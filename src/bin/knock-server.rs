@@ -318,6 +318,7 @@ fn guarded(config: &ServerConfig, args: &Args) -> FirewallOptions {
         keep_established: g.keep_established,
         instance: g.instance.clone(),
         position: g.iptables_position,
+        capture: None,
     }
 }
 

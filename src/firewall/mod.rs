@@ -9,6 +9,13 @@
 //! - [`nftables::NftablesFirewall`]: a table of our own whose sets carry
 //!   kernel timeouts, so access ends on time even if the server dies.
 //!
+//! The kernel backends also install the NFLOG capture rule when
+//! [`FirewallOptions::capture`] asks for one (nftables: a chain of our
+//! table hooked at prerouting priority raw; iptables: a chain of ours in
+//! table `raw`, jumped to from PREROUTING): set up, verified, repaired and
+//! removed with their other rules. [`Firewall::set_capture`] replaces it
+//! while running (the one trait method it adds).
+//!
 //! [`select::open`] picks one for `--firewall`, checking privileges and tools
 //! first so a missing capability is one clear line at start-up.
 //! [`leftovers`] lets a userspace-gate start notice (and, privileged,
@@ -50,6 +57,8 @@ use std::time::Duration;
 use thiserror::Error;
 
 use instance::Instance;
+
+use crate::capture::nflog::NflogRule;
 
 /// Where the iptables jump to our chain goes in INPUT (`--iptables-position`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -95,6 +104,9 @@ pub struct FirewallOptions {
     pub instance: Instance,
     /// Where iptables' jump goes in INPUT.
     pub position: Position,
+    /// The NFLOG capture rule the kernel backends install beside their
+    /// own (`None`: none; the userspace backend ignores it).
+    pub capture: Option<NflogRule>,
 }
 
 impl FirewallOptions {
@@ -106,6 +118,7 @@ impl FirewallOptions {
             keep_established: true,
             instance: Instance::default(),
             position: Position::First,
+            capture: None,
         }
     }
 
@@ -274,6 +287,22 @@ pub trait Firewall: Send {
         Err(FirewallError::Io {
             context: format!(
                 "the {} backend cannot change its protected ports while running",
+                self.name()
+            ),
+            source: std::io::Error::from(std::io::ErrorKind::Unsupported),
+        })
+    }
+
+    /// Replaces the NFLOG capture rule (`None`: removes it) at once, and
+    /// keeps the new one: setup and every repair install it from then on
+    /// (a reload whose doors changed their knock ports). The backend must
+    /// be set up. Backends without kernel rules refuse: NFLOG capture needs
+    /// a kernel backend.
+    fn set_capture(&mut self, capture: Option<NflogRule>) -> Result<(), FirewallError> {
+        let _ = capture;
+        Err(FirewallError::Io {
+            context: format!(
+                "the {} backend has no NFLOG capture rule: NFLOG capture needs --firewall nftables or iptables",
                 self.name()
             ),
             source: std::io::Error::from(std::io::ErrorKind::Unsupported),

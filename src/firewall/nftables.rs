@@ -10,6 +10,9 @@
 //! protocol (`tcp dport`, and `udp dport` when UDP ports are protected).
 //! The sets are shared: a port number is protected under one protocol
 //! only, so an element opens it under that one.
+//! With an NFLOG capture rule ([`FirewallOptions::capture`]) the table
+//! also has a chain `capture` hooked at prerouting priority raw that logs
+//! knock-port packets and lets them continue (see [`capture`]).
 //!
 //! A grant adds the element with the access duration as its timeout. Setup
 //! and teardown are one `nft -f` transaction each; grants and revokes are
@@ -41,10 +44,12 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod capture;
 mod monitor;
 mod netlink;
 
 use super::{Change, Firewall, FirewallError, FirewallOptions, GRANT_MARK, system};
+use crate::capture::nflog::NflogRule;
 pub use monitor::{NFPROTO_INET, NFPROTO_IPV4, NFPROTO_IPV6, NftMonitor, Notice, Watch};
 use netlink::NftNetlink;
 
@@ -74,7 +79,9 @@ pub fn ruleset(options: &FirewallOptions) -> String {
     for rule in chain_rules(options) {
         let _ = writeln!(out, "\t\t{rule}");
     }
-    out.push_str("\t}\n}\n");
+    out.push_str("\t}\n");
+    out.push_str(&capture::chain(options.capture.as_ref()));
+    out.push_str("}\n");
     out
 }
 
@@ -159,7 +166,7 @@ pub fn missing_parts(listing: Option<&str>, options: &FirewallOptions) -> Vec<St
     let Some(listing) = listing else {
         return vec![table];
     };
-    let mut missing = Vec::new();
+    let mut missing = capture::missing(listing, options.capture.as_ref(), &table);
     for set in [SET_V4, SET_V6] {
         if !listing.contains(&format!("set {set} {{")) {
             missing.push(format!("{table} set {set}"));
@@ -385,6 +392,14 @@ impl Firewall for NftablesFirewall {
         self.transaction(&rechain_script(&options))?;
         self.options = options;
         Ok(true)
+    }
+
+    /// One transaction: the capture chain changes, the rest stays.
+    fn set_capture(&mut self, capture: Option<NflogRule>) -> Result<(), FirewallError> {
+        let table = format!("inet {}", self.options.instance.nft_table());
+        self.transaction(&capture::replace_script(&table, capture.as_ref()))?;
+        self.options.capture = capture;
+        Ok(())
     }
 
     fn verify(&mut self) -> Result<Vec<String>, FirewallError> {

@@ -199,6 +199,7 @@ pub async fn run_with(
         keep_established: globals.keep_established,
         instance: globals.instance.clone(),
         position: globals.iptables_position,
+        capture: None,
     };
     let selected =
         select::open(globals.firewall, &options, access.clone()).map_err(DaemonError::Firewall)?;

@@ -100,7 +100,7 @@ fn fixed_rules(chain: &str, options: &FirewallOptions) -> Vec<String> {
 
 /// The `-D` lines undoing every jump to `chain` found in `save` (the
 /// output of `iptables-save -t filter`), e.g. left behind by a crash.
-fn stale_jumps(chain: &str, save: &str) -> Vec<String> {
+pub(super) fn stale_jumps(chain: &str, save: &str) -> Vec<String> {
     let jump = format!(" -j {chain}");
     save.lines()
         .filter(|line| line.starts_with("-A ") && line.ends_with(&jump))
@@ -109,7 +109,7 @@ fn stale_jumps(chain: &str, save: &str) -> Vec<String> {
 }
 
 /// Whether `save` shows `chain`.
-fn has_chain(chain: &str, save: &str) -> bool {
+pub(super) fn has_chain(chain: &str, save: &str) -> bool {
     let head = format!(":{chain} ");
     save.lines().any(|line| line.starts_with(&head))
 }
