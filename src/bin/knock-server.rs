@@ -182,7 +182,12 @@ struct Args {
 
     /// Serve a knockd.conf (knockd 0.8's format) instead of --config or the
     /// seed's door; `knock-server knockd -c FILE` takes knockd's own flags.
-    #[arg(long, value_name = "FILE", help_heading = "knockd", conflicts_with = "config")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        help_heading = "knockd",
+        conflicts_with = "config"
+    )]
     knockd_config: Option<PathBuf>,
 
     /// Let every door's commands use shell syntax (run by /bin/sh -c).
@@ -199,11 +204,21 @@ struct Args {
     knockd_command_timeout: Duration,
 
     /// knockd's -i: the interface to hear knocks on (logged; see README).
-    #[arg(long, value_name = "IFACE", requires = "knockd_config", help_heading = "knockd")]
+    #[arg(
+        long,
+        value_name = "IFACE",
+        requires = "knockd_config",
+        help_heading = "knockd"
+    )]
     knockd_interface: Option<String>,
 
     /// Directory of the state files (pending stop commands).
-    #[arg(long, value_name = "DIR", default_value = "/var/lib/portknock", help_heading = "knockd")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/var/lib/portknock",
+        help_heading = "knockd"
+    )]
     state_dir: PathBuf,
 
     /// More logs: -v for every knock, -vv for everything (RUST_LOG wins).

@@ -21,7 +21,9 @@ pub const IP_PLACEHOLDER: &str = "%IP%";
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum WordsError {
     /// The line uses shell syntax.
-    #[error("needs a shell: '{token}' at column {column} (allow it with the door's Allow_Shell = yes or --knockd-allow-shell, or write the command without it)")]
+    #[error(
+        "needs a shell: '{token}' at column {column} (allow it with the door's Allow_Shell = yes or --knockd-allow-shell, or write the command without it)"
+    )]
     NeedsShell {
         /// The shell syntax found.
         token: String,

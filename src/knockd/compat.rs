@@ -33,7 +33,11 @@ pub fn wanted(argv: &[String]) -> bool {
 /// an error names the flag that is not supported.
 pub fn translate(argv: &[String]) -> Result<Vec<String>, String> {
     let mut out = vec!["knock-server".to_string()];
-    let skip = if argv.get(1).is_some_and(|a| a == "knockd") { 2 } else { 1 };
+    let skip = if argv.get(1).is_some_and(|a| a == "knockd") {
+        2
+    } else {
+        1
+    };
     let mut args = argv.iter().skip(skip);
     let mut config = None;
     while let Some(arg) = args.next() {
@@ -80,15 +84,39 @@ mod tests {
 
     #[test]
     fn knockd_flags_become_knock_server_flags() {
-        let got = translate(&argv(&["knock-server", "knockd", "-c", "/x.conf", "-i", "eth1", "-D", "-d"])).unwrap();
+        let got = translate(&argv(&[
+            "knock-server",
+            "knockd",
+            "-c",
+            "/x.conf",
+            "-i",
+            "eth1",
+            "-D",
+            "-d",
+        ]))
+        .unwrap();
         assert_eq!(
             got,
-            argv(&["knock-server", "--knockd-interface", "eth1", "-vv", "--knockd-config", "/x.conf"])
+            argv(&[
+                "knock-server",
+                "--knockd-interface",
+                "eth1",
+                "-vv",
+                "--knockd-config",
+                "/x.conf"
+            ])
         );
         let got = translate(&argv(&["/usr/sbin/knockd", "-v", "-4"])).unwrap();
         assert_eq!(
             got,
-            argv(&["knock-server", "-v", "--bind", "0.0.0.0", "--knockd-config", DEFAULT_CONF])
+            argv(&[
+                "knock-server",
+                "-v",
+                "--bind",
+                "0.0.0.0",
+                "--knockd-config",
+                DEFAULT_CONF
+            ])
         );
     }
 
@@ -101,8 +129,20 @@ mod tests {
 
     #[test]
     fn unsupported_flags_are_refused_by_name() {
-        assert!(translate(&argv(&["knockd", "-l"])).unwrap_err().contains("-l"));
-        assert!(translate(&argv(&["knockd", "-p", "/run/k.pid"])).unwrap_err().contains("-p"));
-        assert!(translate(&argv(&["knockd", "-c"])).unwrap_err().contains("needs a value"));
+        assert!(
+            translate(&argv(&["knockd", "-l"]))
+                .unwrap_err()
+                .contains("-l")
+        );
+        assert!(
+            translate(&argv(&["knockd", "-p", "/run/k.pid"]))
+                .unwrap_err()
+                .contains("-p")
+        );
+        assert!(
+            translate(&argv(&["knockd", "-c"]))
+                .unwrap_err()
+                .contains("needs a value")
+        );
     }
 }

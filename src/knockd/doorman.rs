@@ -13,9 +13,9 @@
 //! wait for stealth capture (logged at start per door).
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use tokio::net::UdpSocket;
@@ -23,8 +23,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use super::hearing::{self, Heard};
 use super::attempts::{Attempts, DoorRule, Event};
+use super::hearing::{self, Heard};
 use super::model::SequenceSource;
 use super::one_time;
 use super::plan::{Commands, Planned, Service};
@@ -78,8 +78,16 @@ struct Stop {
 }
 
 enum Done {
-    Start { door: usize, ip: IpAddr, report: Report },
-    Stop { door: String, ip: String, report: Report },
+    Start {
+        door: usize,
+        ip: IpAddr,
+        report: Report,
+    },
+    Stop {
+        door: String,
+        ip: String,
+        report: Report,
+    },
 }
 
 /// The knock sockets, bound; [`Doorman::run`] serves them.
@@ -122,7 +130,11 @@ impl Doorman {
         let sockets = self
             .sockets
             .into_iter()
-            .filter_map(|s| s.into_std().map_err(|err| warn!(error = %err, "knock socket unusable")).ok())
+            .filter_map(|s| {
+                s.into_std()
+                    .map_err(|err| warn!(error = %err, "knock socket unusable"))
+                    .ok()
+            })
             .collect();
         let hearing = hearing::spawn(sockets, knock_tx, stop.clone());
         let mut state = State::new(self.settings);
@@ -295,7 +307,10 @@ impl State {
                 info!("{ip}: {}: sequence timeout (stage {stage})", name(door))
             }
             Event::Broken { door, stage } => {
-                info!("{ip}: {}: wrong knock: sequence broken (stage {stage})", name(door))
+                info!(
+                    "{ip}: {}: wrong knock: sequence broken (stage {stage})",
+                    name(door)
+                )
             }
             Event::LockedOut => info!("{ip}: knock ignored: locked out"),
             Event::Open { door } => {
@@ -307,7 +322,9 @@ impl State {
 
     fn open(&mut self, door: usize, ip: IpAddr, done: &mpsc::UnboundedSender<Done>) {
         let name = self.doors[door].planned.door.name.clone();
-        if let SequenceSource::OneTime { path, current } = &mut self.doors[door].planned.door.sequence {
+        if let SequenceSource::OneTime { path, current } =
+            &mut self.doors[door].planned.door.sequence
+        {
             let used = current.clone().unwrap_or_default();
             match one_time::consume(&path.value, &used) {
                 Ok(next) => {
@@ -363,10 +380,17 @@ impl State {
         }
         if let Some(start) = start {
             self.starting += 1;
-            spawn_run(start, &ip_text, self.run_limit, name, done.clone(), move |name, report| {
-                let _ = name;
-                Done::Start { door, ip, report }
-            });
+            spawn_run(
+                start,
+                &ip_text,
+                self.run_limit,
+                name,
+                done.clone(),
+                move |name, report| {
+                    let _ = name;
+                    Done::Start { door, ip, report }
+                },
+            );
         }
     }
 
@@ -413,10 +437,14 @@ impl State {
 
     fn prune(&mut self) {
         let mut timeouts = Vec::new();
-        self.attempts.prune(Instant::now().into_std(), &mut timeouts);
+        self.attempts
+            .prune(Instant::now().into_std(), &mut timeouts);
         for (ip, event) in timeouts {
             if let Event::Timeout { door, stage } = event {
-                info!("{ip}: {}: sequence timeout (stage {stage})", self.doors[door].planned.door.name);
+                info!(
+                    "{ip}: {}: sequence timeout (stage {stage})",
+                    self.doors[door].planned.door.name
+                );
             }
         }
     }
@@ -439,7 +467,10 @@ impl State {
             stop.starting = false;
         }
         if !self.stops.is_empty() {
-            info!(stops = self.stops.len(), "shutting down: running the pending stop commands");
+            info!(
+                stops = self.stops.len(),
+                "shutting down: running the pending stop commands"
+            );
         }
         self.run_due(&tx);
         drop(tx);
@@ -489,10 +520,31 @@ fn log_report(door: &str, report: &Report) {
     let stderr = report.stderr.trim();
     let took_ms = report.took.as_millis() as u64;
     match &report.ending {
-        Ending::Exited(0) => info!(door, took_ms, stderr, dropped_bytes = report.dropped, "command succeeded"),
-        Ending::Exited(code) => warn!(door, took_ms, stderr, dropped_bytes = report.dropped, "{door}: command returned non-zero status code ({code})"),
-        Ending::Signalled(signal) => warn!(door, took_ms, stderr, "{door}: command killed by signal {signal}"),
-        Ending::TimedOut => warn!(door, took_ms, stderr, dropped_bytes = report.dropped, "{door}: command timed out: its process group was killed"),
+        Ending::Exited(0) => info!(
+            door,
+            took_ms,
+            stderr,
+            dropped_bytes = report.dropped,
+            "command succeeded"
+        ),
+        Ending::Exited(code) => warn!(
+            door,
+            took_ms,
+            stderr,
+            dropped_bytes = report.dropped,
+            "{door}: command returned non-zero status code ({code})"
+        ),
+        Ending::Signalled(signal) => warn!(
+            door,
+            took_ms, stderr, "{door}: command killed by signal {signal}"
+        ),
+        Ending::TimedOut => warn!(
+            door,
+            took_ms,
+            stderr,
+            dropped_bytes = report.dropped,
+            "{door}: command timed out: its process group was killed"
+        ),
         Ending::NotStarted(why) => error!(door, "{door}: command could not start: {why}"),
     }
 }

@@ -92,7 +92,10 @@ fn hear(sockets: Vec<std::net::UdpSocket>, tx: mpsc::Sender<Heard>, stop: Arc<At
         }
         let n = order.release();
         for knock in &order.pending()[..n] {
-            if tx.blocking_send((knock.source, knock.port, knock.stamp)).is_err() {
+            if tx
+                .blocking_send((knock.source, knock.port, knock.stamp))
+                .is_err()
+            {
                 return;
             }
         }
@@ -143,7 +146,8 @@ fn receive(fd: RawFd) -> io::Result<Option<(IpAddr, u64)>> {
     unsafe {
         let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
         while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS
+            {
                 let ts = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::timespec>());
                 stamp = timespec_ns(&ts);
             }

@@ -107,7 +107,10 @@ pub fn first_unused(path: &Path) -> Result<Option<Vec<KnockPort>>, OneTimeError>
 /// Every unused sequence of the file, in order (the knock sockets must
 /// hear all of them: each becomes the sequence in turn).
 pub fn all_unused(path: &Path) -> Result<Vec<Vec<KnockPort>>, OneTimeError> {
-    Ok(unused_lines(path)?.into_iter().map(|u| u.sequence).collect())
+    Ok(unused_lines(path)?
+        .into_iter()
+        .map(|u| u.sequence)
+        .collect())
 }
 
 /// Marks the first unused line, which must be `used`, with `#` and makes

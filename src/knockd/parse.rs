@@ -216,7 +216,11 @@ fn directive(
         "ALLOWDUPLICATES" | "ALLOW_DUPLICATES" => door.allow_duplicates = yes_no(key, value)?,
         "ALLOW_SHELL" => door.allow_shell = yes_no(key, value)?,
         "LOCKOUT" => door.lockout = Some(seconds(key, value, 0)?),
-        other => return Err(format!("unknown directive '{other}' (allowed: {DOOR_KEYS})")),
+        other => {
+            return Err(format!(
+                "unknown directive '{other}' (allowed: {DOOR_KEYS})"
+            ));
+        }
     }
     Ok(())
 }

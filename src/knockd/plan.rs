@@ -74,7 +74,11 @@ pub fn plan(file: &KnockdFile, options: PlanOptions) -> Result<Vec<Planned>, Con
         .collect()
 }
 
-fn plan_door(file: &KnockdFile, door: &KnockdDoor, options: PlanOptions) -> Result<Planned, ConfError> {
+fn plan_door(
+    file: &KnockdFile,
+    door: &KnockdDoor,
+    options: PlanOptions,
+) -> Result<Planned, ConfError> {
     let refuse = |line, message: String| ConfError::new(&file.path, line, message);
     if let Some(target) = &door.target {
         return Err(refuse(
@@ -97,16 +101,17 @@ fn plan_door(file: &KnockdFile, door: &KnockdDoor, options: PlanOptions) -> Resu
         ));
     }
     let shell = options.allow_shell || door.allow_shell;
-    let template = |cmd: Option<&AtLine<String>>, key: &str| -> Result<Option<Template>, ConfError> {
-        match cmd {
-            None => Ok(None),
-            Some(cmd) if cmd.value.trim().is_empty() => Ok(None),
-            Some(cmd) => Template::parse(&cmd.value, shell).map(Some).map_err(|err| {
-                let err: WordsError = err;
-                refuse(cmd.line, format!("door '{}': {key}: {err}", door.name))
-            }),
-        }
-    };
+    let template =
+        |cmd: Option<&AtLine<String>>, key: &str| -> Result<Option<Template>, ConfError> {
+            match cmd {
+                None => Ok(None),
+                Some(cmd) if cmd.value.trim().is_empty() => Ok(None),
+                Some(cmd) => Template::parse(&cmd.value, shell).map(Some).map_err(|err| {
+                    let err: WordsError = err;
+                    refuse(cmd.line, format!("door '{}': {key}: {err}", door.name))
+                }),
+            }
+        };
     let v4 = Commands {
         start: template(door.commands(false).0, "Start_Command")?,
         stop: template(door.commands(false).1, "Stop_Command")?,
@@ -143,13 +148,17 @@ pub fn translate(door: &KnockdDoor, lockout: Duration) -> Result<Door, String> {
         crate::commands::words::split(&cmd?.value).ok()
     };
     let start = words(door.start.as_ref()).ok_or("no plain Start_Command")?;
-    let stop = words(door.stop.as_ref()).ok_or("no Stop_Command (the door never closes by itself)")?;
+    let stop =
+        words(door.stop.as_ref()).ok_or("no Stop_Command (the door never closes by itself)")?;
     let port = rule_port(&start, "iptables", &["-I", "-A"])
         .ok_or("Start_Command is not 'iptables -I|-A INPUT -s %IP% -p tcp --dport N -j ACCEPT'")?;
     if rule_port(&stop, "iptables", &["-D"]) != Some(port) {
         return Err("Stop_Command is not the -D twin of Start_Command".into());
     }
-    for (cmd, flags) in [(&door.start6, &["-I", "-A"][..]), (&door.stop6, &["-D"][..])] {
+    for (cmd, flags) in [
+        (&door.start6, &["-I", "-A"][..]),
+        (&door.stop6, &["-D"][..]),
+    ] {
         if let Some(cmd) = cmd {
             let twin = words(Some(cmd)).and_then(|w| rule_port(&w, "ip6tables", flags));
             if twin != Some(port) {
@@ -157,10 +166,12 @@ pub fn translate(door: &KnockdDoor, lockout: Duration) -> Result<Door, String> {
             }
         }
     }
-    let name: DoorName = door
-        .name
-        .parse()
-        .map_err(|_| format!("its name '{}' is not a portknock door name (letters, digits, - and _, at most 32)", door.name))?;
+    let name: DoorName = door.name.parse().map_err(|_| {
+        format!(
+            "its name '{}' is not a portknock door name (letters, digits, - and _, at most 32)",
+            door.name
+        )
+    })?;
     let timing = Timing {
         window: door.seq_timeout,
         access: door.cmd_timeout,
@@ -191,7 +202,13 @@ fn rule_port(words: &[String], prog: &str, flags: &[&str]) -> Option<u16> {
     }
     match rest {
         [s, ip, p, tcp, dport, n, j, accept]
-            if s == "-s" && ip == "%IP%" && p == "-p" && tcp == "tcp" && dport == "--dport" && j == "-j" && accept == "ACCEPT" =>
+            if s == "-s"
+                && ip == "%IP%"
+                && p == "-p"
+                && tcp == "tcp"
+                && dport == "--dport"
+                && j == "-j"
+                && accept == "ACCEPT" =>
         {
             n.parse::<u16>().ok().filter(|&n| n > 0)
         }

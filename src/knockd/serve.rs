@@ -88,11 +88,13 @@ pub fn prepare(run: KnockdRun) -> Result<Prepared, KnockdError> {
             if native(door) == native(earlier) {
                 continue;
             }
-            let shared = door
-                .door
-                .knocks()
-                .iter()
-                .find(|k| earlier.door.knocks().iter().any(|e| e.port == k.port && k.proto == Proto::Udp && e.proto == Proto::Udp));
+            let shared = door.door.knocks().iter().find(|k| {
+                earlier
+                    .door
+                    .knocks()
+                    .iter()
+                    .any(|e| e.port == k.port && k.proto == Proto::Udp && e.proto == Proto::Udp)
+            });
             if let Some(knock) = shared {
                 return Err(ConfError::new(
                     &run.path,
@@ -115,12 +117,14 @@ pub fn prepare(run: KnockdRun) -> Result<Prepared, KnockdError> {
         .collect();
     let native = match natives.is_empty() {
         true => None,
-        false => Some(ServerConfig::new(run.globals.clone(), natives).map_err(|issues| {
-            KnockdError::Native {
-                path: run.path.display().to_string(),
-                issues,
-            }
-        })?),
+        false => Some(
+            ServerConfig::new(run.globals.clone(), natives).map_err(|issues| {
+                KnockdError::Native {
+                    path: run.path.display().to_string(),
+                    issues,
+                }
+            })?,
+        ),
     };
     Ok(Prepared { run, doors, native })
 }
@@ -139,7 +143,11 @@ impl Prepared {
                 match (&p.service, &p.not_native) {
                     (Service::Native(door), _) => format!(
                         "door '{name}': translated to the native backend: {} open {}s",
-                        door.protected().iter().map(|p| p.to_string()).collect::<Vec<_>>().join(","),
+                        door.protected()
+                            .iter()
+                            .map(|p| p.to_string())
+                            .collect::<Vec<_>>()
+                            .join(","),
                         door.timing().access.as_secs()
                     ),
                     (Service::Commands { .. }, Some(why)) => {
@@ -168,11 +176,21 @@ pub async fn serve(prepared: Prepared, shutdown: Shutdown) -> Result<(), KnockdE
         info!("{line}");
     }
     let file = load(&run.path)?;
-    if file.options.use_syslog || file.options.log_file.is_some() || file.options.pid_file.is_some() {
-        warn!("[options] UseSyslog, LogFile and PidFile are ignored: logs go to stderr (the journal under systemd), no pid file is written");
+    if file.options.use_syslog || file.options.log_file.is_some() || file.options.pid_file.is_some()
+    {
+        warn!(
+            "[options] UseSyslog, LogFile and PidFile are ignored: logs go to stderr (the journal under systemd), no pid file is written"
+        );
     }
-    if let Some(interface) = run.interface.as_ref().or(file.options.interface.as_ref().map(|i| &i.value)) {
-        info!(interface, "knockd Interface: bound sockets hear knocks on every interface of the bind addresses");
+    if let Some(interface) =
+        run.interface
+            .as_ref()
+            .or(file.options.interface.as_ref().map(|i| &i.value))
+    {
+        info!(
+            interface,
+            "knockd Interface: bound sockets hear knocks on every interface of the bind addresses"
+        );
     }
     let binds: Vec<IpAddr> = match run.globals.bind.is_empty() {
         true => crate::net::WILDCARDS.to_vec(),

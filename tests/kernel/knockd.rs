@@ -23,7 +23,11 @@ const RULE: &str = "-A INPUT -s 192.0.2.2/32 -p tcp -m tcp --dport 22 -j ACCEPT"
 
 fn server(host: &Netns, conf: &Path, state: &Path, extra: &[&str]) -> Proc {
     let mut cmd = host.command(bin("knock-server"));
-    cmd.arg("--knockd-config").arg(conf).arg("--state-dir").arg(state).args(extra);
+    cmd.arg("--knockd-config")
+        .arg(conf)
+        .arg("--state-dir")
+        .arg(state)
+        .args(extra);
     let mut proc = Proc::spawn_logging(cmd, "info");
     proc.wait_for("knockd doors ready", WAIT);
     proc
@@ -59,7 +63,9 @@ fn commands_open_and_close_the_namespace_iptables() {
     let mut proc = server(&lan.host, &conf, &dir.path().join("state"), &[]);
     knock(&lan.clients[0], &["7001", "7002", "7003"]);
     let rules = || lan.host.sh(&["iptables", "-S", "INPUT"]);
-    eventually("the start command added the rule", || rules().contains(RULE));
+    eventually("the start command added the rule", || {
+        rules().contains(RULE)
+    });
     eventually("the stop command removed it", || !rules().contains(RULE));
     proc.wait_for("openSSH: OPEN SESAME", WAIT);
     assert_eq!(proc.count("running command"), 2, "{}", proc.logs());
@@ -78,13 +84,31 @@ fn knockd_native_serves_the_door_from_an_nftables_set() {
         &lan.host,
         &conf,
         &dir.path().join("state"),
-        &["--knockd-native", "--firewall", "nftables", "--instance", "kd"],
+        &[
+            "--knockd-native",
+            "--firewall",
+            "nftables",
+            "--instance",
+            "kd",
+        ],
     );
-    assert!(proc.printed("door 'openSSH': translated to the native backend: tcp/22 open 2s"), "{}", proc.logs());
+    assert!(
+        proc.printed("door 'openSSH': translated to the native backend: tcp/22 open 2s"),
+        "{}",
+        proc.logs()
+    );
     knock(&lan.clients[0], &["7001", "7002", "7003"]);
-    let set = || lan.host.sh(&["nft", "list", "table", "inet", "portknock-kd"]);
-    eventually("the grant is an element of the set", || set().contains("192.0.2.2"));
-    assert!(!lan.host.sh(&["iptables", "-S", "INPUT"]).contains(RULE), "no command ran");
+    let set = || {
+        lan.host
+            .sh(&["nft", "list", "table", "inet", "portknock-kd"])
+    };
+    eventually("the grant is an element of the set", || {
+        set().contains("192.0.2.2")
+    });
+    assert!(
+        !lan.host.sh(&["iptables", "-S", "INPUT"]).contains(RULE),
+        "no command ran"
+    );
     eventually("the kernel expired it", || !set().contains("192.0.2.2"));
     proc.signal_and_wait("TERM", WAIT);
     let tables = lan.host.sh(&["nft", "list", "tables"]);
@@ -118,11 +142,17 @@ fn knockd_and_portknock_open_the_same_doors_on_the_same_traffic() {
     std::fs::create_dir_all(&kdir).unwrap();
     std::fs::create_dir_all(&pdir).unwrap();
     let mut cmd: Command = lan.host.command("knockd");
-    cmd.args(["-v", "-i", "br0", "-c"]).arg(&conf).current_dir(&kdir);
+    cmd.args(["-v", "-i", "br0", "-c"])
+        .arg(&conf)
+        .current_dir(&kdir);
     let mut knockd = Proc::spawn_logging(cmd, "info");
     knockd.wait_for("listening on br0", WAIT);
     let mut cmd = lan.host.command(bin("knock-server"));
-    cmd.arg("--knockd-config").arg(&conf).arg("--state-dir").arg(dir.path().join("state")).current_dir(&pdir);
+    cmd.arg("--knockd-config")
+        .arg(&conf)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .current_dir(&pdir);
     let mut portknock = Proc::spawn_logging(cmd, "info");
     portknock.wait_for("knockd doors ready", WAIT);
     let (a, b) = (&lan.clients[0], &lan.clients[1]);
@@ -139,8 +169,15 @@ fn knockd_and_portknock_open_the_same_doors_on_the_same_traffic() {
         knock(b, &[port]);
     }
     std::thread::sleep(Duration::from_secs(1));
-    let expected = ["opened-one-192.0.2.2", "opened-three-192.0.2.2", "opened-three-192.0.2.3", "opened-two-192.0.2.3"];
-    eventually("portknock opened the expected doors", || opened(&pdir) == expected);
+    let expected = [
+        "opened-one-192.0.2.2",
+        "opened-three-192.0.2.2",
+        "opened-three-192.0.2.3",
+        "opened-two-192.0.2.3",
+    ];
+    eventually("portknock opened the expected doors", || {
+        opened(&pdir) == expected
+    });
     let by_knockd = opened(&kdir);
     let lost_to_quirk_1 = ["opened-three-192.0.2.3"];
     let differs: Vec<&str> = expected
@@ -154,6 +191,9 @@ fn knockd_and_portknock_open_the_same_doors_on_the_same_traffic() {
         knockd.logs(),
         portknock.logs()
     );
-    assert!(by_knockd.iter().all(|k| expected.contains(&k.as_str())), "{by_knockd:?}");
+    assert!(
+        by_knockd.iter().all(|k| expected.contains(&k.as_str())),
+        "{by_knockd:?}"
+    );
     eprintln!("side by side: knockd opened {by_knockd:?}; portknock {expected:?}");
 }

@@ -10,9 +10,15 @@ fn refused(text: &str, line: usize, needle: &str) {
     let path = dir.path().join("knockd.conf");
     std::fs::write(&path, text).unwrap();
     let compat = ["knockd", "-c"];
-    for (i, how) in [&["--knockd-config"][..], &compat[..]].into_iter().enumerate() {
+    for (i, how) in [&["--knockd-config"][..], &compat[..]]
+        .into_iter()
+        .enumerate()
+    {
         let mut cmd = Command::new(bin("knock-server"));
-        cmd.args(how).arg(&path).args(["--state-dir"]).arg(dir.path());
+        cmd.args(how)
+            .arg(&path)
+            .args(["--state-dir"])
+            .arg(dir.path());
         if i == 0 {
             cmd.arg("--check-config");
         }
@@ -27,13 +33,33 @@ fn refused(text: &str, line: usize, needle: &str) {
 
 #[test]
 fn every_malformed_line_shape_exits_2_with_file_and_line() {
-    refused("[d]\nsequence = 1:udp\nfrobnicate = 1\n", 3, "unknown directive 'FROBNICATE'");
+    refused(
+        "[d]\nsequence = 1:udp\nfrobnicate = 1\n",
+        3,
+        "unknown directive 'FROBNICATE'",
+    );
     refused("[d]\nsequence = 1:udp,99999:udp\n", 2, "bad port '99999'");
     refused("[d]\nsequence = 1:sctp\n", 2, "unknown protocol 'sctp'");
-    refused("[d]\nsequence = 1\ntcpflags = syn, ack\n", 3, "unrecognized TCP flag ' ack'");
-    refused("[options]\nUseSyslog\n[d]\nseq_timeout = 5\n", 3, "empty knock sequence");
-    refused("[d]\none_time_sequences = /nonexistent/seqs\n", 2, "/nonexistent/seqs");
-    refused("[d]\nsequence = 1:udp\ncommand = echo %IP% | logger\n", 3, "needs a shell: '|'");
+    refused(
+        "[d]\nsequence = 1\ntcpflags = syn, ack\n",
+        3,
+        "unrecognized TCP flag ' ack'",
+    );
+    refused(
+        "[options]\nUseSyslog\n[d]\nseq_timeout = 5\n",
+        3,
+        "empty knock sequence",
+    );
+    refused(
+        "[d]\none_time_sequences = /nonexistent/seqs\n",
+        2,
+        "/nonexistent/seqs",
+    );
+    refused(
+        "[d]\nsequence = 1:udp\ncommand = echo %IP% | logger\n",
+        3,
+        "needs a shell: '|'",
+    );
     refused("[d]\nsequence = 1,2\ntcpflags = fin\n", 3, "TCPFlags = fin");
 }
 

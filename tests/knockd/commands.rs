@@ -22,8 +22,15 @@ fn a_knocked_door_runs_start_then_stop_after_cmd_timeout() {
     door(&setup, 1);
     let mut server = setup.start(&[]);
     setup.knock(&[0, 1, 2]);
-    assert!(wait_file(&setup.path("closed-127.0.0.1")), "{}", server.logs());
-    assert_eq!(std::fs::read_to_string(setup.path("started")).unwrap(), "127.0.0.1\n");
+    assert!(
+        wait_file(&setup.path("closed-127.0.0.1")),
+        "{}",
+        server.logs()
+    );
+    assert_eq!(
+        std::fs::read_to_string(setup.path("started")).unwrap(),
+        "127.0.0.1\n"
+    );
     server.wait_for("127.0.0.1: openit: OPEN SESAME", WAIT);
     assert!(server.printed("openit: Stage 2"), "{}", server.logs());
 }
@@ -37,7 +44,11 @@ fn a_repeated_knock_while_open_does_not_run_the_start_command_again() {
     assert!(wait_file(&setup.path("started")));
     setup.knock(&[0, 1, 2]);
     server.wait_for("not started again", WAIT);
-    assert!(wait_file(&setup.path("closed-127.0.0.1")), "{}", server.logs());
+    assert!(
+        wait_file(&setup.path("closed-127.0.0.1")),
+        "{}",
+        server.logs()
+    );
     assert_eq!(lines(&setup.path("started")), 1, "{}", server.logs());
 }
 
@@ -53,9 +64,16 @@ fn the_stop_command_survives_sigkill_and_runs_after_a_restart() {
     let pending = std::fs::read_to_string(setup.path("state/knockd-pending-stops.toml")).unwrap();
     assert!(pending.contains("closed-127.0.0.1"), "{pending}");
     std::thread::sleep(Duration::from_secs(4));
-    assert!(!setup.path("closed-127.0.0.1").exists(), "nothing left to run it");
+    assert!(
+        !setup.path("closed-127.0.0.1").exists(),
+        "nothing left to run it"
+    );
     let mut again = setup.start(&[]);
-    assert!(wait_file(&setup.path("closed-127.0.0.1")), "{}", again.logs());
+    assert!(
+        wait_file(&setup.path("closed-127.0.0.1")),
+        "{}",
+        again.logs()
+    );
     again.wait_for("pending from a previous run", WAIT);
     assert!(again.printed("overdue=true"), "{}", again.logs());
 }
@@ -91,10 +109,17 @@ fn failing_hanging_and_chatty_commands_are_logged_and_bounded() {
         setup.knock(&[i]);
     }
     server.wait_for("fails: command returned non-zero status code (2)", WAIT);
-    server.wait_for("hangs: command timed out: its process group was killed", WAIT);
+    server.wait_for(
+        "hangs: command timed out: its process group was killed",
+        WAIT,
+    );
     server.wait_for("dropped_bytes=5000000", WAIT);
     server.wait_for("missing: command could not start", WAIT);
-    assert!(server.printed("No such file or directory"), "stderr is logged\n{}", server.logs());
+    assert!(
+        server.printed("No such file or directory"),
+        "stderr is logged\n{}",
+        server.logs()
+    );
     // Still serving after all that.
     setup.knock(&[0]);
     let start = std::time::Instant::now();
@@ -126,7 +151,12 @@ fn knocks_sent_back_to_back_are_judged_in_the_order_they_arrived() {
     while server.count("fast: OPEN SESAME") < rounds && start.elapsed() < WAIT {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(server.count("fast: OPEN SESAME"), rounds, "{}", server.logs());
+    assert_eq!(
+        server.count("fast: OPEN SESAME"),
+        rounds,
+        "{}",
+        server.logs()
+    );
 }
 
 #[test]
@@ -137,5 +167,9 @@ fn sighup_is_logged_and_the_doors_keep_working() {
     server.signal("HUP");
     server.wait_for("SIGHUP: a knockd.conf is not reloaded", WAIT);
     setup.knock(&[0, 1, 2]);
-    assert!(wait_file(&setup.path("closed-127.0.0.1")), "{}", server.logs());
+    assert!(
+        wait_file(&setup.path("closed-127.0.0.1")),
+        "{}",
+        server.logs()
+    );
 }

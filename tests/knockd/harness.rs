@@ -30,7 +30,10 @@ impl Setup {
 
     /// `P0:udp,P1:udp,...` of the ports at `idx`.
     pub fn seq(&self, idx: &[usize]) -> String {
-        let items: Vec<String> = idx.iter().map(|&i| format!("{}:udp", self.ports[i])).collect();
+        let items: Vec<String> = idx
+            .iter()
+            .map(|&i| format!("{}:udp", self.ports[i]))
+            .collect();
         items.join(",")
     }
 

@@ -7,7 +7,11 @@ fn stop(ip: &str, due_ms: u64) -> PendingStop {
         door: "ssh".into(),
         ip: ip.into(),
         due_ms,
-        argv: vec!["/sbin/iptables".into(), "-D".into(), "it's \"quoted\"".into()],
+        argv: vec![
+            "/sbin/iptables".into(),
+            "-D".into(),
+            "it's \"quoted\"".into(),
+        ],
     }
 }
 
@@ -22,7 +26,10 @@ fn saved_stops_load_back_and_a_missing_file_is_empty() {
     file.save(&[]).unwrap();
     assert_eq!(file.load().unwrap(), []);
     // No temporary file is left beside it.
-    let names: Vec<_> = std::fs::read_dir(dir.path().join("state")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(dir.path().join("state"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names, [std::ffi::OsString::from(FILE_NAME)]);
 }
 

@@ -21,7 +21,12 @@ fn ip(n: u8) -> IpAddr {
 fn opened(a: &mut Attempts, from: IpAddr, knocks: &[(u16, u64)], t0: Instant) -> Vec<usize> {
     let mut out = Vec::new();
     for &(port, at) in knocks {
-        a.knock(from, KnockPort::udp(port), t0 + Duration::from_secs(at), &mut out);
+        a.knock(
+            from,
+            KnockPort::udp(port),
+            t0 + Duration::from_secs(at),
+            &mut out,
+        );
     }
     out.iter()
         .filter_map(|e| match e {
@@ -45,9 +50,19 @@ fn timeout_counts_from_the_first_knock() {
     let t0 = Instant::now();
     let mut out = Vec::new();
     a.knock(ip(1), KnockPort::udp(1), t0, &mut out);
-    a.knock(ip(1), KnockPort::udp(2), t0 + Duration::from_secs(4), &mut out);
+    a.knock(
+        ip(1),
+        KnockPort::udp(2),
+        t0 + Duration::from_secs(4),
+        &mut out,
+    );
     out.clear();
-    a.knock(ip(1), KnockPort::udp(3), t0 + Duration::from_secs(5), &mut out);
+    a.knock(
+        ip(1),
+        KnockPort::udp(3),
+        t0 + Duration::from_secs(5),
+        &mut out,
+    );
     assert_eq!(out, [Event::Timeout { door: 0, stage: 2 }]);
 }
 
@@ -59,7 +74,10 @@ fn wrong_knock_breaks_and_a_duplicate_too_unless_allowed() {
     let mut dup = rule(&[1, 2, 3], 25);
     dup.allow_duplicates = true;
     let mut a = Attempts::new(vec![dup], 100);
-    assert_eq!(opened(&mut a, ip(1), &[(1, 0), (2, 0), (2, 0), (3, 0)], t0), [0]);
+    assert_eq!(
+        opened(&mut a, ip(1), &[(1, 0), (2, 0), (2, 0), (3, 0)], t0),
+        [0]
+    );
 }
 
 #[test]
@@ -68,28 +86,48 @@ fn a_retry_right_after_a_broken_attempt_starts_afresh() {
     // retry 1,2,3 after 1,9 fails there (quirk fixed here).
     let t0 = Instant::now();
     let mut a = Attempts::new(vec![rule(&[1, 2, 3], 25)], 100);
-    assert_eq!(opened(&mut a, ip(1), &[(1, 0), (9, 0), (1, 1), (2, 1), (3, 1)], t0), [0]);
+    assert_eq!(
+        opened(&mut a, ip(1), &[(1, 0), (9, 0), (1, 1), (2, 1), (3, 1)], t0),
+        [0]
+    );
     // A retransmitted first knock restarts at stage 1 and still opens.
-    assert_eq!(opened(&mut a, ip(1), &[(1, 2), (1, 2), (2, 2), (3, 2)], t0), [0]);
+    assert_eq!(
+        opened(&mut a, ip(1), &[(1, 2), (1, 2), (2, 2), (3, 2)], t0),
+        [0]
+    );
 }
 
 #[test]
 fn one_packet_starts_several_doors_and_a_one_knock_door_opens_at_once() {
     let t0 = Instant::now();
-    let mut a = Attempts::new(vec![rule(&[1, 2], 25), rule(&[1, 3], 25), rule(&[1], 25)], 100);
+    let mut a = Attempts::new(
+        vec![rule(&[1, 2], 25), rule(&[1, 3], 25), rule(&[1], 25)],
+        100,
+    );
     let mut out = Vec::new();
     a.knock(ip(1), KnockPort::udp(1), t0, &mut out);
     assert_eq!(
         out,
         [
-            Event::Stage { door: 0, stage: 1, total: 2 },
-            Event::Stage { door: 1, stage: 1, total: 2 },
+            Event::Stage {
+                door: 0,
+                stage: 1,
+                total: 2
+            },
+            Event::Stage {
+                door: 1,
+                stage: 1,
+                total: 2
+            },
             Event::Open { door: 2 }
         ]
     );
     out.clear();
     a.knock(ip(1), KnockPort::udp(3), t0, &mut out);
-    assert_eq!(out, [Event::Broken { door: 0, stage: 1 }, Event::Open { door: 1 }]);
+    assert_eq!(
+        out,
+        [Event::Broken { door: 0, stage: 1 }, Event::Open { door: 1 }]
+    );
 }
 
 #[test]
@@ -103,7 +141,10 @@ fn sixteen_interleaved_sources_all_open() {
             a.knock(ip(n), KnockPort::udp(port), t0, &mut out);
         }
     }
-    let opens = out.iter().filter(|e| matches!(e, Event::Open { .. })).count();
+    let opens = out
+        .iter()
+        .filter(|e| matches!(e, Event::Open { .. }))
+        .count();
     assert_eq!(opens, 16);
 }
 
@@ -117,7 +158,12 @@ fn lockout_ignores_the_source_until_it_ends() {
     a.knock(ip(1), KnockPort::udp(1), t0, &mut out);
     a.knock(ip(1), KnockPort::udp(5), t0, &mut out);
     out.clear();
-    a.knock(ip(1), KnockPort::udp(1), t0 + Duration::from_secs(9), &mut out);
+    a.knock(
+        ip(1),
+        KnockPort::udp(1),
+        t0 + Duration::from_secs(9),
+        &mut out,
+    );
     assert_eq!(out, [Event::LockedOut]);
     assert_eq!(opened(&mut a, ip(1), &[(1, 10), (2, 10)], t0), [0]);
 }
@@ -140,7 +186,12 @@ fn the_table_is_bounded_and_displaces_the_oldest_source() {
     let mut a = Attempts::new(vec![rule(&[1, 2], 25)], 4);
     let mut out = Vec::new();
     for n in 1..=10 {
-        a.knock(ip(n), KnockPort::udp(1), t0 + Duration::from_millis(u64::from(n)), &mut out);
+        a.knock(
+            ip(n),
+            KnockPort::udp(1),
+            t0 + Duration::from_millis(u64::from(n)),
+            &mut out,
+        );
         assert!(a.tracked() <= 4);
     }
     // The newest sources are kept.

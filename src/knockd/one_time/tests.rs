@@ -26,7 +26,10 @@ fn consuming_a_line_that_is_not_the_first_unused_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("seqs");
     std::fs::write(&path, " 1:udp\n 2:udp\n").unwrap();
-    assert!(matches!(consume(&path, &udp(&[2])), Err(OneTimeError::Changed { .. })));
+    assert!(matches!(
+        consume(&path, &udp(&[2])),
+        Err(OneTimeError::Changed { .. })
+    ));
     assert_eq!(std::fs::read_to_string(&path).unwrap(), " 1:udp\n 2:udp\n");
 }
 

@@ -5,7 +5,9 @@ use super::*;
 use crate::config::{KnockPort, Proto};
 
 fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/knockd").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/knockd")
+        .join(name)
 }
 
 fn refused(text: &str) -> ConfError {
@@ -40,9 +42,17 @@ fn debian_default_file_parses_as_knockd_reads_it() {
 
 #[test]
 fn man_page_examples_parse() {
-    for name in ["man-example1.conf", "man-example2.conf", "man-example3.conf", "man-example4.conf"] {
+    for name in [
+        "man-example1.conf",
+        "man-example2.conf",
+        "man-example3.conf",
+        "man-example4.conf",
+    ] {
         let file = load(&data(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(file.doors.len(), if name.ends_with("1.conf") { 2 } else { 1 });
+        assert_eq!(
+            file.doors.len(),
+            if name.ends_with("1.conf") { 2 } else { 1 }
+        );
     }
     let two = load(&data("man-example2.conf")).unwrap();
     let seq = two.doors[0].knocks();
@@ -53,7 +63,13 @@ fn man_page_examples_parse() {
     let door = &four.doors[0];
     assert_eq!(door.knocks(), [tcp(1000), tcp(2000), tcp(3000)]);
     assert!(door.commands(true).0.unwrap().value.contains("ip6tables"));
-    assert!(door.commands(false).0.unwrap().value.starts_with("/usr/sbin/iptables"));
+    assert!(
+        door.commands(false)
+            .0
+            .unwrap()
+            .value
+            .starts_with("/usr/sbin/iptables")
+    );
 }
 
 #[test]
@@ -73,35 +89,82 @@ fn keys_are_case_insensitive_and_values_keep_equals_signs() {
 
 #[test]
 fn hash_inside_a_line_is_part_of_the_value() {
-    let file = parse(Path::new("k"), "# c\n[d]\n  # indented comment\nsequence = 1\ncommand = /bin/echo #x\n").unwrap();
+    let file = parse(
+        Path::new("k"),
+        "# c\n[d]\n  # indented comment\nsequence = 1\ncommand = /bin/echo #x\n",
+    )
+    .unwrap();
     assert_eq!(file.doors[0].start.as_ref().unwrap().value, "/bin/echo #x");
 }
 
 #[test]
 fn every_malformed_line_is_refused_with_file_and_line() {
     let cases: &[(&str, usize, &str)] = &[
-        ("[d]\nsequence = 1\nbogus = 2\n", 3, "unknown directive 'BOGUS'"),
-        ("[options]\nlogfile = /x\nsequence = 1\n", 3, "unknown option 'SEQUENCE'"),
+        (
+            "[d]\nsequence = 1\nbogus = 2\n",
+            3,
+            "unknown directive 'BOGUS'",
+        ),
+        (
+            "[options]\nlogfile = /x\nsequence = 1\n",
+            3,
+            "unknown option 'SEQUENCE'",
+        ),
         ("[d]\nsequence = 1,70000\n", 2, "bad port '70000'"),
         ("[d]\nsequence = 1,abc\n", 2, "bad port 'abc'"),
         ("[d]\nsequence = 0\n", 2, "bad port '0'"),
         ("[d]\nsequence = 1:icmp\n", 2, "unknown protocol 'icmp'"),
-        ("[d]\nsequence = 1\ntcpflags = syn, ack\n", 3, "unrecognized TCP flag ' ack'"),
-        ("[d]\nsequence = 1\ntcpflags = syn,bogus\n", 3, "unrecognized TCP flag 'bogus'"),
-        ("[d]\nseq_timeout = 5\n\n[e]\nsequence = 1\n", 1, "door 'd' has an empty knock sequence"),
-        ("[d]\nsequence = 1\none_time_sequences = /nonexistent/seqs\n", 3, "/nonexistent/seqs"),
-        ("[options]\nUseSyslog = yes\n", 2, "UseSyslog takes no value"),
+        (
+            "[d]\nsequence = 1\ntcpflags = syn, ack\n",
+            3,
+            "unrecognized TCP flag ' ack'",
+        ),
+        (
+            "[d]\nsequence = 1\ntcpflags = syn,bogus\n",
+            3,
+            "unrecognized TCP flag 'bogus'",
+        ),
+        (
+            "[d]\nseq_timeout = 5\n\n[e]\nsequence = 1\n",
+            1,
+            "door 'd' has an empty knock sequence",
+        ),
+        (
+            "[d]\nsequence = 1\none_time_sequences = /nonexistent/seqs\n",
+            3,
+            "/nonexistent/seqs",
+        ),
+        (
+            "[options]\nUseSyslog = yes\n",
+            2,
+            "UseSyslog takes no value",
+        ),
         ("sequence = 1\n[d]\n", 1, "before any section"),
         ("[d]\nsequence = 1\njust words\n", 3, "syntax error"),
-        ("[d]\nsequence = 1\nseq_timeout = ten\n", 3, "SEQ_TIMEOUT = 'ten'"),
-        ("[d]\nsequence = 1\ncmd_timeout = -1\n", 3, "CMD_TIMEOUT = '-1'"),
-        ("[d]\nsequence = 1\nallowduplicates = maybe\n", 3, "expected yes or no"),
+        (
+            "[d]\nsequence = 1\nseq_timeout = ten\n",
+            3,
+            "SEQ_TIMEOUT = 'ten'",
+        ),
+        (
+            "[d]\nsequence = 1\ncmd_timeout = -1\n",
+            3,
+            "CMD_TIMEOUT = '-1'",
+        ),
+        (
+            "[d]\nsequence = 1\nallowduplicates = maybe\n",
+            3,
+            "expected yes or no",
+        ),
     ];
     for (text, line, needle) in cases {
         let err = refused(text);
         assert_eq!(err.line, *line, "{text:?}: {err}");
         let shown = err.to_string();
-        assert!(shown.starts_with(&format!("/etc/k.conf:{line}: ")), "{shown}");
+        assert!(
+            shown.starts_with(&format!("/etc/k.conf:{line}: ")),
+            "{shown}"
+        );
         assert!(shown.contains(needle), "{text:?}: {shown}");
     }
 }
@@ -115,7 +178,11 @@ fn sequences_longer_than_knockd_allows_are_refused() {
 
 #[test]
 fn tcp_flags_accumulate_and_match_like_knockd() {
-    let file = parse(Path::new("k"), "[d]\nsequence = 1\ntcpflags = syn\ntcpflags = !ACK,urg\n").unwrap();
+    let file = parse(
+        Path::new("k"),
+        "[d]\nsequence = 1\ntcpflags = syn\ntcpflags = !ACK,urg\n",
+    )
+    .unwrap();
     let flags = file.doors[0].tcp_flags;
     assert_eq!(flags.describe(), "syn,!ack,urg");
     assert!(flags.matches(0x02 | 0x20));
@@ -126,7 +193,11 @@ fn tcp_flags_accumulate_and_match_like_knockd() {
 
 #[test]
 fn later_sequence_lines_replace_earlier_ones_and_duplicate_names_are_allowed() {
-    let file = parse(Path::new("k"), "[d]\nsequence = 1\nsequence = 2:udp\n[d]\nsequence = 3\n").unwrap();
+    let file = parse(
+        Path::new("k"),
+        "[d]\nsequence = 1\nsequence = 2:udp\n[d]\nsequence = 3\n",
+    )
+    .unwrap();
     assert_eq!(file.doors[0].knocks(), [KnockPort::udp(2)]);
     assert_eq!(file.doors[0].sequence_line(), 3);
     assert_eq!(file.doors.len(), 2);
@@ -135,5 +206,9 @@ fn later_sequence_lines_replace_earlier_ones_and_duplicate_names_are_allowed() {
 #[test]
 fn an_unreadable_file_names_itself() {
     let err = load(Path::new("/nonexistent/knockd.conf")).unwrap_err();
-    assert!(err.to_string().starts_with("/nonexistent/knockd.conf:0: cannot read"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("/nonexistent/knockd.conf:0: cannot read"),
+        "{err}"
+    );
 }
