@@ -19,6 +19,11 @@ const WAIT: Duration = Duration::from_secs(15);
 
 const SSH_DOOR: &str = "[options]\n\tUseSyslog\n\n[openSSH]\n\tsequence      = 7001:udp,7002:udp,7003:udp\n\tseq_timeout   = 5\n\tstart_command = /usr/sbin/iptables -I INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\n\tcmd_timeout   = 2\n\tstop_command  = /usr/sbin/iptables -D INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\n";
 
+/// The door with its IPv6 twins (knockd's `_6` keys).
+const SSH_DOOR_6: &str = "\tstart_command_6 = /usr/sbin/ip6tables -I INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\n\tstop_command_6  = /usr/sbin/ip6tables -D INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\n";
+
+const RULE_6: &str = "-A INPUT -s 2001:db8::2/128 -p tcp -m tcp --dport 22 -j ACCEPT";
+
 const RULE: &str = "-A INPUT -s 192.0.2.2/32 -p tcp -m tcp --dport 22 -j ACCEPT";
 
 fn server(host: &Netns, conf: &Path, state: &Path, extra: &[&str]) -> Proc {
@@ -196,4 +201,25 @@ fn knockd_and_portknock_open_the_same_doors_on_the_same_traffic() {
         "{by_knockd:?}"
     );
     eprintln!("side by side: knockd opened {by_knockd:?}; portknock {expected:?}");
+}
+
+#[test]
+#[ignore = "waits for TCP knocks in the knockd doorman: stealth capture (issue11-wire) must feed src/knockd/doorman.rs"]
+fn debian_default_file_with_tcp_knocks_opens_and_closes_ssh() {
+    if !privileged("knockd::debian_default_file_with_tcp_knocks_opens_and_closes_ssh") {
+        return;
+    }
+    let lan = Lan::new("kd-deb", HOST, &CLIENTS[..1]);
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("knockd.conf");
+    let debian = include_str!("../data/knockd/debian-knockd.conf");
+    // Debian's file unchanged but for the iptables path (usr-merged here).
+    std::fs::write(&conf, debian.replace("/sbin/iptables", "/usr/sbin/iptables")).unwrap();
+    let _proc = server(&lan.host, &conf, &dir.path().join("state"), &[]);
+    let rule = "-A INPUT -s 192.0.2.2/32 -p tcp -m tcp --dport 22 -j ACCEPT";
+    let rules = || lan.host.sh(&["iptables", "-S", "INPUT"]);
+    lan.clients[0].sh(&["knock", "-d", "100", HOST[0], "7000", "8000", "9000"]);
+    eventually("openSSH added the rule", || rules().contains(rule));
+    lan.clients[0].sh(&["knock", "-d", "100", HOST[0], "9000", "8000", "7000"]);
+    eventually("closeSSH removed it", || !rules().contains(rule));
 }
