@@ -64,7 +64,7 @@ fn commands_open_and_close_the_namespace_iptables() {
     let lan = Lan::new("kd-ipt", HOST, &CLIENTS[..1]);
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("knockd.conf");
-    std::fs::write(&conf, SSH_DOOR).unwrap();
+    std::fs::write(&conf, format!("{SSH_DOOR}{SSH_DOOR_6}")).unwrap();
     let mut proc = server(&lan.host, &conf, &dir.path().join("state"), &[]);
     knock(&lan.clients[0], &["7001", "7002", "7003"]);
     let rules = || lan.host.sh(&["iptables", "-S", "INPUT"]);
@@ -74,6 +74,19 @@ fn commands_open_and_close_the_namespace_iptables() {
     eventually("the stop command removed it", || !rules().contains(RULE));
     proc.wait_for("openSSH: OPEN SESAME", WAIT);
     assert_eq!(proc.count("running command"), 2, "{}", proc.logs());
+    // The same door knocked over IPv6 runs the _6 commands.
+    let v6 = [
+        "knock", "-u", "-6", "-d", "100", HOST[1], "7001", "7002", "7003",
+    ];
+    lan.clients[0].sh(&v6);
+    let rules6 = || lan.host.sh(&["ip6tables", "-S", "INPUT"]);
+    eventually("the IPv6 start command added the rule", || {
+        rules6().contains(RULE_6)
+    });
+    eventually("the IPv6 stop command removed it", || {
+        !rules6().contains(RULE_6)
+    });
+    assert!(!rules().contains("2001:db8"), "{}", rules());
 }
 
 #[test]
@@ -214,7 +227,11 @@ fn debian_default_file_with_tcp_knocks_opens_and_closes_ssh() {
     let conf = dir.path().join("knockd.conf");
     let debian = include_str!("../data/knockd/debian-knockd.conf");
     // Debian's file unchanged but for the iptables path (usr-merged here).
-    std::fs::write(&conf, debian.replace("/sbin/iptables", "/usr/sbin/iptables")).unwrap();
+    std::fs::write(
+        &conf,
+        debian.replace("/sbin/iptables", "/usr/sbin/iptables"),
+    )
+    .unwrap();
     let _proc = server(&lan.host, &conf, &dir.path().join("state"), &[]);
     let rule = "-A INPUT -s 192.0.2.2/32 -p tcp -m tcp --dport 22 -j ACCEPT";
     let rules = || lan.host.sh(&["iptables", "-S", "INPUT"]);

@@ -68,6 +68,19 @@ impl Setup {
     }
 }
 
+/// Whether Debian's `knock` client is installed (package `knockd`, in
+/// `.ci/run`): a loud SKIPPED line without it, a panic in CI.
+pub fn have_knock(test: &str) -> bool {
+    if portknock::firewall::system::find_tool("knock").is_some() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: Debian's knock client is missing in CI");
+    }
+    eprintln!("\n*** SKIPPED {test}: needs Debian's knock client (apt-get install knockd) ***\n");
+    false
+}
+
 /// Waits (bounded) until `path` exists.
 pub fn wait_file(path: &Path) -> bool {
     let start = Instant::now();
