@@ -28,6 +28,7 @@ use crate::config::Proto;
 pub mod bpf;
 mod error;
 pub mod nflog;
+pub mod packet;
 
 pub use error::CaptureError;
 

@@ -9,3 +9,4 @@ mod firewall;
 mod knockd;
 mod netns_e2e;
 mod nflog;
+mod packet_source;

@@ -6,11 +6,12 @@
 //! -A INPUT -p tcp -m multiport --dports P1,P2 -j PORTKNOCK  (first in INPUT)
 //! -A PORTKNOCK -s IP -p tcp --dport P -j CONNMARK --set-xmark BIT/BIT  (one per grant, on top)
 //! -A PORTKNOCK -p tcp --dport P -m connmark --mark BIT/BIT -j ACCEPT
-//! -A PORTKNOCK -p tcp --dport P -j DROP          (per protected port)
+//! -A PORTKNOCK -p tcp --dport P -j REJECT --reject-with tcp-reset  (per protected port)
 //! ```
 //!
 //! Protected UDP ports get the same with `-p udp` (their own jump, and a
-//! grant's rule takes its port's protocol).
+//! grant's rule takes its port's protocol), rejected with ICMP (ICMPv6)
+//! port-unreachable. With `--deny drop` the last rules are `-j DROP`.
 //!
 //! With an NFLOG capture rule ([`FirewallOptions::capture`]) table `raw`
 //! gets a chain of the same name, jumped to from PREROUTING, that logs
@@ -222,7 +223,7 @@ impl Firewall for IptablesFirewall {
         for family in Family::ALL {
             let result = self
                 .save(family)
-                .and_then(|save| self.restore(family, &setup_script(&save, &self.options)))
+                .and_then(|save| self.restore(family, &setup_script(&save, &self.options, family)))
                 .and_then(|()| self.setup_capture(family));
             if let Err(e) = result {
                 // All or nothing: undo the families already set up (and
@@ -300,7 +301,7 @@ impl Firewall for IptablesFirewall {
                 .filter(|&(ip, _)| Family::of(ip) == family);
             let tool = family.save_tool();
             missing.extend(
-                rules::missing_rules(&save, &self.options, granted)
+                rules::missing_rules(&save, &self.options, family, granted)
                     .into_iter()
                     .chain(self.missing_capture(family)?)
                     .map(|line| format!("{tool}: {line}")),

@@ -104,6 +104,8 @@ pub struct FirewallOptions {
     pub instance: Instance,
     /// Where iptables' jump goes in INPUT.
     pub position: Position,
+    /// How the protected ports answer a stranger (`--deny`).
+    pub deny: Deny,
     /// The NFLOG capture rule the kernel backends install beside their
     /// own (`None`: none; the userspace backend ignores it).
     pub capture: Option<NflogRule>,
@@ -118,6 +120,7 @@ impl FirewallOptions {
             keep_established: true,
             instance: Instance::default(),
             position: Position::First,
+            deny: Deny::Reset,
             capture: None,
         }
     }
@@ -387,6 +390,48 @@ impl FromStr for Position {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         value_of(&Self::NAMED, text)
             .ok_or_else(|| UnknownName::new("iptables position", text, &Self::NAMES))
+    }
+}
+
+/// How a kernel backend answers a packet to a protected port from an
+/// address without a grant (`--deny`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Deny {
+    /// Like a closed port, so a scan sees it as one among its closed
+    /// neighbours: a TCP RST (nftables `reject with tcp reset`, iptables
+    /// `REJECT --reject-with tcp-reset`), ICMP port-unreachable for a
+    /// protected UDP port. The userspace gate answers so too. The default.
+    #[default]
+    Reset,
+    /// Silence: for hosts whose policy drops everything, where a RST
+    /// would be the odd one out.
+    Drop,
+}
+
+impl Deny {
+    /// Every answer and its name, as `--deny` and the config file say it:
+    /// `reject` is an alias of `reset` (the word of earlier versions).
+    pub const NAMED: [(&'static str, Deny); 3] = [
+        ("reset", Deny::Reset),
+        ("drop", Deny::Drop),
+        ("reject", Deny::Reset),
+    ];
+    /// The names of [`Deny::NAMED`].
+    pub const NAMES: [&'static str; 3] = names(Self::NAMED);
+}
+
+impl fmt::Display for Deny {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(name_of(&Self::NAMED, *self))
+    }
+}
+
+impl FromStr for Deny {
+    type Err = UnknownName;
+
+    /// Parses `reset`, `drop` or `reject` (exact, lower case).
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        value_of(&Self::NAMED, text).ok_or_else(|| UnknownName::new("deny", text, &Self::NAMES))
     }
 }
 
