@@ -9,8 +9,8 @@
 //! that is open for a source (its stop is pending) is not started again by
 //! the same source; its stop is postponed instead. Commands run on
 //! blocking threads with a time limit (`commands/runner.rs`); the task
-//! never waits for one. Knocks are heard on bound UDP sockets; TCP knocks
-//! wait for stealth capture (logged at start per door).
+//! never waits for one. UDP knocks are heard on bound sockets, TCP knocks
+//! through an AF_PACKET capture (`hearing.rs`).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -21,14 +21,16 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::hearing::{self, Heard};
 use super::model::SequenceSource;
 use super::one_time;
 use super::plan::{Planned, Service};
+use crate::capture::packet::PacketSource;
+use crate::capture::{CaptureSource, CaptureSpec};
 use crate::commands::PendingFile;
-use crate::config::{KnockPort, Proto};
+use crate::config::Proto;
 use crate::shutdown::Shutdown;
 
 /// Default time limit of one command run (`--knockd-command-timeout`).
@@ -49,6 +51,8 @@ pub struct DoormanSettings {
     pub state_dir: PathBuf,
     /// Time limit of each command run.
     pub run_limit: Duration,
+    /// The interface TCP knocks are captured on (None: all).
+    pub interface: Option<String>,
 }
 
 /// Why the doorman could not start.
@@ -57,6 +61,9 @@ pub enum DoormanError {
     /// A knock socket could not be bound.
     #[error("cannot bind the knock sockets: {0}")]
     Bind(#[from] crate::server::ServerError),
+    /// TCP knocks cannot be captured (needs CAP_NET_RAW).
+    #[error("cannot capture TCP knocks: {0}")]
+    Capture(crate::capture::CaptureError),
     /// The state file of pending stops is unusable.
     #[error(transparent)]
     Pending(#[from] crate::commands::PendingError),
@@ -66,6 +73,7 @@ pub enum DoormanError {
 pub struct Doorman {
     settings: DoormanSettings,
     sockets: Vec<UdpSocket>,
+    capture: Option<Box<dyn CaptureSource>>,
 }
 
 impl Doorman {
@@ -73,6 +81,7 @@ impl Doorman {
     /// reads the pending stops file (a corrupt file fails the start).
     pub fn bind(settings: DoormanSettings) -> Result<Self, DoormanError> {
         let mut ports = Vec::new();
+        let mut tcp_ports = Vec::new();
         for planned in command_doors(&settings.doors) {
             let mut knocks = planned.door.knocks().to_vec();
             if let SequenceSource::OneTime { path, .. } = &planned.door.sequence {
@@ -85,13 +94,34 @@ impl Doorman {
                     ports.push(knock.port);
                 }
             }
-            if planned.door.knocks().iter().any(|k| k.proto == Proto::Tcp) {
-                warn!(door = %planned.door.name, "door has TCP knocks: not heard by this build (stealth capture); this door cannot be opened by knocking yet");
+            for knock in knocks.iter().filter(|k| k.proto == Proto::Tcp) {
+                if !tcp_ports.contains(&knock.port) {
+                    tcp_ports.push(knock.port);
+                }
             }
         }
+        tcp_ports.sort_unstable();
+        // TCP knocks (knockd's default) are read off the wire.
+        let capture = match tcp_ports.is_empty() {
+            true => None,
+            false => {
+                let spec = CaptureSpec {
+                    udp_ports: Vec::new(),
+                    tcp_ports: tcp_ports.clone(),
+                    interfaces: settings.interface.iter().cloned().collect(),
+                };
+                let source = PacketSource::open(&spec).map_err(DoormanError::Capture)?;
+                info!(ports = ?tcp_ports, interface = ?settings.interface, "TCP knocks: AF_PACKET capture");
+                Some(Box::new(source) as Box<dyn CaptureSource>)
+            }
+        };
         PendingFile::in_dir(&settings.state_dir).load()?;
         let sockets = crate::server::bind_udp(&settings.binds, &ports)?;
-        Ok(Self { settings, sockets })
+        Ok(Self {
+            settings,
+            sockets,
+            capture,
+        })
     }
 
     /// Serves until `shutdown`; then waits for running start commands and
@@ -108,7 +138,7 @@ impl Doorman {
                     .ok()
             })
             .collect();
-        let hearing = hearing::spawn(sockets, knock_tx, stop.clone());
+        let hearing = hearing::spawn(sockets, self.capture, knock_tx, stop.clone());
         let mut state = State::new(self.settings);
         state.recover();
         let (done_tx, mut done) = mpsc::unbounded_channel::<Done>();
@@ -123,9 +153,9 @@ impl Doorman {
                 }
             };
             tokio::select! {
-                Some((ip, port, stamp)) = knocks.recv() => {
+                Some((ip, knock, stamp)) = knocks.recv() => {
                     let at = arrival(stamp);
-                    state.knock(ip, KnockPort::udp(port), at, &mut events, &done_tx);
+                    state.knock(ip, knock, at, &mut events, &done_tx);
                 }
                 Some(finished) = done.recv() => state.finished(finished),
                 () = sleep => state.run_due(&done_tx),

@@ -9,6 +9,13 @@
 //! [`KnockOrder`] (`server/order.rs` states the guarantee: a knock stamped
 //! after a pass began waits for the next pass, which reads every socket
 //! again). Released knocks go to the doorman in stamp order.
+//!
+//! TCP knocks (knockd's default) come from an AF_PACKET capture source
+//! (`capture/packet.rs`, CAP_NET_RAW) whose filter passes SYNs without ACK
+//! to the doors' TCP ports; its descriptor sits in the same poll set and its
+//! packets, stamped by the kernel too, join the same order. Like knockd's
+//! filter (research note §2.6 item 9), an IPv6 packet with extension
+//! headers before TCP is not read as a knock.
 
 use std::io;
 use std::mem;
@@ -20,27 +27,73 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use crate::server::order::{KnockOrder, realtime_ns, timespec_ns};
+use crate::capture::{CaptureSource, RawPacket};
+use crate::config::{KnockPort, Proto};
+use crate::server::order::{HOLD, realtime_ns, timespec_ns};
 
 /// Datagrams read from one socket in one pass at most.
 const PER_SOCKET: usize = 64;
 /// Poll timeout: how soon a stop is noticed.
 const POLL_MS: libc::c_int = 100;
 
-/// One knock heard: source, port, kernel stamp (ns of CLOCK_REALTIME).
-pub type Heard = (IpAddr, u16, u64);
+/// One knock heard: source, knock, kernel stamp (ns of CLOCK_REALTIME).
+pub type Heard = (IpAddr, KnockPort, u64);
+
+/// Knocks of several sockets put back in stamp order: the rules of the
+/// server's `KnockOrder` (`server/order.rs`), for knocks that carry their
+/// protocol.
+#[derive(Debug, Default)]
+struct Order {
+    pending: Vec<(u64, u64, IpAddr, KnockPort)>,
+    next: u64,
+    horizon: u64,
+    read_any: bool,
+}
+
+impl Order {
+    fn begin(&mut self, start: u64) {
+        self.horizon = start;
+        self.read_any = false;
+    }
+
+    fn push(&mut self, ip: IpAddr, knock: KnockPort, stamp: u64) {
+        self.read_any = true;
+        self.pending.push((stamp, self.next, ip, knock));
+        self.next += 1;
+    }
+
+    fn more_after(&mut self, last: u64) {
+        self.horizon = self.horizon.min(last);
+    }
+
+    /// Sorts; how many from the front may be judged now.
+    fn release(&mut self) -> usize {
+        self.pending.sort_unstable_by_key(|k| (k.0, k.1));
+        if !self.read_any {
+            return self.pending.len();
+        }
+        let safe = self.pending.partition_point(|k| k.0 < self.horizon);
+        safe.max(self.pending.len().saturating_sub(HOLD))
+    }
+}
 
 /// Reads `sockets` on a thread of its own until `stop` is set or the
 /// receiver is gone; each knock is sent on `tx` in arrival order.
 pub fn spawn(
     sockets: Vec<std::net::UdpSocket>,
+    capture: Option<Box<dyn CaptureSource>>,
     tx: mpsc::Sender<Heard>,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || hear(sockets, tx, stop))
+    std::thread::spawn(move || hear(sockets, capture, tx, stop))
 }
 
-fn hear(sockets: Vec<std::net::UdpSocket>, tx: mpsc::Sender<Heard>, stop: Arc<AtomicBool>) {
+fn hear(
+    sockets: Vec<std::net::UdpSocket>,
+    mut capture: Option<Box<dyn CaptureSource>>,
+    tx: mpsc::Sender<Heard>,
+    stop: Arc<AtomicBool>,
+) {
     let ports: Vec<u16> = sockets
         .iter()
         .map(|s| s.local_addr().map_or(0, |a| a.port()))
@@ -53,9 +106,21 @@ fn hear(sockets: Vec<std::net::UdpSocket>, tx: mpsc::Sender<Heard>, stop: Arc<At
             revents: 0,
         })
         .collect();
-    let mut order = KnockOrder::new(sockets.len().max(1) * PER_SOCKET);
+    if let Some(capture) = &capture {
+        fds.push(libc::pollfd {
+            fd: capture.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        });
+    }
+    let mut order = Order::default();
+    let mut seen = Seen::default();
     while !stop.load(Ordering::Relaxed) {
-        let timeout = if order.held() > 0 { 0 } else { POLL_MS };
+        let timeout = if !order.pending.is_empty() {
+            0
+        } else {
+            POLL_MS
+        };
         // SAFETY: `fds` is a live array of `fds.len()` pollfds.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
         if n < 0 {
@@ -71,13 +136,19 @@ fn hear(sockets: Vec<std::net::UdpSocket>, tx: mpsc::Sender<Heard>, stop: Arc<At
             if pfd.revents & libc::POLLIN == 0 {
                 continue;
             }
+            if i == ports.len() {
+                if let Some(capture) = capture.as_mut() {
+                    drain_capture(capture.as_mut(), &mut order, &mut seen);
+                }
+                continue;
+            }
             let mut read = 0;
             let mut last = 0;
-            while read < PER_SOCKET && order.room() > 0 {
+            while read < PER_SOCKET && order.pending.len() < HOLD + PER_SOCKET * fds.len() {
                 match receive(pfd.fd) {
                     Ok(Some((ip, stamp))) => {
                         let stamp = if stamp == 0 { realtime_ns() } else { stamp };
-                        order.push(ip, ports[i], stamp);
+                        order.push(ip, KnockPort::udp(ports[i]), stamp);
                         last = stamp;
                         read += 1;
                     }
@@ -91,16 +162,112 @@ fn hear(sockets: Vec<std::net::UdpSocket>, tx: mpsc::Sender<Heard>, stop: Arc<At
             }
         }
         let n = order.release();
-        for knock in &order.pending()[..n] {
-            if tx
-                .blocking_send((knock.source, knock.port, knock.stamp))
-                .is_err()
-            {
+        for &(stamp, _, ip, knock) in &order.pending[..n] {
+            if tx.blocking_send((ip, knock, stamp)).is_err() {
                 return;
             }
         }
-        order.consume(n);
+        order.pending.drain(..n);
     }
+}
+
+/// Segments seen lately, to drop a second copy of one segment.
+const SEEN: usize = 64;
+
+/// The last [`SEEN`] TCP knocks as (source, port, sequence number): the
+/// capture on every interface sees a segment once per interface it
+/// crosses (a bridge and its port), and a retransmitted SYN carries the
+/// same sequence number; either copy is the same knock, not a second one
+/// (which would break the sequence as a duplicate).
+#[derive(Debug, Default)]
+struct Seen {
+    ring: Vec<(IpAddr, u16, u32)>,
+    next: usize,
+}
+
+impl Seen {
+    /// Whether `key` was seen lately; remembers it.
+    fn again(&mut self, key: (IpAddr, u16, u32)) -> bool {
+        if self.ring.contains(&key) {
+            return true;
+        }
+        if self.ring.len() < SEEN {
+            self.ring.push(key);
+        } else {
+            self.ring[self.next] = key;
+            self.next = (self.next + 1) % SEEN;
+        }
+        false
+    }
+}
+
+/// Reads one batch of the capture source into `order`: TCP knocks only
+/// (its filter passes SYNs without ACK to the doors' TCP ports), each
+/// segment once.
+fn drain_capture(capture: &mut dyn CaptureSource, order: &mut Order, seen: &mut Seen) {
+    let mut last = 0;
+    let result = capture.drain(&mut |packet: RawPacket<'_>| {
+        if let Some((ip, port, seq)) = tcp_syn(packet.ip) {
+            if seen.again((ip, port, seq)) {
+                return;
+            }
+            let stamp = match packet.stamp_ns {
+                0 => realtime_ns(),
+                stamp => stamp,
+            };
+            let knock = KnockPort {
+                port,
+                proto: Proto::Tcp,
+            };
+            order.push(ip, knock, stamp);
+            last = stamp;
+        }
+    });
+    match result {
+        Ok(n) if n >= crate::capture::packet::BATCH => order.more_after(last),
+        Ok(_) => {}
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+        Err(err) => warn!(error = %err, "capture read failed"),
+    }
+}
+
+/// The source, destination port and sequence number of an IP packet that
+/// is a TCP SYN without ACK (None for anything else).
+pub fn tcp_syn(ip: &[u8]) -> Option<(IpAddr, u16, u32)> {
+    const TCP: u8 = 6;
+    let (source, transport) = match ip.first()? >> 4 {
+        4 => {
+            let ihl = usize::from(ip[0] & 0x0f) * 4;
+            if ip.len() < 20 || ihl < 20 || ip[9] != TCP {
+                return None;
+            }
+            // A fragment after the first carries no TCP header.
+            if u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff != 0 {
+                return None;
+            }
+            let src: [u8; 4] = ip[12..16].try_into().ok()?;
+            (IpAddr::V4(Ipv4Addr::from(src)), ip.get(ihl..)?)
+        }
+        6 => {
+            if ip.len() < 40 || ip[6] != TCP {
+                return None;
+            }
+            let src: [u8; 16] = ip[8..24].try_into().ok()?;
+            (IpAddr::V6(Ipv6Addr::from(src)).to_canonical(), &ip[40..])
+        }
+        _ => return None,
+    };
+    if transport.len() < 14 {
+        return None;
+    }
+    let flags = transport[13];
+    let (syn, ack) = (0x02, 0x10);
+    if flags & syn == 0 || flags & ack != 0 {
+        return None;
+    }
+    let port = u16::from_be_bytes([transport[2], transport[3]]);
+    let seq = u32::from_be_bytes([transport[4], transport[5], transport[6], transport[7]]);
+    Some((source, port, seq))
 }
 
 /// Reads one datagram without waiting: its sender (None for an unknown
@@ -155,4 +322,61 @@ fn receive(fd: RawFd) -> io::Result<Option<(IpAddr, u64)>> {
         }
     }
     Ok(Some((ip, stamp)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v4_tcp(flags: u8, frag: u16) -> Vec<u8> {
+        let mut p = vec![0u8; 40];
+        p[0] = 0x45;
+        p[6..8].copy_from_slice(&frag.to_be_bytes());
+        p[9] = 6;
+        p[12..16].copy_from_slice(&[192, 0, 2, 7]);
+        p[22..24].copy_from_slice(&7000u16.to_be_bytes());
+        p[24..28].copy_from_slice(&0xdead_beefu32.to_be_bytes());
+        p[33] = flags;
+        p
+    }
+
+    #[test]
+    fn a_syn_without_ack_is_a_knock_and_nothing_else_is() {
+        let ip = IpAddr::from([192, 0, 2, 7]);
+        assert_eq!(tcp_syn(&v4_tcp(0x02, 0)), Some((ip, 7000, 0xdead_beef)));
+        assert_eq!(tcp_syn(&v4_tcp(0x12, 0)), None, "SYN+ACK");
+        assert_eq!(tcp_syn(&v4_tcp(0x10, 0)), None, "ACK");
+        assert_eq!(tcp_syn(&v4_tcp(0x02, 5)), None, "a later fragment");
+        assert_eq!(tcp_syn(&v4_tcp(0x02, 0)[..30]), None, "truncated");
+        let mut udp = v4_tcp(0x02, 0);
+        udp[9] = 17;
+        assert_eq!(tcp_syn(&udp), None);
+        assert_eq!(tcp_syn(&[]), None);
+        let mut v6 = vec![0u8; 60];
+        v6[0] = 0x60;
+        v6[6] = 6;
+        v6[8..24].copy_from_slice(&"2001:db8::2".parse::<Ipv6Addr>().unwrap().octets());
+        v6[42..44].copy_from_slice(&8000u16.to_be_bytes());
+        v6[53] = 0x02;
+        assert_eq!(
+            tcp_syn(&v6),
+            Some(("2001:db8::2".parse().unwrap(), 8000, 0))
+        );
+        v6[6] = 0; // a hop-by-hop header first: not read (as knockd)
+        assert_eq!(tcp_syn(&v6), None);
+    }
+
+    #[test]
+    fn a_second_copy_of_a_segment_is_dropped_and_the_memory_is_bounded() {
+        let ip = IpAddr::from([192, 0, 2, 7]);
+        let mut seen = Seen::default();
+        assert!(!seen.again((ip, 7000, 1)));
+        assert!(seen.again((ip, 7000, 1)));
+        assert!(!seen.again((ip, 7000, 2)));
+        for seq in 10..10 + SEEN as u32 {
+            seen.again((ip, 1, seq));
+        }
+        assert_eq!(seen.ring.len(), SEEN);
+        assert!(!seen.again((ip, 7000, 1)), "forgotten after SEEN others");
+    }
 }

@@ -5,10 +5,11 @@
 //! for the knocker translated into portknock doors served by the native
 //! firewall backend (kernel expiry, no duplicate rules).
 //!
-//! Refused here until stealth capture is in this build: `Target` (knocks
-//! sent to another address are not heard by bound sockets) and `TCPFlags`
-//! that a plain SYN does not satisfy (`syn,ack`, `fin,!ack`...: the capture
-//! passes SYNs only). `syn` and `syn,!ack` and no flags are accepted.
+//! Refused here, with their line: `Target` (not matched yet: knocks are
+//! taken whatever their destination) and `TCPFlags` that a plain SYN does
+//! not satisfy (`syn,ack`, `fin,!ack`...: the AF_PACKET capture's filter
+//! passes SYNs without ACK only). `syn`, `syn,!ack` and no flags are
+//! accepted.
 
 use std::time::Duration;
 

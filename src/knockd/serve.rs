@@ -182,14 +182,14 @@ pub async fn serve(prepared: Prepared, shutdown: Shutdown) -> Result<(), KnockdE
             "[options] UseSyslog, LogFile and PidFile are ignored: logs go to stderr (the journal under systemd), no pid file is written"
         );
     }
-    if let Some(interface) =
+    let interface =
         run.interface
-            .as_ref()
-            .or(file.options.interface.as_ref().map(|i| &i.value))
-    {
+            .clone()
+            .or(file.options.interface.as_ref().map(|i| i.value.clone()));
+    if let Some(interface) = &interface {
         info!(
             interface,
-            "knockd Interface: bound sockets hear knocks on every interface of the bind addresses"
+            "knockd Interface: TCP knocks are captured there; UDP knocks are heard on every interface of the bind addresses"
         );
     }
     let binds: Vec<IpAddr> = match run.globals.bind.is_empty() {
@@ -201,6 +201,7 @@ pub async fn serve(prepared: Prepared, shutdown: Shutdown) -> Result<(), KnockdE
         binds,
         state_dir: run.state_dir.clone(),
         run_limit: run.run_limit,
+        interface,
     })?;
     info!(state_dir = %run.state_dir.display(), "knockd doors ready");
     let (stopper, inner) = Shutdown::new();

@@ -3,8 +3,8 @@
 //! commands that really change the host namespace's iptables, the same
 //! doors translated to the nftables backend by `--knockd-native`, and the
 //! real knockd reading the same file and hearing the same traffic.
-//! Root only (loud SKIPPED otherwise). TCP knocks (knockd's default) wait
-//! for stealth capture: these doors knock UDP.
+//! Root only (loud SKIPPED otherwise). Debian's default file knocks TCP
+//! (AF_PACKET capture); the others knock UDP.
 
 use std::path::Path;
 use std::process::Command;
@@ -217,7 +217,6 @@ fn knockd_and_portknock_open_the_same_doors_on_the_same_traffic() {
 }
 
 #[test]
-#[ignore = "waits for TCP knocks in the knockd doorman: stealth capture (issue11-wire) must feed src/knockd/doorman.rs"]
 fn debian_default_file_with_tcp_knocks_opens_and_closes_ssh() {
     if !privileged("knockd::debian_default_file_with_tcp_knocks_opens_and_closes_ssh") {
         return;
@@ -232,11 +231,19 @@ fn debian_default_file_with_tcp_knocks_opens_and_closes_ssh() {
         debian.replace("/sbin/iptables", "/usr/sbin/iptables"),
     )
     .unwrap();
-    let _proc = server(&lan.host, &conf, &dir.path().join("state"), &[]);
+    let proc = server(&lan.host, &conf, &dir.path().join("state"), &[]);
     let rule = "-A INPUT -s 192.0.2.2/32 -p tcp -m tcp --dport 22 -j ACCEPT";
     let rules = || lan.host.sh(&["iptables", "-S", "INPUT"]);
     lan.clients[0].sh(&["knock", "-d", "100", HOST[0], "7000", "8000", "9000"]);
-    eventually("openSSH added the rule", || rules().contains(rule));
+    let start = Instant::now();
+    while !rules().contains(rule) && start.elapsed() < WAIT {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        rules().contains(rule),
+        "openSSH did not add the rule\n{}",
+        proc.logs()
+    );
     lan.clients[0].sh(&["knock", "-d", "100", HOST[0], "9000", "8000", "7000"]);
     eventually("closeSSH removed it", || !rules().contains(rule));
 }
