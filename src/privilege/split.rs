@@ -23,10 +23,10 @@ use super::{LINK_FD_ENV, PrivilegeError, Split, User};
 use crate::config::{Proto, ServerConfig};
 use crate::firewall::instance::InstanceLock;
 use crate::firewall::userspace::AccessList;
-use crate::firewall::{Firewall, FirewallKind, FirewallOptions, select};
+use crate::firewall::{Firewall, FirewallKind, select};
 use crate::server::ServerError;
 use crate::server::daemon::{
-    ConfigSource, DaemonError, GateTuning, Reloads, door_ports, door_settings,
+    ConfigSource, DaemonError, GateTuning, Reloads, door_ports, door_settings, firewall_options,
 };
 use crate::shutdown::Shutdown;
 
@@ -93,16 +93,7 @@ pub fn prepare(
     }
     tcp.extend(&spa_ports);
     let udp = door_ports(doors.as_ref(), Proto::Udp);
-    let options = FirewallOptions {
-        ports: tcp.clone(),
-        udp_ports: udp.clone(),
-        keep_established: globals.keep_established,
-        instance: globals.instance.clone(),
-        position: globals.iptables_position,
-        deny: globals.deny,
-        // As `daemon::run_with` (none yet): keep the two in step.
-        capture: None,
-    };
+    let options = firewall_options(globals, tcp.clone(), udp.clone());
     let selected = select::open(globals.firewall, &options, AccessList::new())
         .map_err(DaemonError::Firewall)?;
     if selected.kind == FirewallKind::Userspace {

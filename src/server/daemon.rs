@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use super::{Listener, Parts, ServerError, ServerSettings};
-use crate::config::{Deny, Proto, ServerConfig};
+use crate::config::{Deny, Globals, Proto, ServerConfig};
 use crate::counters::Counters;
 use crate::firewall::instance::InstanceLock;
 use crate::firewall::userspace::AccessList;
@@ -69,6 +69,21 @@ impl Default for GateTuning {
 /// Runs `config` until `shutdown` is stopped, without reloads.
 pub async fn run(config: ServerConfig, shutdown: Shutdown) -> Result<(), DaemonError> {
     run_with(config, GateTuning::default(), None, shutdown).await
+}
+
+/// The firewall options for `globals` and these protected ports: the one
+/// place they are built, for the daemon and for the privilege split's
+/// helper alike, so the rules the two install cannot drift apart.
+pub fn firewall_options(globals: &Globals, tcp: Vec<u16>, udp: Vec<u16>) -> FirewallOptions {
+    FirewallOptions {
+        ports: tcp,
+        udp_ports: udp,
+        keep_established: globals.keep_established,
+        instance: globals.instance.clone(),
+        position: globals.iptables_position,
+        deny: globals.deny,
+        capture: None,
+    }
 }
 
 /// The knock rules of `config`'s doors (none: SPA only), or why the
@@ -193,15 +208,7 @@ pub async fn run_with(
         )));
     }
     let access = AccessList::new();
-    let options = FirewallOptions {
-        ports: protected_ports.clone(),
-        udp_ports: udp_ports.clone(),
-        keep_established: globals.keep_established,
-        instance: globals.instance.clone(),
-        position: globals.iptables_position,
-        deny: globals.deny,
-        capture: None,
-    };
+    let options = firewall_options(&globals, protected_ports.clone(), udp_ports.clone());
     // A packet process of the privilege split: the helper owns the
     // backend and the instance lock (`privilege/`).
     let remote = crate::privilege::link::take_packet_link();
