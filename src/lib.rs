@@ -68,6 +68,7 @@
 pub mod capture;
 pub mod cli;
 pub mod client;
+pub mod commands;
 pub mod config;
 pub mod control;
 pub mod counters;
@@ -77,6 +78,7 @@ pub mod fleet;
 pub mod gate;
 pub mod grants;
 pub mod knock;
+pub mod knockd;
 pub mod log_budget;
 pub mod metrics;
 pub mod net;

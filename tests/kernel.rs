@@ -6,6 +6,7 @@
 //! when `CI` is set.
 
 mod firewall;
+mod knockd;
 mod netns_e2e;
 mod nflog;
 mod packet_source;

@@ -26,5 +26,6 @@ mod fleet;
 mod kernel;
 mod knock;
 mod ops;
+mod knockd;
 mod packaging;
 mod spa;

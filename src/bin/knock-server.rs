@@ -285,6 +285,47 @@ struct Args {
     #[arg(long, value_name = "FORMAT", value_parser = ["text", "json"], help_heading = "Operations")]
     log_format: Option<String>,
 
+    /// Serve a knockd.conf (knockd 0.8's format) instead of --config or the
+    /// seed's door; `knock-server knockd -c FILE` takes knockd's own flags.
+    #[arg(
+        long,
+        value_name = "FILE",
+        help_heading = "knockd",
+        conflicts_with = "config"
+    )]
+    knockd_config: Option<PathBuf>,
+
+    /// Let every door's commands use shell syntax (run by /bin/sh -c).
+    #[arg(long, requires = "knockd_config", help_heading = "knockd")]
+    knockd_allow_shell: bool,
+
+    /// Serve doors whose commands are a plain iptables ACCEPT rule for the
+    /// knocker and its -D twin by the native firewall backend instead.
+    #[arg(long, requires = "knockd_config", help_heading = "knockd")]
+    knockd_native: bool,
+
+    /// Time limit of each door command (its process group is killed).
+    #[arg(long, default_value = "30s", value_parser = config::parse_duration, help_heading = "knockd")]
+    knockd_command_timeout: Duration,
+
+    /// knockd's -i: the interface to hear knocks on (logged; see README).
+    #[arg(
+        long,
+        value_name = "IFACE",
+        requires = "knockd_config",
+        help_heading = "knockd"
+    )]
+    knockd_interface: Option<String>,
+
+    /// Directory of the state files (pending stop commands).
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/var/lib/portknock",
+        help_heading = "knockd"
+    )]
+    state_dir: PathBuf,
+
     /// More logs: -v for every knock, -vv for everything (RUST_LOG wins).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -315,7 +356,14 @@ fn main() -> ExitCode {
     if let Some(code) = docs::generate(<Args as clap::CommandFactory>::command) {
         return code;
     }
-    let matches = Args::command().get_matches();
+    let mut argv: Vec<String> = std::env::args().collect();
+    if portknock::knockd::compat::wanted(&argv) {
+        argv = match portknock::knockd::compat::translate(&argv) {
+            Ok(argv) => argv,
+            Err(err) => return fail(&err, cli::EXIT_USAGE),
+        };
+    }
+    let matches = Args::command().get_matches_from(argv);
     let args = match Args::from_arg_matches(&matches) {
         Ok(args) => args,
         Err(err) => err.exit(),
@@ -328,6 +376,9 @@ fn main() -> ExitCode {
             }
             Err(err) => fail(&err, EXIT_FAILURE),
         };
+    }
+    if args.knockd_config.is_some() {
+        return knockd_main(&args, &matches);
     }
     // The packet process of a privilege split becomes --user first thing.
     let packet = match privilege::become_packet(args.user.as_deref()) {
@@ -605,4 +656,42 @@ fn spa_settings(args: &Args) -> Option<SpaSettings> {
         require_source_match: args.spa_require_source_match,
         replay_cache: args.spa_replay_cache.clone(),
     })
+}
+
+/// `--knockd-config`: read, plan, check or serve the knockd.conf.
+fn knockd_main(args: &Args, matches: &ArgMatches) -> ExitCode {
+    use portknock::knockd::{PlanOptions, serve};
+    let mut globals = Globals::default();
+    globals.apply(all_globals(args));
+    let run = serve::KnockdRun {
+        path: args.knockd_config.clone().expect("checked"),
+        options: PlanOptions {
+            allow_shell: args.knockd_allow_shell,
+            native: args.knockd_native,
+            lockout: given(matches, "lockout").then_some(args.lockout),
+        },
+        state_dir: args.state_dir.clone(),
+        run_limit: args.knockd_command_timeout,
+        interface: args.knockd_interface.clone(),
+        globals,
+    };
+    let prepared = match serve::prepare(run) {
+        Ok(prepared) => prepared,
+        Err(err) => return fail(&err, err.exit_code()),
+    };
+    if args.check_config {
+        for line in prepared.describe() {
+            let _ = writeln!(std::io::stdout(), "{line}");
+        }
+        return ExitCode::SUCCESS;
+    }
+    cli::init_tracing(args.verbose, "info");
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => return fail(&err, EXIT_FAILURE),
+    };
+    match runtime.block_on(async { serve::serve(prepared, cli::signal_shutdown()).await }) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => fail(&err, err.exit_code()),
+    }
 }
