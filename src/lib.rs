@@ -71,6 +71,7 @@ pub mod firewall_worker;
 pub mod gate;
 pub mod grants;
 pub mod knock;
+pub mod rotate;
 pub mod log_budget;
 pub mod net;
 pub mod server;
