@@ -16,6 +16,7 @@ pub mod file;
 pub mod globals;
 pub mod issue;
 pub mod render;
+pub mod rotating;
 pub mod server_config;
 
 pub use door::{AllowList, Door, DoorName, KnockPort, ProtectedPort, Proto, Timing};

@@ -19,6 +19,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::issue::{Issue, Key, Problem};
+pub use super::rotating::RotatingSequence;
 use super::{KnockRules, MAX_SEQUENCE_LEN, Sequence};
 
 /// Longest door name: it must fit in nftables set names with a suffix.
@@ -314,9 +315,69 @@ pub struct Door {
     timing: Timing,
     protected: Vec<ProtectedPort>,
     allow: AllowList,
+    /// A rotating sequence (then `sequence` is empty).
+    rotating: Option<RotatingSequence>,
 }
 
 impl Door {
+    /// A door whose sequence rotates (issue 14): checked as [`Door::new`]
+    /// checks a fixed one, plus no protected port inside the rotating range.
+    pub fn rotating(
+        name: DoorName,
+        rotating: RotatingSequence,
+        timing: Timing,
+        protected: Vec<ProtectedPort>,
+        allow: AllowList,
+    ) -> Result<Self, Vec<Issue>> {
+        let r = rotating.rotation;
+        let placeholder = vec![KnockPort {
+            port: r.first,
+            proto: rotating.proto,
+        }];
+        let mut issues = match Self::new(name, placeholder, timing, protected.clone(), allow) {
+            Ok(door) => {
+                let mut door = door;
+                door.sequence.clear();
+                door.rotating = Some(rotating);
+                return Self::check_range(door);
+            }
+            Err(issues) => issues,
+        };
+        // The placeholder knock is not the user's: drop what it caused.
+        issues.retain(|i| !matches!(i.problem, Problem::KnockIsProtected { .. }));
+        Err(issues)
+    }
+
+    fn check_range(door: Self) -> Result<Self, Vec<Issue>> {
+        let Some(rotating) = &door.rotating else {
+            return Ok(door);
+        };
+        let (first, last) = (rotating.rotation.first, rotating.rotation.last);
+        let issues: Vec<Issue> = door
+            .protected
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| (first..=last).contains(&p.port))
+            .map(|(i, &protected)| {
+                let problem = Problem::ProtectedInRange {
+                    protected,
+                    first,
+                    last,
+                };
+                Issue::at(Key::Protected, Some(i), problem)
+            })
+            .collect();
+        match issues.is_empty() {
+            true => Ok(door),
+            false => Err(issues),
+        }
+    }
+
+    /// The door's rotating sequence, if its sequence rotates.
+    pub fn rotating_sequence(&self) -> Option<&RotatingSequence> {
+        self.rotating.as_ref()
+    }
+
     /// Checks a door on its own and builds it. Every problem found is
     /// returned (each with the key it is about), not just the first.
     pub fn new(
@@ -374,6 +435,7 @@ impl Door {
             timing,
             protected,
             allow,
+            rotating: None,
         })
     }
 
