@@ -102,6 +102,7 @@ mod doors;
 mod judge;
 mod ledger;
 mod reload;
+mod rotation;
 mod table;
 mod verdict;
 
@@ -168,6 +169,10 @@ pub struct KnockTracker {
     stats: TrackerStats,
     /// Verdicts of [`KnockTracker::knock`], reused (no allocation per knock).
     scratch: Vec<Judged>,
+    /// The current period of rotating doors (`knock/rotation.rs`).
+    period: Option<u64>,
+    /// Rotating sequences used since the shell last asked.
+    used_now: Vec<(DoorId, u64)>,
 }
 
 impl KnockTracker {
@@ -201,6 +206,8 @@ impl KnockTracker {
             lockout_order: Order::new(),
             ledger: Ledger::new(max_tracked.saturating_mul(LEDGER_PER_TRACKED)),
             stats: TrackerStats::default(),
+            period: None,
+            used_now: Vec::new(),
         }
     }
 
@@ -240,9 +247,9 @@ impl KnockTracker {
         self.doors.doors[0].sequence.len()
     }
 
-    /// Number of doors.
+    /// Number of doors (of the configuration; a rotating door is one).
     pub fn doors(&self) -> usize {
-        self.doors.len()
+        self.doors.owners()
     }
 
     /// Bytes the table and the ledger hold on the heap now.

@@ -17,6 +17,16 @@ impl KnockTracker {
     /// come with non-decreasing `now`. Allocates nothing once `out` and
     /// the table have grown.
     pub fn judge(&mut self, ip: IpAddr, knock: KnockPort, now: Instant, out: &mut Vec<Judged>) {
+        let start = out.len();
+        self.judge_core(ip, knock, now, out);
+        // Verdicts name the configuration's door, not the core door (a
+        // rotating door is three core doors: `knock/doors.rs`).
+        for judged in &mut out[start..] {
+            judged.door = self.doors.doors[usize::from(judged.door)].owner;
+        }
+    }
+
+    fn judge_core(&mut self, ip: IpAddr, knock: KnockPort, now: Instant, out: &mut Vec<Judged>) {
         let ip = ip.to_canonical();
         let t = self.ticks(now);
         self.prune_ticks(t);
@@ -87,6 +97,12 @@ impl KnockTracker {
                 continue;
             }
             let door_lockout = rules.lockout;
+            if rules.used {
+                // A rotating sequence that already opened its door: a
+                // replay, wrong from any source.
+                lockout = lockout.max(door_lockout);
+                continue;
+            }
             match self.judge_door(ip, door, knock, t, now) {
                 Some(verdict) => {
                     taken = true;
@@ -194,6 +210,7 @@ impl KnockTracker {
             } else if let Some(at) = found {
                 self.drop_entry(at);
             }
+            self.mark_used(door);
             return Some(Verdict::Grant {
                 ip,
                 until: now + access,
