@@ -169,8 +169,8 @@ pub struct KnockTracker {
     stats: TrackerStats,
     /// Verdicts of [`KnockTracker::knock`], reused (no allocation per knock).
     scratch: Vec<Judged>,
-    /// The current period of rotating doors (`knock/rotation.rs`).
-    period: Option<u64>,
+    /// The wall clock of the last rotation (`knock/rotation.rs`).
+    unix: Option<Duration>,
     /// Rotating sequences used since the shell last asked.
     used_now: Vec<(DoorId, u64)>,
 }
@@ -206,7 +206,7 @@ impl KnockTracker {
             lockout_order: Order::new(),
             ledger: Ledger::new(max_tracked.saturating_mul(LEDGER_PER_TRACKED)),
             stats: TrackerStats::default(),
-            period: None,
+            unix: None,
             used_now: Vec::new(),
         }
     }

@@ -96,7 +96,25 @@ impl ServerConfig {
             let timing = door.timing();
             let _ = writeln!(o, "\n[[door]]");
             let _ = writeln!(o, "name = {}", quote(door.name().as_str()));
-            let _ = writeln!(o, "sequence = {}", list(door.sequence()));
+            match door.rotating_sequence() {
+                None => {
+                    let _ = writeln!(o, "sequence = {}", list(door.sequence()));
+                }
+                Some(r) => {
+                    let (rot, path) = (r.rotation, |p: &std::path::Path| quote(&p.display().to_string()));
+                    let _ = writeln!(
+                        o,
+                        "sequence = {{ rotate = {}, period = {}, length = {}, ports = \"{}-{}\", protocols = \"{}\", state = {} }}",
+                        path(&r.key_path),
+                        quote(&duration_text(rot.period)),
+                        rot.length,
+                        rot.first,
+                        rot.last,
+                        r.proto,
+                        path(&r.state),
+                    );
+                }
+            }
             let _ = writeln!(o, "window = {}", quote(&duration_text(timing.window)));
             let _ = writeln!(o, "access = {}", quote(&duration_text(timing.access)));
             let _ = writeln!(o, "lockout = {}", quote(&duration_text(timing.lockout)));

@@ -65,9 +65,9 @@ impl KnockTracker {
         // Rotating doors take the current period again; the used ones
         // come from the shell's memory at its next rotation, and meanwhile
         // from this core's flags.
-        if let Some(c) = self.period {
+        if let Some(unix) = self.unix {
             let old = &self.doors;
-            new.rotate_to(c, |name, p| {
+            new.rotate_to(unix, |name, p| {
                 old.rotating.iter().any(|r| {
                     r.name == name
                         && (0..super::doors::PERIODS as DoorId).any(|i| {

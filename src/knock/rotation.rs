@@ -13,23 +13,27 @@
 //! (a scan of the table, once a period) and rebuilds the port index; a
 //! knock costs what it costs on a fixed door.
 
+use std::time::Duration;
+
 use super::doors::PERIODS;
 use super::table::Key;
 use super::{DoorId, KnockTracker};
 use crate::rotate::SKEW_PERIODS;
 
 impl KnockTracker {
-    /// Makes `c` the current period: rotating doors accept the sequences
-    /// of `c-1`, `c` and `c+1`; `used(door name, period)` says which of
-    /// them already opened their door (the shell's persisted memory).
-    /// Progress on a sequence still accepted is kept.
-    pub fn rotate_to(&mut self, c: u64, used: impl Fn(&str, u64) -> bool) {
+    /// Sets the wall clock to `unix` (time since the Unix epoch): each
+    /// rotating door accepts the sequences of its periods `c-1`, `c` and
+    /// `c+1` around `unix`; `used(door name, period)` says which of them
+    /// already opened their door (the shell's persisted memory). Progress
+    /// on a sequence still accepted is kept.
+    pub fn rotate_to(&mut self, unix: Duration, used: impl Fn(&str, u64) -> bool) {
         if self.doors.rotating.is_empty() {
             return;
         }
         let mut replaced = Vec::new();
         for r in 0..self.doors.rotating.len() {
             let door = self.doors.rotating[r].clone();
+            let c = door.sequence.rotation.period_at(unix);
             for p in c.saturating_sub(SKEW_PERIODS)..=c.saturating_add(SKEW_PERIODS) {
                 let core = door.first + (p % PERIODS) as DoorId;
                 let rules = &mut self.doors.doors[usize::from(core)];
@@ -43,16 +47,21 @@ impl KnockTracker {
                 replaced.push(core);
             }
         }
-        self.period = Some(c);
+        self.unix = Some(unix);
         if !replaced.is_empty() {
             self.forget_doors(&replaced);
             self.doors.index();
         }
     }
 
-    /// The period set by the last [`KnockTracker::rotate_to`].
-    pub fn period(&self) -> Option<u64> {
-        self.period
+    /// The wall clock of the last [`KnockTracker::rotate_to`].
+    pub fn rotated_at(&self) -> Option<Duration> {
+        self.unix
+    }
+
+    /// Whether any door rotates.
+    pub fn rotates(&self) -> bool {
+        !self.doors.rotating.is_empty()
     }
 
     /// The rotating sequences that opened their door since the last call:

@@ -102,9 +102,18 @@ pub fn unheard_knocks(config: &ServerConfig) -> Vec<String> {
         .collect()
 }
 
-/// The distinct UDP knock ports of every door, in first-seen order.
+/// The distinct UDP knock ports of every door, in first-seen order
+/// (a rotating door's: its sequences of periods c-1..=c+1 now).
 fn knock_ports(doors: Option<&ServerSettings>) -> Vec<u16> {
+    let now = super::rotation::unix_now();
     let mut ports = Vec::new();
+    for door in doors.map_or(&[][..], |d| &d.doors[..]) {
+        for port in super::rotation::knock_ports_at(std::slice::from_ref(door), now) {
+            if door.rotating_sequence().is_some() && !ports.contains(&port) {
+                ports.push(port);
+            }
+        }
+    }
     for door in doors.map_or(&[][..], |d| &d.doors[..]) {
         for knock in door.sequence() {
             if !ports.contains(&knock.port) {
@@ -167,6 +176,10 @@ pub async fn run_with(
     if let Some(upstream) = &globals.upstream {
         check_upstream(upstream)?;
     }
+    // Rotating doors: an unreadable used-sequence memory refuses the start
+    // (starting empty would re-open replays).
+    super::rotation::UsedMemory::load(config.doors())
+        .map_err(|err| DaemonError::Unsupported(err.to_string()))?;
     if let Some(addr) = globals.metrics_listen {
         warn!(%addr, "metrics-listen is not served yet; ignored");
     }

@@ -34,6 +34,11 @@ fn rotating_door(name: &str) -> Door {
         .unwrap()
 }
 
+/// Inside period `c` of the 30 s rotation (a little after its start).
+fn at(c: u64) -> Duration {
+    rotating().rotation.start_of(c) + Duration::from_millis(1)
+}
+
 fn ip(text: &str) -> IpAddr {
     text.parse().unwrap()
 }
@@ -58,7 +63,7 @@ fn the_periods_either_side_open_and_two_away_do_not() {
     let seq = rotating();
     for (offset, opens) in [(-2i64, false), (-1, true), (0, true), (1, true), (2, false)] {
         let mut tracker = KnockTracker::for_doors(&[rotating_door("web")], 100);
-        tracker.rotate_to(100, |_, _| false);
+        tracker.rotate_to(at(100), |_, _| false);
         let knocks = seq.knocks("web", (100 + offset) as u64);
         let out = knock_all(&mut tracker, ip("192.0.2.1"), &knocks, Instant::now());
         assert_eq!(granted(&out, 0), opens, "offset {offset}: {out:?}");
@@ -69,7 +74,7 @@ fn the_periods_either_side_open_and_two_away_do_not() {
 fn a_used_sequence_is_refused_from_any_address_in_this_period_and_the_next() {
     let seq = rotating();
     let mut tracker = KnockTracker::for_doors(&[rotating_door("web")], 100);
-    tracker.rotate_to(100, |_, _| false);
+    tracker.rotate_to(at(100), |_, _| false);
     let t = Instant::now();
     let knocks = seq.knocks("web", 100);
     assert!(granted(&knock_all(&mut tracker, ip("192.0.2.1"), &knocks, t), 0));
@@ -82,7 +87,7 @@ fn a_used_sequence_is_refused_from_any_address_in_this_period_and_the_next() {
         let out = knock_all(&mut tracker, ip(from), &knocks, later);
         assert!(!granted(&out, 0), "replay from {from}: {out:?}");
     }
-    tracker.rotate_to(101, |_, _| false);
+    tracker.rotate_to(at(101), |_, _| false);
     let out = knock_all(&mut tracker, ip("198.51.100.7"), &knocks, t + 60 * SEC);
     assert!(!granted(&out, 0), "replay in the next period: {out:?}");
     // The fresh sequence of the new period still opens.
@@ -94,7 +99,7 @@ fn a_used_sequence_is_refused_from_any_address_in_this_period_and_the_next() {
 fn the_shells_memory_refuses_a_sequence_used_before_a_restart() {
     let seq = rotating();
     let mut tracker = KnockTracker::for_doors(&[rotating_door("web")], 100);
-    tracker.rotate_to(100, |door, p| door == "web" && p == 99);
+    tracker.rotate_to(at(100), |door, p| door == "web" && p == 99);
     let out = knock_all(&mut tracker, ip("192.0.2.1"), &seq.knocks("web", 99), Instant::now());
     assert!(!granted(&out, 0), "{out:?}");
 }
@@ -103,14 +108,14 @@ fn the_shells_memory_refuses_a_sequence_used_before_a_restart() {
 fn progress_across_a_boundary_is_kept() {
     let seq = rotating();
     let mut tracker = KnockTracker::for_doors(&[rotating_door("web")], 100);
-    tracker.rotate_to(100, |_, _| false);
+    tracker.rotate_to(at(100), |_, _| false);
     let knocks = seq.knocks("web", 100);
     let t = Instant::now();
     let mut out = Vec::new();
     for &k in &knocks[..2] {
         tracker.judge(ip("192.0.2.1"), k, t, &mut out);
     }
-    tracker.rotate_to(101, |_, _| false);
+    tracker.rotate_to(at(101), |_, _| false);
     out.clear();
     for &k in &knocks[2..] {
         tracker.judge(ip("192.0.2.1"), k, t + SEC, &mut out);
@@ -122,13 +127,13 @@ fn progress_across_a_boundary_is_kept() {
 fn progress_on_a_period_that_rotates_out_is_forgotten() {
     let seq = rotating();
     let mut tracker = KnockTracker::for_doors(&[rotating_door("web")], 100);
-    tracker.rotate_to(100, |_, _| false);
+    tracker.rotate_to(at(100), |_, _| false);
     let old = seq.knocks("web", 99);
     let t = Instant::now();
     let mut out = Vec::new();
     tracker.judge(ip("192.0.2.1"), old[0], t, &mut out);
     assert_eq!(tracker.tracked(), 1);
-    tracker.rotate_to(101, |_, _| false);
+    tracker.rotate_to(at(101), |_, _| false);
     assert_eq!(tracker.tracked(), 0, "period 99's progress went with it");
 }
 
@@ -138,7 +143,7 @@ fn verdicts_name_the_configurations_door_beside_fixed_doors() {
     let doors = [door("fixed", "1000,2000", &[], 5), rotating_door("web")];
     let mut tracker = KnockTracker::for_doors(&doors, 100);
     assert_eq!(tracker.doors(), 2);
-    tracker.rotate_to(7, |_, _| false);
+    tracker.rotate_to(at(7), |_, _| false);
     let out = knock_all(&mut tracker, ip("192.0.2.1"), &seq.knocks("web", 8), Instant::now());
     assert!(granted(&out, 1), "{out:?}");
     let fixed = ["1000".parse().unwrap(), "2000".parse().unwrap()];
