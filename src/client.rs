@@ -13,6 +13,7 @@
 pub mod printer;
 pub mod report;
 pub mod spa;
+pub mod rotating;
 
 use std::fmt;
 use std::io;

@@ -489,8 +489,13 @@ impl Door {
     /// The rules of today's single-door core: the knock port numbers, in
     /// order, and the door's timing. The core hears UDP only until the
     /// stealth issue's capture lands; `:tcp` knocks are passed as numbers.
+    /// A rotating door has no fixed ports: its range's first port stands
+    /// in (only logs read these rules when doors are configured).
     pub fn knock_rules(&self, max_tracked: usize) -> KnockRules {
-        let ports = self.sequence.iter().map(|k| k.port).collect();
+        let mut ports: Vec<u16> = self.sequence.iter().map(|k| k.port).collect();
+        if let Some(r) = &self.rotating {
+            ports = vec![r.rotation.first];
+        }
         KnockRules {
             sequence: Sequence::new(ports).expect("a door's sequence is valid"),
             window: self.timing.window,
