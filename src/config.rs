@@ -15,6 +15,7 @@ pub mod door;
 pub mod file;
 pub mod globals;
 pub mod issue;
+pub mod decoys;
 pub mod render;
 pub mod rotating;
 pub mod server_config;

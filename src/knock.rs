@@ -36,6 +36,19 @@
 //!    (that would cost O(doors) per wrong knock): the lockout ignores every
 //!    knock until it ends, and their windows keep running.
 //!
+//! **Lockouts an attacker cannot aim** (issue 14). A UDP source address
+//! can be forged, so one spoofed wrong knock carrying a client's address
+//! locks that client out. On a rotating door the first knock of each
+//! accepted sequence is a secret a spoofer does not have (a fresh
+//! `log2(span)` bits each period), so that knock **lifts** a lockout and is
+//! judged as a fresh start: a wrong knock still ends the attempt it
+//! interrupts and locks its source out for everything else, but it cannot
+//! keep a client that knows the sequence out. Brute force is not made
+//! easier: a guesser gets no answer, so it cannot tell which of its knocks
+//! was a right first knock; it must guess whole sequences, `span^length`
+//! of them (README: the figure). Fixed doors and the seed's flags keep the
+//! seed's lockout (their first port is no secret from whoever saw it).
+//!
 //! With one door these are exactly the single-door rules of issue 9: the
 //! lockout lives in the door's own entry (one lookup per knock), so a
 //! stray knock's lockout replaces that door's progress too.

@@ -19,6 +19,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::issue::{Issue, Key, Problem};
+pub use super::decoys::Decoys;
 pub use super::rotating::RotatingSequence;
 use super::{KnockRules, MAX_SEQUENCE_LEN, Sequence};
 
@@ -317,6 +318,8 @@ pub struct Door {
     allow: AllowList,
     /// A rotating sequence (then `sequence` is empty).
     rotating: Option<RotatingSequence>,
+    /// Ports heard as wrong knocks (`config/decoys.rs`).
+    decoys: Decoys,
 }
 
 impl Door {
@@ -371,6 +374,17 @@ impl Door {
             true => Ok(door),
             false => Err(issues),
         }
+    }
+
+    /// The door with `decoys` (see `config/decoys.rs`).
+    pub fn with_decoys(mut self, decoys: Decoys) -> Self {
+        self.decoys = decoys;
+        self
+    }
+
+    /// The door's decoys.
+    pub fn decoys(&self) -> &Decoys {
+        &self.decoys
     }
 
     /// The door's rotating sequence, if its sequence rotates.
@@ -436,6 +450,7 @@ impl Door {
             protected,
             allow,
             rotating: None,
+            decoys: Decoys::Off,
         })
     }
 

@@ -18,12 +18,13 @@ use toml::Spanned;
 use super::door::{AllowList, Door, DoorName, KnockPort, ProtectedPort, Timing, parse_network};
 use super::globals::{Globals, SpaSettings, Word};
 use super::issue::{Issue, Key, Problem};
+use super::decoys::Decoys;
 use super::rotating::RotatingSequence;
 use super::server_config::ServerConfig;
 
 mod raw;
 
-use raw::{RawDoor, RawFile, RawRotate, RawSequence, Scalar};
+use raw::{RawDecoys, RawDoor, RawFile, RawRotate, RawSequence, Scalar};
 
 /// One refusal at a place in the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -451,7 +452,27 @@ fn build_door(
         Some(rotating) => Door::rotating(name?, rotating, timing, protected, allow?),
         None => Door::new(name?, sequence, timing, protected, allow?),
     };
-    let door_issues = match built {
+    let decoys = match &door.decoys {
+        None | Some(RawDecoys::Switch(true)) => Decoys::Band(crate::config::decoys::DEFAULT_BAND),
+        Some(RawDecoys::Switch(false)) => Decoys::Off,
+        Some(RawDecoys::Ports(ports)) => {
+            let parsed: Option<Vec<u16>> = ports
+                .iter()
+                .map(|&p| u16::try_from(p).ok().filter(|&p| p > 0))
+                .collect();
+            match parsed {
+                Some(ports) => Decoys::Set(ports),
+                None => {
+                    let problem = Problem::Rotation(format!(
+                        "decoys {ports:?}: expected true, false or a list of ports 1-65535"
+                    ));
+                    found.push((spanned.span(), place(Key::Sequence, None)(problem)));
+                    return None;
+                }
+            }
+        }
+    };
+    let door_issues = match built.map(|d| d.with_decoys(decoys)) {
         Ok(door) => return Some(door),
         Err(issues) => issues,
     };

@@ -120,6 +120,17 @@ impl ServerConfig {
             let _ = writeln!(o, "lockout = {}", quote(&duration_text(timing.lockout)));
             let _ = writeln!(o, "protected = {}", list(door.protected()));
             let _ = writeln!(o, "allow = {}", list(door.allow().networks()));
+            match door.decoys() {
+                crate::config::decoys::Decoys::Off => {
+                    let _ = writeln!(o, "decoys = false");
+                }
+                crate::config::decoys::Decoys::Band(_) => {
+                    let _ = writeln!(o, "decoys = true");
+                }
+                crate::config::decoys::Decoys::Set(ports) => {
+                    let _ = writeln!(o, "decoys = {ports:?}");
+                }
+            }
         }
         out
     }

@@ -67,7 +67,13 @@ impl KnockTracker {
         };
         if let Some(at) = lock {
             let slot = *self.entries.slot(at);
-            if slot.state == LOCKED && t < slot.at {
+            if slot.state == LOCKED && t < slot.at && self.opens_attempt(ip, knock, lo, hi) {
+                // A rotating door's correct first knock: a spoofer cannot
+                // know it, so the lockout (perhaps aimed at this source
+                // by a forged wrong knock) does not hold it back.
+                self.stats.lockouts_lifted += 1;
+                self.drop_entry(at);
+            } else if slot.state == LOCKED && t < slot.at {
                 out.push(Judged {
                     door: first_door,
                     verdict: Verdict::Ignored {
@@ -124,6 +130,19 @@ impl KnockTracker {
                 until: now + lockout,
             },
         });
+    }
+
+    /// Whether `knock` is the first knock of an accepted, unused rotating
+    /// sequence of a door `ip` may use (among the doors `lo..hi` of the
+    /// port): the one knock that lifts a lockout (see `knock.rs`).
+    fn opens_attempt(&self, ip: IpAddr, knock: KnockPort, lo: usize, hi: usize) -> bool {
+        (lo..hi).any(|i| {
+            let rules = &self.doors.doors[usize::from(self.doors.member(i))];
+            rules.period.is_some()
+                && !rules.used
+                && rules.sequence.first() == Some(&knock)
+                && rules.allows(ip)
+        })
     }
 
     /// Judges `knock` for one door `ip` may use: its verdict, or None if

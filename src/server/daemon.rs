@@ -102,18 +102,9 @@ pub fn unheard_knocks(config: &ServerConfig) -> Vec<String> {
         .collect()
 }
 
-/// The distinct UDP knock ports of every door, in first-seen order
-/// (a rotating door's: its sequences of periods c-1..=c+1 now).
+/// The distinct UDP knock ports of every door, in first-seen order.
 fn knock_ports(doors: Option<&ServerSettings>) -> Vec<u16> {
-    let now = super::rotation::unix_now();
     let mut ports = Vec::new();
-    for door in doors.map_or(&[][..], |d| &d.doors[..]) {
-        for port in super::rotation::knock_ports_at(std::slice::from_ref(door), now) {
-            if door.rotating_sequence().is_some() && !ports.contains(&port) {
-                ports.push(port);
-            }
-        }
-    }
     for door in doors.map_or(&[][..], |d| &d.doors[..]) {
         for knock in door.sequence() {
             if !ports.contains(&knock.port) {
@@ -270,8 +261,15 @@ pub async fn run_with(
 
     // Bind everything before touching the firewall: a busy port fails the
     // start with nothing applied.
-    let sockets =
+    let mut sockets =
         super::bind_udp(&binds, &knock_ports(door.as_ref())).map_err(bind("for knocks on udp"))?;
+    // Rotating doors' ports and decoys: a busy one is skipped with a warning.
+    if let Some(door) = &door {
+        let all = super::rotation::knock_ports_at(&door.doors, super::rotation::unix_now());
+        let fixed = knock_ports(Some(door));
+        let extra: Vec<u16> = all.into_iter().filter(|p| !fixed.contains(p)).collect();
+        sockets.extend(super::rotation::bind_lenient(&binds, &extra));
+    }
     let mut listeners = Vec::new();
     let counters = Arc::new(Counters::new());
     if let (true, Some(&first)) = (userspace, gate_ports.first()) {

@@ -385,10 +385,8 @@ fn follow_rotation(sockets: &mut Vec<KnockSocket>, ports: &[u16]) {
         if sockets.iter().any(|s| s.port == port) {
             continue;
         }
-        match super::bind_udp(&addrs, &[port]) {
-            Ok(bound) => sockets.extend(knock_sockets(bound)),
-            Err(err) => warn!(port, error = %err, "cannot bind a rotating knock port; its knocks are lost this period"),
-        }
+        let bound = super::rotation::bind_lenient(&addrs, &[port]);
+        sockets.extend(knock_sockets(bound));
     }
 }
 

@@ -81,8 +81,29 @@ impl UsedMemory {
 /// The UDP knock ports of `doors` at `unix`: every fixed knock, and the
 /// sequences of periods `c-1..=c+1` of every rotating door.
 pub fn knock_ports_at(doors: &[Door], unix: Duration) -> Vec<u16> {
+    let knocks: Vec<Vec<u16>> = doors.iter().map(|d| door_knocks(d, unix)).collect();
+    let mut ports: Vec<u16> = knocks.iter().flatten().copied().collect();
+    ports.sort_unstable();
+    ports.dedup();
+    // Decoys: never a knock port or a protected port of any door.
+    let protected: Vec<u16> = doors.iter().flat_map(|d| d.protected()).map(|p| p.port).collect();
+    let mut decoys: Vec<u16> = doors
+        .iter()
+        .zip(&knocks)
+        .flat_map(|(door, knocks)| door.decoys().ports(knocks))
+        .filter(|p| ports.binary_search(p).is_err() && !protected.contains(p))
+        .collect();
+    ports.append(&mut decoys);
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+/// The UDP knock ports of `door` at `unix` (a rotating door's: periods
+/// `c-1..=c+1`).
+fn door_knocks(door: &Door, unix: Duration) -> Vec<u16> {
     let mut ports = Vec::new();
-    for door in doors {
+    {
         let knocks = match door.rotating_sequence() {
             None => door.sequence().to_vec(),
             Some(r) => {
@@ -94,9 +115,21 @@ pub fn knock_ports_at(doors: &[Door], unix: Duration) -> Vec<u16> {
         };
         ports.extend(knocks.iter().filter(|k| k.proto == Proto::Udp).map(|k| k.port));
     }
-    ports.sort_unstable();
-    ports.dedup();
     ports
+}
+
+/// Binds knock sockets for `ports` on `addrs`, skipping (with a warning)
+/// a port that cannot be bound: a rotating port or a decoy held by another
+/// program loses its knocks, the rest works.
+pub fn bind_lenient(addrs: &[std::net::IpAddr], ports: &[u16]) -> Vec<tokio::net::UdpSocket> {
+    let mut sockets = Vec::new();
+    for &port in ports {
+        match super::bind_udp(addrs, &[port]) {
+            Ok(bound) => sockets.extend(bound),
+            Err(err) => warn!(port, error = %err, "cannot bind a rotating knock port or decoy: its knocks are not heard"),
+        }
+    }
+    sockets
 }
 
 /// The next period boundary after `unix` of any rotating door of `doors`.
@@ -128,3 +161,6 @@ pub(super) async fn run_rotator(engine: std::sync::Arc<Engine>, ticks: mpsc::Sen
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

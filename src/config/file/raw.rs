@@ -87,6 +87,15 @@ pub(super) struct RawDoor {
     pub(super) lockout: Option<Spanned<Scalar>>,
     pub(super) protected: List<Scalar>,
     pub(super) allow: Option<List<String>>,
+    pub(super) decoys: Option<RawDecoys>,
+}
+
+/// `decoys = true | false | [ports]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawDecoys {
+    Switch(bool),
+    Ports(Vec<i64>),
 }
 
 /// A door's sequence: a list of knocks, or a rotating sequence's table.

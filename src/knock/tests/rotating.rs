@@ -151,3 +151,37 @@ fn verdicts_name_the_configurations_door_beside_fixed_doors() {
     assert!(granted(&out, 0), "{out:?}");
     assert_eq!(tracker.rotating_ports().len(), 12);
 }
+
+#[test]
+fn a_spoofed_wrong_knock_does_not_keep_a_client_that_knows_the_sequence_out() {
+    let seq = rotating();
+    let mut tracker = KnockTracker::for_doors(&[rotating_door("web")], 100);
+    tracker.rotate_to(at(100), |_, _| false);
+    let victim = ip("192.0.2.1");
+    let t = Instant::now();
+    // A forged wrong knock with the victim's address: a port the server
+    // hears (the next period's third knock) out of order.
+    let wrong = seq.knocks("web", 101)[2];
+    let mut out = Vec::new();
+    tracker.judge(victim, wrong, t, &mut out);
+    assert!(matches!(out[0].verdict, Verdict::LockedOut { .. }), "{out:?}");
+    // Knocks that are not a right first knock stay ignored...
+    out.clear();
+    tracker.judge(victim, seq.knocks("web", 100)[1], t + SEC, &mut out);
+    assert!(matches!(out[0].verdict, Verdict::Ignored { .. }), "{out:?}");
+    // ...but the client's own attempt, inside the lockout, opens.
+    let out = knock_all(&mut tracker, victim, &seq.knocks("web", 100), t + 2 * SEC);
+    assert!(granted(&out, 0), "{out:?}");
+    assert_eq!(tracker.stats().lockouts_lifted, 1);
+}
+
+#[test]
+fn a_fixed_door_keeps_the_seeds_lockout() {
+    let mut tracker = KnockTracker::for_doors(&[door("fixed", "1000,2000", &[], 5)], 100);
+    let t = Instant::now();
+    let mut out = Vec::new();
+    tracker.judge(ip("192.0.2.1"), "2000".parse().unwrap(), t, &mut out);
+    let fixed = ["1000".parse().unwrap(), "2000".parse().unwrap()];
+    let out = knock_all(&mut tracker, ip("192.0.2.1"), &fixed, t + SEC);
+    assert!(!granted(&out, 0), "{out:?}");
+}
