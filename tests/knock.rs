@@ -13,3 +13,4 @@ mod fd_exhaustion;
 mod gate_limits;
 mod knock_log;
 mod rotating;
+mod sweep;
