@@ -204,3 +204,36 @@ fn bad_rotating_input_is_refused_with_a_clear_message() {
     cmd.arg("--quiet");
     run(cmd, LIMIT).expect_code(2);
 }
+
+/// Sequences paced one a period, each started 1.7 s into a 2 s period
+/// with its 6 knocks 100 ms apart, so every one straddles a boundary:
+/// knock-bench derives each from its first knock's period, as the client.
+#[test]
+fn paced_load_across_eight_period_boundaries_loses_no_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen(dir.path());
+    let protected = free_port();
+    let stats = format!("127.0.0.1:{}", free_port());
+    let text = config(&key, &dir.path().join("used"), "2s", protected)
+        .replacen("firewall = \"userspace\"", &format!("firewall = \"userspace\"\nstats-listen = \"{stats}\""), 1);
+    let server = start(dir.path(), &text);
+    // Wait until 1.7 s into a period (bounded: one period).
+    let period = Duration::from_secs(2);
+    let into = Duration::from_nanos((unix_now().as_nanos() % period.as_nanos()) as u64);
+    let target = Duration::from_millis(1700);
+    std::thread::sleep(if into <= target { target - into } else { period + target - into });
+    let mut bench = Command::new(bin("knock-bench"));
+    bench
+        .args(["--mode", "sequences", "--count", "8", "--rate", "0.5", "--gap", "100ms"])
+        .arg("--door-key")
+        .arg(&key)
+        .args(["--door", "web", "--period", "2s", "--length", LENGTH, "--ports", PORTS])
+        .args(["--protected-port", &protected.to_string()])
+        .args(["--source-base", "127.80.0.0", "--stats", &stats])
+        .args(["--time-limit", "40s", "--settle", "500ms", "--json"]);
+    let out = run(bench, Duration::from_secs(60)).expect_code(0);
+    let json = out.stdout.trim();
+    for needle in ["\"periods\":8", "\"grants\":8", "\"lost\":0", "\"server_packets\":48"] {
+        assert!(json.contains(needle), "{needle}\n{json}\n{}", server.logs());
+    }
+}
