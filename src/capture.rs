@@ -25,6 +25,13 @@ use std::os::fd::AsRawFd;
 
 use crate::config::Proto;
 
+pub mod bpf;
+mod error;
+pub mod nflog;
+pub mod packet;
+
+pub use error::CaptureError;
+
 /// The capture source, as the user chooses it (`--capture`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CaptureKind {

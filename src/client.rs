@@ -10,6 +10,7 @@
 //! immediate reset/EOF is closed; no answer at all (a firewall dropping the
 //! SYN) is filtered.
 
+pub mod knocks;
 pub mod printer;
 pub mod report;
 pub mod spa;
@@ -24,7 +25,7 @@ use thiserror::Error;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpSocket, UdpSocket};
 
-use crate::config::{ConfigError, Sequence, parse_duration};
+use crate::config::{ConfigError, KnockPort, Sequence, parse_duration};
 
 /// Default pause between two knocks (the seed's 0.5 s).
 pub const DEFAULT_DELAY: Duration = Duration::from_millis(500);
@@ -249,15 +250,16 @@ pub fn check_source(source: IpAddr) -> Result<(), ClientError> {
         .map_err(|source| ClientError::Bind { addr, source })
 }
 
-/// Sends one UDP knock to each port in order, `delay` apart, from one
-/// socket bound to `source` (or any local address). `progress` is called
-/// after each knock with its 1-based index and port.
+/// Sends the knocks in order, `delay` apart: UDP ones from one socket
+/// bound to `source` (or any local address), TCP ones as a SYN each from a
+/// fresh socket closed at once ([`knocks::tcp_knock`]). `progress` is
+/// called after each knock with its 1-based index and the knock.
 pub async fn send_knocks(
     target: IpAddr,
-    ports: &[u16],
+    knocks: &[KnockPort],
     delay: Duration,
     source: Option<IpAddr>,
-    mut progress: impl FnMut(usize, u16),
+    mut progress: impl FnMut(usize, KnockPort),
 ) -> Result<(), ClientError> {
     let local = local_addr(target, source);
     let socket = UdpSocket::bind(local)
@@ -266,20 +268,22 @@ pub async fn send_knocks(
             addr: local,
             source,
         })?;
-    for (index, &port) in ports.iter().enumerate() {
+    for (index, &knock) in knocks.iter().enumerate() {
         if index > 0 && !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        let dest = SocketAddr::new(target, port);
-        tracing::debug!(%dest, "knock");
-        socket
-            .send_to(KNOCK_PAYLOAD, dest)
-            .await
-            .map_err(|source| ClientError::Send {
-                target: dest,
-                source,
-            })?;
-        progress(index + 1, port);
+        let dest = SocketAddr::new(target, knock.port);
+        tracing::debug!(%dest, %knock, "knock");
+        let sent = if knocks::is_tcp(&knock) {
+            knocks::tcp_knock(dest, source)
+        } else {
+            socket.send_to(KNOCK_PAYLOAD, dest).await.map(drop)
+        };
+        sent.map_err(|source| ClientError::Send {
+            target: dest,
+            source,
+        })?;
+        progress(index + 1, knock);
     }
     Ok(())
 }

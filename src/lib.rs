@@ -34,6 +34,7 @@
 //! |---|---|
 //! | [`firewall`] | the backend trait and its implementations (nftables, iptables, userspace) |
 //! | [`firewall_worker`] | the thread that owns the backend and applies changes in batches |
+//! | [`privilege`] | the privilege split: a capability-free packet process, a small firewall helper behind a socketpair |
 //! | [`capture`] | stealth capture: knocks and SPA read off the wire (NFLOG, AF_PACKET) or from bound sockets |
 //! | [`server`] | UDP knocks -> core -> grants -> firewall worker; expiry; reload; `server::daemon`: the composition root (`ServerConfig` in, running daemon out) |
 //! | [`spa_listener`] | the server's SPA listener: UDP -> verifier thread -> grants in the engine |
@@ -61,8 +62,8 @@
 
 #![warn(missing_docs)]
 
-pub mod cli;
 pub mod capture;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod counters;
@@ -74,6 +75,7 @@ pub mod knock;
 pub mod rotate;
 pub mod log_budget;
 pub mod net;
+pub mod privilege;
 pub mod server;
 pub mod service;
 pub mod shutdown;

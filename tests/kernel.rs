@@ -7,3 +7,5 @@
 
 mod firewall;
 mod netns_e2e;
+mod nflog;
+mod packet_source;

@@ -13,16 +13,17 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use clap::Parser;
+use portknock::client::knocks::Knocks;
 use portknock::client::printer::Printer;
 use portknock::client::spa::{self as spa_client, SpaClientError, SpaFlags, SpaPlan};
 use portknock::client::{self, ClientError, PortState, report};
 use portknock::config::{
-    DEFAULT_PROTECTED_PORT, DEFAULT_SEQUENCE, Sequence, check_protected_port, parse_duration,
+    DEFAULT_PROTECTED_PORT, DEFAULT_SEQUENCE, KnockPort, check_protected_port, parse_duration,
     parse_port,
 };
 use portknock::spa::{DigestType, EncodeError, GeneratedKeys, PortSpec, SpaRequest};
 
-/// Sends a port-knock sequence (UDP) and optionally checks that the
+/// Sends a port-knock sequence (UDP, or TCP SYNs) and optionally checks that the
 /// protected TCP port opened.
 #[derive(Debug, Parser)]
 #[command(name = "knock-client", version)]
@@ -32,9 +33,10 @@ struct Cli {
     #[arg(short, long, value_name = "HOST")]
     target: Option<String>,
 
-    /// Knock ports in order, comma-separated (1-65535 each).
+    /// Knocks in order, comma-separated: PORT (UDP), PORT:udp or PORT:tcp
+    /// (a SYN, as Debian's knock sends), PORT from 1 to 65535.
     #[arg(short, long, default_value = DEFAULT_SEQUENCE)]
-    sequence: Sequence,
+    sequence: Knocks,
 
     /// The TCP port the knock opens (1-65535, not a knock port).
     #[arg(short, long, default_value_t = DEFAULT_PROTECTED_PORT, value_parser = parse_port)]
@@ -194,7 +196,7 @@ struct Cli {
 struct Plan {
     spa: Option<SpaPlan>,
     host: String,
-    sequence: Sequence,
+    sequence: Knocks,
     protected_port: u16,
     delay: Duration,
     check: bool,
@@ -232,7 +234,7 @@ impl TryFrom<Cli> for Plan {
         let protected_port = match &spa {
             Some(spa) => spa.check_port.unwrap_or(cli.protected_port),
             None => {
-                check_protected_port(&cli.sequence, cli.protected_port)?;
+                check_protected_port(&cli.sequence.sequence(), cli.protected_port)?;
                 cli.protected_port
             }
         };
@@ -343,8 +345,8 @@ async fn run(plan: &Plan) -> anyhow::Result<bool> {
         test_wrong(plan, &out, ip, &label).await?
     } else {
         out.say(&report::sending_line(&label));
-        out.say(&report::sequence_line(plan.sequence.ports()));
-        knock(plan, &out, ip, plan.sequence.ports()).await?;
+        out.say(&report::sequence_line(plan.sequence.knocks()));
+        knock(plan, &out, ip, plan.sequence.knocks()).await?;
         check_or_hint(plan, &out, protected).await?
     };
     out.close();
@@ -356,7 +358,7 @@ async fn run(plan: &Plan) -> anyhow::Result<bool> {
 async fn test_wrong(plan: &Plan, out: &Printer, ip: IpAddr, label: &str) -> anyhow::Result<bool> {
     let protected = SocketAddr::new(ip, plan.protected_port);
     out.say(&report::sending_line(label));
-    let wrong = client::wrong_sequence(&plan.sequence);
+    let wrong = plan.sequence.wrong();
     out.say(&report::wrong_sequence_line(&wrong));
     knock(plan, out, ip, &wrong).await?;
     let state = check(plan, out, protected).await?;
@@ -366,8 +368,8 @@ async fn test_wrong(plan: &Plan, out: &Printer, ip: IpAddr, label: &str) -> anyh
     }
     out.blank();
     out.say(report::during_lockout_line());
-    out.say(&report::sequence_line(plan.sequence.ports()));
-    knock(plan, out, ip, plan.sequence.ports()).await?;
+    out.say(&report::sequence_line(plan.sequence.knocks()));
+    knock(plan, out, ip, plan.sequence.knocks()).await?;
     let state = check(plan, out, protected).await?;
     // Name this client's address, as the server sees it, not the target's.
     let me = client::sending_address(protected, plan.source).unwrap_or(ip);
@@ -376,7 +378,12 @@ async fn test_wrong(plan: &Plan, out: &Printer, ip: IpAddr, label: &str) -> anyh
 }
 
 /// Knocks `ports` in order, a line each, between blank lines.
-async fn knock(plan: &Plan, out: &Printer, ip: IpAddr, ports: &[u16]) -> Result<(), ClientError> {
+async fn knock(
+    plan: &Plan,
+    out: &Printer,
+    ip: IpAddr,
+    ports: &[KnockPort],
+) -> Result<(), ClientError> {
     let total = ports.len();
     out.blank();
     client::send_knocks(ip, ports, plan.delay, plan.source, |index, port| {

@@ -23,8 +23,9 @@ use portknock::config::{
     self, GlobalOverrides, Globals, Proto, Reveal, SeedFlags, Sequence, ServerConfig, SpaSettings,
 };
 use portknock::firewall::instance::{Instance, InstanceError};
-use portknock::firewall::{FirewallKind, FirewallOptions, Position, leftovers};
+use portknock::firewall::{Deny, FirewallKind, FirewallOptions, Position, leftovers};
 use portknock::gate;
+use portknock::privilege;
 use portknock::server::daemon::{self, ConfigSource, DaemonError, GateTuning, Reloads};
 use portknock::spa::DEFAULT_SPA_PORT;
 use portknock::spa_listener;
@@ -164,6 +165,15 @@ struct Args {
           value_parser = PossibleValuesParser::new(Position::NAMES).try_map(|s| s.parse::<Position>()))]
     iptables_position: Position,
 
+    /// Kernel backends: how a protected port answers a connection without
+    /// a grant. reset: like a closed port (TCP RST, ICMP port-unreachable
+    /// for UDP), so a scan sees it among its closed neighbours; drop:
+    /// silence, for hosts whose policy drops everything. reject: alias of
+    /// reset.
+    #[arg(long, default_value_t = Deny::Reset,
+          value_parser = PossibleValuesParser::new(Deny::NAMES).try_map(|s| s.parse::<Deny>()))]
+    deny: Deny,
+
     /// Read the configuration (global settings and doors) from this TOML
     /// file; flags given beside it override its global settings. See
     /// packaging/portknock.toml.
@@ -179,6 +189,18 @@ struct Args {
     /// its --config file (SIGHUP), and exit.
     #[arg(long, help_heading = "Config file")]
     reload: bool,
+
+    /// Run the packet-parsing process as this user (default: portknock if
+    /// it exists, else nobody); see --privilege-split.
+    #[arg(long, value_name = "NAME", help_heading = "Privilege")]
+    user: Option<String>,
+
+    /// Split into a packet process with no capability (as --user) and a
+    /// small firewall helper that keeps CAP_NET_ADMIN. auto: on when
+    /// started as root with a kernel backend.
+    #[arg(long, default_value_t = privilege::Split::Auto, help_heading = "Privilege",
+          value_parser = PossibleValuesParser::new(privilege::Split::NAMES).try_map(|s| s.parse::<privilege::Split>()))]
+    privilege_split: privilege::Split,
 
     /// More logs: -v for every knock, -vv for everything (RUST_LOG wins).
     #[arg(short, long, action = clap::ArgAction::Count)]
@@ -214,6 +236,11 @@ fn main() -> ExitCode {
             Err(err) => fail(&err, EXIT_FAILURE),
         };
     }
+    // The packet process of a privilege split becomes --user first thing.
+    let packet = match privilege::become_packet(args.user.as_deref()) {
+        Ok(packet) => packet,
+        Err(err) => return fail(&err, err.exit_code()),
+    };
     let config = match server_config(&args, &matches) {
         Ok(config) => config,
         Err(err) => return fail(&err, err.exit_code()),
@@ -240,7 +267,9 @@ fn main() -> ExitCode {
     }
     cli::init_tracing(args.verbose, config.globals().log_level.word());
     // A userspace gate behind rules a crashed kernel-backend run left.
-    let _ = leftovers::check_at_start(config.globals().firewall, &guarded(&config, &args));
+    if !packet {
+        let _ = leftovers::check_at_start(config.globals().firewall, &guarded(&config, &args));
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => return fail(&err, EXIT_FAILURE),
@@ -259,6 +288,24 @@ fn main() -> ExitCode {
         let triggers = daemon::hangups()
             .map_err(|err| DaemonError::Unsupported(format!("cannot handle SIGHUP: {err}")))?;
         let reloads = Reloads { source, triggers };
+        let split = match packet {
+            true => None,
+            false => privilege::split::prepare(
+                &config,
+                &tuning,
+                args.privilege_split,
+                args.user.as_deref(),
+            )?,
+        };
+        if let Some(split) = split {
+            let mut again = std::process::Command::new(
+                std::env::current_exe().map_err(|e| DaemonError::Unsupported(e.to_string()))?,
+            );
+            again.args(std::env::args_os().skip(1));
+            return split
+                .run(again, Some(reloads), cli::signal_shutdown())
+                .await;
+        }
         daemon::run_with(config, tuning, Some(reloads), cli::signal_shutdown()).await
     });
     match result {
@@ -282,6 +329,8 @@ fn guarded(config: &ServerConfig, args: &Args) -> FirewallOptions {
         keep_established: g.keep_established,
         instance: g.instance.clone(),
         position: g.iptables_position,
+        deny: g.deny,
+        capture: None,
     }
 }
 
@@ -350,6 +399,7 @@ fn all_globals(args: &Args) -> GlobalOverrides {
         max_grants: Some(args.max_grants),
         instance: Some(args.instance.clone()),
         iptables_position: Some(args.iptables_position),
+        deny: Some(args.deny),
         stats_listen: args.stats_listen,
         upstream: args.upstream.clone(),
         flag: Some(args.flag.clone()),
@@ -381,6 +431,7 @@ fn overrides(args: &Args, matches: &ArgMatches) -> GlobalOverrides {
         max_grants: all.max_grants.filter(|_| keep("max_grants")),
         instance: all.instance.filter(|_| keep("instance")),
         iptables_position: all.iptables_position.filter(|_| keep("iptables_position")),
+        deny: all.deny.filter(|_| keep("deny")),
         stats_listen: all.stats_listen.filter(|_| keep("stats_listen")),
         upstream: all.upstream.filter(|_| keep("upstream")),
         flag: all.flag.filter(|_| keep("flag")),

@@ -16,10 +16,10 @@ pub const RULE: &str = "========================================================
 pub const TITLE: &str = "Port Knocking Client";
 
 /// `1234 → 5678 → 9012`.
-pub fn arrow_list(ports: &[u16]) -> String {
+pub fn arrow_list<T: std::fmt::Display>(ports: &[T]) -> String {
     ports
         .iter()
-        .map(u16::to_string)
+        .map(T::to_string)
         .collect::<Vec<_>>()
         .join(" → ")
 }
@@ -46,12 +46,12 @@ pub fn sending_line(target: &str) -> String {
 }
 
 /// `[*] Sequence: 1234 → 5678 → 9012`.
-pub fn sequence_line(ports: &[u16]) -> String {
+pub fn sequence_line<T: std::fmt::Display>(ports: &[T]) -> String {
     format!("[*] Sequence: {}", arrow_list(ports))
 }
 
 /// `[1/3] Knocking...   → Knocked on port 1234` (three spaces, as the seed).
-pub fn knock_line(index: usize, total: usize, port: u16) -> String {
+pub fn knock_line(index: usize, total: usize, port: impl std::fmt::Display) -> String {
     format!("[{index}/{total}] Knocking...   → Knocked on port {port}")
 }
 
@@ -141,7 +141,7 @@ pub fn check_only_result_line(port: u16, state: PortState) -> String {
 }
 
 /// `[*] Testing a wrong sequence: 9012 → 5678 → 1234`.
-pub fn wrong_sequence_line(ports: &[u16]) -> String {
+pub fn wrong_sequence_line<T: std::fmt::Display>(ports: &[T]) -> String {
     format!("[*] Testing a wrong sequence: {}", arrow_list(ports))
 }
 
@@ -238,7 +238,7 @@ mod tests {
     #[test]
     fn a_single_port_has_no_arrow() {
         assert_eq!(arrow_list(&[7]), "7");
-        assert_eq!(sequence_line(&[]), "[*] Sequence: ");
+        assert_eq!(sequence_line::<u16>(&[]), "[*] Sequence: ");
     }
 
     #[test]

@@ -106,10 +106,10 @@ async fn knocks_arrive_in_order_from_the_source_with_the_delay() {
     let started = Instant::now();
     send_knocks(
         LOOPBACK,
-        &ports,
+        &ports.map(KnockPort::udp),
         Duration::from_millis(100),
         Some(ip("127.0.0.3")),
-        |index, port| seen.push((index, port)),
+        |index, knock| seen.push((index, knock.port)),
     )
     .await
     .unwrap();
@@ -131,7 +131,7 @@ async fn a_source_that_is_not_ours_is_bad_input() {
     // Binding sends nothing; 192.0.2.1 (TEST-NET-1) is on no interface here.
     let err = send_knocks(
         LOOPBACK,
-        &[9],
+        &[KnockPort::udp(9)],
         Duration::ZERO,
         Some(ip("192.0.2.1")),
         |_, _| {},
@@ -282,4 +282,66 @@ fn probes_are_classified() {
     assert_eq!(classify_probe(Some(Ok(0))), PortState::Closed);
     let reset = io::Error::from(io::ErrorKind::ConnectionReset);
     assert_eq!(classify_probe(Some(Err(reset))), PortState::Closed);
+}
+
+#[test]
+fn knocks_take_knockds_protocol_suffixes_and_a_bare_port_is_udp() {
+    use crate::client::knocks::Knocks;
+    use crate::config::Proto;
+    let knocks: Knocks = "1234:tcp, 5678,9012:udp,22:TCP".parse().unwrap();
+    let protos: Vec<(u16, Proto)> = knocks.knocks().iter().map(|k| (k.port, k.proto)).collect();
+    assert_eq!(
+        protos,
+        [
+            (1234, Proto::Tcp),
+            (5678, Proto::Udp),
+            (9012, Proto::Udp),
+            (22, Proto::Tcp)
+        ]
+    );
+    assert_eq!(knocks.to_string(), "1234:tcp,5678,9012,22:tcp");
+    assert_eq!(knocks.sequence().ports(), [1234, 5678, 9012, 22]);
+    let wrong: Vec<String> = knocks.wrong().iter().map(ToString::to_string).collect();
+    assert_eq!(wrong, ["22:tcp", "9012", "5678", "1234:tcp"]);
+    for (text, message) in [
+        (
+            "1234:sctp",
+            "invalid knock '1234:sctp': expected PORT, PORT:udp or PORT:tcp with PORT from 1 to 65535",
+        ),
+        (
+            "1234,0:tcp",
+            "invalid knock '0:tcp': expected PORT, PORT:udp or PORT:tcp with PORT from 1 to 65535",
+        ),
+        (
+            "",
+            "invalid sequence '': expected 1 to 64 comma-separated ports, e.g. 1234,5678,9012",
+        ),
+    ] {
+        let err = text.parse::<Knocks>().unwrap_err();
+        assert_eq!(err.to_string(), message, "{text}");
+    }
+    let long = vec!["1"; 65].join(",");
+    assert!(long.parse::<Knocks>().is_err());
+}
+
+#[tokio::test]
+async fn a_tcp_knock_to_a_closed_port_is_sent_without_error_and_without_waiting() {
+    let closed = std::net::TcpListener::bind((LOOPBACK, 0)).unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    send_knocks(
+        LOOPBACK,
+        &[
+            KnockPort {
+                port,
+                proto: crate::config::Proto::Tcp,
+            },
+            KnockPort::udp(port),
+        ],
+        Duration::ZERO,
+        None,
+        |_, _| {},
+    )
+    .await
+    .unwrap();
 }

@@ -24,15 +24,9 @@ pub const DEFAULT_MAX_GRANTS: usize = crate::grants::DEFAULT_MAX_GRANTS;
 /// Default seconds before the built-in service closes a connection.
 pub const DEFAULT_CLOSE_AFTER: Duration = Duration::from_secs(3);
 
-/// How a protected port answers a stranger.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Deny {
-    /// Like a closed port (TCP reset, ICMP port unreachable): the default.
-    #[default]
-    Reject,
-    /// Silence.
-    Drop,
-}
+/// How a protected port answers a stranger (defined beside the backends
+/// that apply it).
+pub use crate::firewall::Deny;
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -91,9 +85,8 @@ pub trait Word: Sized + Copy + 'static {
 }
 
 impl Word for Deny {
-    const WORDS: &'static [(&'static str, Self)] =
-        &[("reject", Deny::Reject), ("drop", Deny::Drop)];
-    const ALLOWED: &'static str = "reject, drop";
+    const WORDS: &'static [(&'static str, Self)] = &Deny::NAMED;
+    const ALLOWED: &'static str = "reset, drop (reject: alias of reset)";
 }
 
 impl Word for LogFormat {
@@ -209,7 +202,7 @@ impl Default for Globals {
         Self {
             bind: Vec::new(),
             firewall: FirewallKind::Auto,
-            deny: Deny::Reject,
+            deny: Deny::Reset,
             keep_established: true,
             max_tracked: super::DEFAULT_MAX_TRACKED,
             max_grants: DEFAULT_MAX_GRANTS,

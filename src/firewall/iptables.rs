@@ -6,11 +6,17 @@
 //! -A INPUT -p tcp -m multiport --dports P1,P2 -j PORTKNOCK  (first in INPUT)
 //! -A PORTKNOCK -s IP -p tcp --dport P -j CONNMARK --set-xmark BIT/BIT  (one per grant, on top)
 //! -A PORTKNOCK -p tcp --dport P -m connmark --mark BIT/BIT -j ACCEPT
-//! -A PORTKNOCK -p tcp --dport P -j DROP          (per protected port)
+//! -A PORTKNOCK -p tcp --dport P -j REJECT --reject-with tcp-reset  (per protected port)
 //! ```
 //!
 //! Protected UDP ports get the same with `-p udp` (their own jump, and a
-//! grant's rule takes its port's protocol).
+//! grant's rule takes its port's protocol), rejected with ICMP (ICMPv6)
+//! port-unreachable. With `--deny drop` the last rules are `-j DROP`.
+//!
+//! With an NFLOG capture rule ([`FirewallOptions::capture`]) table `raw`
+//! gets a chain of the same name, jumped to from PREROUTING, that logs
+//! knock-port packets and lets them continue ([`capture`]); setup,
+//! verify, the monitor and teardown cover it too.
 //!
 //! BIT is [`super::GRANT_MARK`]: only connections a grant accepted are
 //! accepted after it ends (see [`rules`]). With `--no-keep-established`
@@ -52,7 +58,9 @@ use std::time::Duration;
 
 use super::nftables::{NFPROTO_IPV4, NFPROTO_IPV6, NftMonitor, Watch};
 use super::{Change, Firewall, FirewallError, FirewallOptions, system};
+use crate::capture::nflog::NflogRule;
 
+pub mod capture;
 pub mod rules;
 pub use rules::{change_line, grant_rule, jump_rules, script, setup_script, teardown_script};
 
@@ -164,12 +172,13 @@ impl IptablesFirewall {
         self.granted.clear();
         let mut first_error = None;
         for family in Family::ALL {
-            let result =
-                self.save(family)
-                    .and_then(|save| match teardown_script(&save, &self.options) {
-                        Some(script) => self.restore(family, &script),
-                        None => Ok(()),
-                    });
+            let result = self
+                .save(family)
+                .and_then(|save| match teardown_script(&save, &self.options) {
+                    Some(script) => self.restore(family, &script),
+                    None => Ok(()),
+                })
+                .and(self.remove_capture(family));
             if let Err(e) = result {
                 first_error.get_or_insert(e);
             }
@@ -214,10 +223,14 @@ impl Firewall for IptablesFirewall {
         for family in Family::ALL {
             let result = self
                 .save(family)
-                .and_then(|save| self.restore(family, &setup_script(&save, &self.options)));
+                .and_then(|save| self.restore(family, &setup_script(&save, &self.options, family)))
+                .and_then(|()| self.setup_capture(family));
             if let Err(e) = result {
-                // All or nothing: undo the families already set up.
+                // All or nothing: undo the families already set up (and
+                // this one's filter rules, if only its capture failed).
+                done.push(family);
                 for family in done {
+                    let _ = self.remove_capture(family);
                     if let Ok(save) = self.save(family) {
                         if let Some(script) = teardown_script(&save, &self.options) {
                             let _ = self.restore(family, &script);
@@ -261,6 +274,22 @@ impl Firewall for IptablesFirewall {
         Ok(false)
     }
 
+    /// Installs the new capture rule in both families; on failure the old
+    /// one is installed again.
+    fn set_capture(&mut self, capture: Option<NflogRule>) -> Result<(), FirewallError> {
+        let old = std::mem::replace(&mut self.options.capture, capture);
+        let result = Family::ALL
+            .into_iter()
+            .try_for_each(|family| self.setup_capture(family));
+        if result.is_err() {
+            self.options.capture = old;
+            for family in Family::ALL {
+                let _ = self.setup_capture(family);
+            }
+        }
+        result
+    }
+
     fn verify(&mut self) -> Result<Vec<String>, FirewallError> {
         let mut missing = Vec::new();
         for family in Family::ALL {
@@ -272,8 +301,9 @@ impl Firewall for IptablesFirewall {
                 .filter(|&(ip, _)| Family::of(ip) == family);
             let tool = family.save_tool();
             missing.extend(
-                rules::missing_rules(&save, &self.options, granted)
+                rules::missing_rules(&save, &self.options, family, granted)
                     .into_iter()
+                    .chain(self.missing_capture(family)?)
                     .map(|line| format!("{tool}: {line}")),
             );
         }
@@ -285,12 +315,18 @@ impl Firewall for IptablesFirewall {
     }
 
     fn monitor(&mut self) -> Result<Option<NftMonitor>, FirewallError> {
-        let watches = [NFPROTO_IPV4, NFPROTO_IPV6].map(|family| Watch {
-            family,
-            table: "filter".into(),
-            owned: false,
+        let tables: &[&str] = match self.captures() {
+            true => &["filter", capture::TABLE],
+            false => &["filter"],
+        };
+        let watches = tables.iter().flat_map(|table| {
+            [NFPROTO_IPV4, NFPROTO_IPV6].map(|family| Watch {
+                family,
+                table: (*table).into(),
+                owned: false,
+            })
         });
-        NftMonitor::open(watches.to_vec()).map(Some)
+        NftMonitor::open(watches.collect()).map(Some)
     }
 
     /// One `*-restore` per family for the whole batch; if a batch fails

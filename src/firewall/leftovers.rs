@@ -42,8 +42,14 @@ pub fn remove_commands(instance: &Instance) -> Vec<String> {
     let chain = instance.iptables_chain();
     let mut commands = vec![format!("nft delete table inet {table}")];
     for tool in ["iptables", "ip6tables"] {
+        // The NFLOG capture chain (table raw) first, only if it is there,
+        // so the line's status stays that of the filter chain's removal.
         commands.push(format!(
-            "{tool}-save -t filter | grep -- '-j {chain}$' | sed 's/^-A /-D /' \
+            "if {tool} -t raw -S {chain} >/dev/null 2>&1; then \
+             {tool}-save -t raw | grep -- '-j {chain}$' | sed 's/^-A /-D /' \
+             | while read -r rule; do eval {tool} -t raw \"$rule\"; done; \
+             {tool} -t raw -F {chain}; {tool} -t raw -X {chain}; fi; \
+             {tool}-save -t filter | grep -- '-j {chain}$' | sed 's/^-A /-D /' \
              | while read -r rule; do eval {tool} -t filter \"$rule\"; done; \
              {tool} -F {chain}; {tool} -X {chain}"
         ));
@@ -67,6 +73,12 @@ pub fn present(instance: &Instance) -> Vec<String> {
             && system::run(tool, &["-w", "-t", "filter", "-S", &chain], "").is_ok()
         {
             found.push(format!("{tool} chain {chain}"));
+        }
+        // The NFLOG capture chain (table raw) of a crashed run.
+        if system::find_tool(tool).is_some()
+            && system::run(tool, &["-w", "-t", "raw", "-S", &chain], "").is_ok()
+        {
+            found.push(format!("{tool} chain {chain} (table raw)"));
         }
     }
     found
@@ -211,7 +223,8 @@ mod tests {
         let default = remove_commands(&Instance::default());
         assert_eq!(default[0], "nft delete table inet portknock");
         assert!(default[1].contains("iptables -F PORTKNOCK; iptables -X PORTKNOCK"));
-        assert!(default[2].starts_with("ip6tables-save -t filter"));
+        assert!(default[2].contains("ip6tables-save -t filter"));
+        assert!(default[2].starts_with("if ip6tables -t raw -S PORTKNOCK "));
         let named = remove_commands(&"web".parse().unwrap());
         assert_eq!(named[0], "nft delete table inet portknock-web");
         assert!(named[1].contains("-j PORTKNOCK-web$"));

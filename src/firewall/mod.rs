@@ -9,6 +9,13 @@
 //! - [`nftables::NftablesFirewall`]: a table of our own whose sets carry
 //!   kernel timeouts, so access ends on time even if the server dies.
 //!
+//! The kernel backends also install the NFLOG capture rule when
+//! [`FirewallOptions::capture`] asks for one (nftables: a chain of our
+//! table hooked at prerouting priority raw; iptables: a chain of ours in
+//! table `raw`, jumped to from PREROUTING): set up, verified, repaired and
+//! removed with their other rules. [`Firewall::set_capture`] replaces it
+//! while running (the one trait method it adds).
+//!
 //! [`select::open`] picks one for `--firewall`, checking privileges and tools
 //! first so a missing capability is one clear line at start-up.
 //! [`leftovers`] lets a userspace-gate start notice (and, privileged,
@@ -50,6 +57,8 @@ use std::time::Duration;
 use thiserror::Error;
 
 use instance::Instance;
+
+use crate::capture::nflog::NflogRule;
 
 /// Where the iptables jump to our chain goes in INPUT (`--iptables-position`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -95,6 +104,11 @@ pub struct FirewallOptions {
     pub instance: Instance,
     /// Where iptables' jump goes in INPUT.
     pub position: Position,
+    /// How the protected ports answer a stranger (`--deny`).
+    pub deny: Deny,
+    /// The NFLOG capture rule the kernel backends install beside their
+    /// own (`None`: none; the userspace backend ignores it).
+    pub capture: Option<NflogRule>,
 }
 
 impl FirewallOptions {
@@ -106,6 +120,8 @@ impl FirewallOptions {
             keep_established: true,
             instance: Instance::default(),
             position: Position::First,
+            deny: Deny::Reset,
+            capture: None,
         }
     }
 
@@ -280,6 +296,22 @@ pub trait Firewall: Send {
         })
     }
 
+    /// Replaces the NFLOG capture rule (`None`: removes it) at once, and
+    /// keeps the new one: setup and every repair install it from then on
+    /// (a reload whose doors changed their knock ports). The backend must
+    /// be set up. Backends without kernel rules refuse: NFLOG capture needs
+    /// a kernel backend.
+    fn set_capture(&mut self, capture: Option<NflogRule>) -> Result<(), FirewallError> {
+        let _ = capture;
+        Err(FirewallError::Io {
+            context: format!(
+                "the {} backend has no NFLOG capture rule: NFLOG capture needs --firewall nftables or iptables",
+                self.name()
+            ),
+            source: std::io::Error::from(std::io::ErrorKind::Unsupported),
+        })
+    }
+
     /// Applies a batch of changes in order; one result per change. Backends
     /// that can apply a batch at once override this.
     fn apply(&mut self, changes: &[Change]) -> Vec<Result<(), FirewallError>> {
@@ -358,6 +390,48 @@ impl FromStr for Position {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         value_of(&Self::NAMED, text)
             .ok_or_else(|| UnknownName::new("iptables position", text, &Self::NAMES))
+    }
+}
+
+/// How a kernel backend answers a packet to a protected port from an
+/// address without a grant (`--deny`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Deny {
+    /// Like a closed port, so a scan sees it as one among its closed
+    /// neighbours: a TCP RST (nftables `reject with tcp reset`, iptables
+    /// `REJECT --reject-with tcp-reset`), ICMP port-unreachable for a
+    /// protected UDP port. The userspace gate answers so too. The default.
+    #[default]
+    Reset,
+    /// Silence: for hosts whose policy drops everything, where a RST
+    /// would be the odd one out.
+    Drop,
+}
+
+impl Deny {
+    /// Every answer and its name, as `--deny` and the config file say it:
+    /// `reject` is an alias of `reset` (the word of earlier versions).
+    pub const NAMED: [(&'static str, Deny); 3] = [
+        ("reset", Deny::Reset),
+        ("drop", Deny::Drop),
+        ("reject", Deny::Reset),
+    ];
+    /// The names of [`Deny::NAMED`].
+    pub const NAMES: [&'static str; 3] = names(Self::NAMED);
+}
+
+impl fmt::Display for Deny {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(name_of(&Self::NAMED, *self))
+    }
+}
+
+impl FromStr for Deny {
+    type Err = UnknownName;
+
+    /// Parses `reset`, `drop` or `reject` (exact, lower case).
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        value_of(&Self::NAMED, text).ok_or_else(|| UnknownName::new("deny", text, &Self::NAMES))
     }
 }
 

@@ -6,10 +6,14 @@
 //! (`ipv4_addr . inet_service`) and `allowed_v6` (`ipv6_addr .
 //! inet_service`), both `flags timeout`, and one `input` chain that accepts
 //! established traffic to the protected ports (unless turned off), accepts
-//! `saddr . dport` found in a set, and drops the protected ports; each per
-//! protocol (`tcp dport`, and `udp dport` when UDP ports are protected).
+//! `saddr . dport` found in a set, and answers the rest on the protected
+//! ports like a closed port (`reject with tcp reset`, ICMP port-unreachable
+//! for UDP) or, with `--deny drop`, drops it; each per protocol (`tcp dport`, and `udp dport` when UDP ports are protected).
 //! The sets are shared: a port number is protected under one protocol
 //! only, so an element opens it under that one.
+//! With an NFLOG capture rule ([`FirewallOptions::capture`]) the table
+//! also has a chain `capture` hooked at prerouting priority raw that logs
+//! knock-port packets and lets them continue (see [`capture`]).
 //!
 //! A grant adds the element with the access duration as its timeout. Setup
 //! and teardown are one `nft -f` transaction each; grants and revokes are
@@ -22,8 +26,8 @@
 //! without failing when the element is already gone. A batch does the
 //! three steps once per set with every element in each message.
 //!
-//! Ordering: the `input` chain hooks at priority `filter` (0). Our drop of
-//! the protected ports is final; our accept of a grant ends only our chain,
+//! Ordering: the `input` chain hooks at priority `filter` (0). Our reject
+//! (or drop) of the protected ports is final; our accept of a grant ends only our chain,
 //! so a drop in one of the admin's own base chains still wins.
 //!
 //! Someone else deleting or flushing our table is noticed at once through
@@ -41,10 +45,12 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod capture;
 mod monitor;
 mod netlink;
 
-use super::{Change, Firewall, FirewallError, FirewallOptions, GRANT_MARK, system};
+use super::{Change, Deny, Firewall, FirewallError, FirewallOptions, GRANT_MARK, system};
+use crate::capture::nflog::NflogRule;
 pub use monitor::{NFPROTO_INET, NFPROTO_IPV4, NFPROTO_IPV6, NftMonitor, Notice, Watch};
 use netlink::NftNetlink;
 
@@ -74,7 +80,9 @@ pub fn ruleset(options: &FirewallOptions) -> String {
     for rule in chain_rules(options) {
         let _ = writeln!(out, "\t\t{rule}");
     }
-    out.push_str("\t}\n}\n");
+    out.push_str("\t}\n");
+    out.push_str(&capture::chain(options.capture.as_ref()));
+    out.push_str("}\n");
     out
 }
 
@@ -125,9 +133,23 @@ fn chain_rules(options: &FirewallOptions) -> Vec<String> {
         rules.push(format!("ip6 saddr . {proto} dport @{SET_V6} {mark}accept"));
     }
     for (proto, ports) in &protocols {
-        rules.push(format!("{proto} dport {{ {ports} }} drop"));
+        rules.push(format!(
+            "{proto} dport {{ {ports} }} {}",
+            deny_verdict(options.deny, proto)
+        ));
     }
     rules
+}
+
+/// The last rule's verdict for `proto`'s protected ports: a closed port's
+/// answer (`reject with tcp reset`; plain `reject`, in the `inet` family
+/// ICMP or ICMPv6 port-unreachable, for UDP), or silence.
+fn deny_verdict(deny: Deny, proto: &str) -> &'static str {
+    match (deny, proto) {
+        (Deny::Drop, _) => "drop",
+        (Deny::Reset, "tcp") => "reject with tcp reset",
+        (Deny::Reset, _) => "reject",
+    }
 }
 
 /// One transaction that replaces the rules of our `input` chain with
@@ -159,7 +181,7 @@ pub fn missing_parts(listing: Option<&str>, options: &FirewallOptions) -> Vec<St
     let Some(listing) = listing else {
         return vec![table];
     };
-    let mut missing = Vec::new();
+    let mut missing = capture::missing(listing, options.capture.as_ref(), &table);
     for set in [SET_V4, SET_V6] {
         if !listing.contains(&format!("set {set} {{")) {
             missing.push(format!("{table} set {set}"));
@@ -385,6 +407,14 @@ impl Firewall for NftablesFirewall {
         self.transaction(&rechain_script(&options))?;
         self.options = options;
         Ok(true)
+    }
+
+    /// One transaction: the capture chain changes, the rest stays.
+    fn set_capture(&mut self, capture: Option<NflogRule>) -> Result<(), FirewallError> {
+        let table = format!("inet {}", self.options.instance.nft_table());
+        self.transaction(&capture::replace_script(&table, capture.as_ref()))?;
+        self.options.capture = capture;
+        Ok(())
     }
 
     fn verify(&mut self) -> Result<Vec<String>, FirewallError> {

@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use super::{Listener, Parts, ServerError, ServerSettings};
-use crate::config::{Deny, Proto, ServerConfig};
+use crate::config::{Deny, Globals, Proto, ServerConfig};
 use crate::counters::Counters;
 use crate::firewall::instance::InstanceLock;
 use crate::firewall::userspace::AccessList;
@@ -69,6 +69,21 @@ impl Default for GateTuning {
 /// Runs `config` until `shutdown` is stopped, without reloads.
 pub async fn run(config: ServerConfig, shutdown: Shutdown) -> Result<(), DaemonError> {
     run_with(config, GateTuning::default(), None, shutdown).await
+}
+
+/// The firewall options for `globals` and these protected ports: the one
+/// place they are built, for the daemon and for the privilege split's
+/// helper alike, so the rules the two install cannot drift apart.
+pub fn firewall_options(globals: &Globals, tcp: Vec<u16>, udp: Vec<u16>) -> FirewallOptions {
+    FirewallOptions {
+        ports: tcp,
+        udp_ports: udp,
+        keep_established: globals.keep_established,
+        instance: globals.instance.clone(),
+        position: globals.iptables_position,
+        deny: globals.deny,
+        capture: None,
+    }
 }
 
 /// The knock rules of `config`'s doors (none: SPA only), or why the
@@ -197,15 +212,20 @@ pub async fn run_with(
         )));
     }
     let access = AccessList::new();
-    let options = FirewallOptions {
-        ports: protected_ports.clone(),
-        udp_ports: udp_ports.clone(),
-        keep_established: globals.keep_established,
-        instance: globals.instance.clone(),
-        position: globals.iptables_position,
+    let options = firewall_options(&globals, protected_ports.clone(), udp_ports.clone());
+    // A packet process of the privilege split: the helper owns the
+    // backend and the instance lock (`privilege/`).
+    let remote = crate::privilege::link::take_packet_link();
+    let split = remote.is_some();
+    let selected = match remote {
+        Some(remote) => select::Selected {
+            kind: remote.kind(),
+            firewall: Box::new(remote),
+            passed_over: Vec::new(),
+        },
+        None => select::open(globals.firewall, &options, access.clone())
+            .map_err(DaemonError::Firewall)?,
     };
-    let selected =
-        select::open(globals.firewall, &options, access.clone()).map_err(DaemonError::Firewall)?;
     for reason in &selected.passed_over {
         info!(reason = %reason, "firewall auto: backend passed over");
     }
@@ -215,7 +235,7 @@ pub async fn run_with(
     }
     // A kernel backend owns its instance's rules: refuse a second owner
     // before touching anything. Held until after teardown.
-    let _instance_lock = match userspace {
+    let _instance_lock = match userspace || split {
         false => Some(InstanceLock::acquire(&globals.instance)?),
         true => None,
     };
@@ -248,15 +268,11 @@ pub async fn run_with(
         }
         info!(backend = %selected.kind, ports = ?protected_ports, udp_ports = ?udp_ports, "kernel firewall: run the protected services yourself");
     }
-    // `deny` is not applied by the backends yet: say what strangers get.
-    match (userspace, globals.deny) {
-        (true, Deny::Drop) => {
-            warn!("deny = drop is not applied yet: the userspace gate resets strangers")
-        }
-        (false, Deny::Reject) => {
-            info!(backend = %selected.kind, "deny = reject is not applied yet: the kernel backends drop strangers' packets")
-        }
-        _ => {}
+    // The kernel backends apply `deny`; the gate owns the port and resets.
+    if userspace && globals.deny == Deny::Drop {
+        warn!(
+            "deny = drop applies to the kernel backends only: the userspace gate resets strangers"
+        );
     }
 
     // Bind everything before touching the firewall: a busy port fails the
@@ -322,6 +338,8 @@ pub async fn run_with(
         max_grants: globals.max_grants,
         doors: Vec::new(),
     });
+    // Every socket is bound: a packet process drops what it still holds.
+    crate::privilege::after_bind().map_err(|e| DaemonError::Unsupported(e.to_string()))?;
     let parts = Parts {
         settings,
         sockets,

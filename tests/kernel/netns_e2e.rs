@@ -16,5 +16,6 @@ mod lab;
 mod leftovers;
 mod life;
 mod privilege;
+mod privsep;
 mod reload;
 mod udp_port;

@@ -270,12 +270,27 @@ fn nothing_to_listen_for_is_refused() {
 }
 
 #[test]
+fn deny_says_reset_or_drop_and_takes_reject_as_an_alias_of_reset() {
+    for (word, want) in [
+        ("reset", Deny::Reset),
+        ("RESET", Deny::Reset),
+        ("reject", Deny::Reset),
+        ("drop", Deny::Drop),
+    ] {
+        let config = config(&format!("deny = \"{word}\"\n{DOOR}"));
+        assert_eq!(config.globals().deny, want, "{word}");
+    }
+    assert_eq!(config(DOOR).globals().deny, Deny::Reset, "the default");
+    assert_eq!(Deny::Reset.to_string(), "reset");
+}
+
+#[test]
 fn global_values_point_at_themselves() {
     one_error(
         &format!("deny = \"maybe\"\n{DOOR}"),
         1,
         8,
-        "invalid deny 'maybe': expected one of reject, drop",
+        "invalid deny 'maybe': expected one of reset, drop (reject: alias of reset)",
     );
     one_error(
         &format!("max-tracked = 0\n{DOOR}"),

@@ -297,7 +297,7 @@ proptest! {
     ) {
         let globals = Globals {
             spa: (spa || doors.is_empty()).then(|| SpaSettings::with_access("/etc/a b\"c.conf".into())),
-            deny: if deny_drop { Deny::Drop } else { Deny::Reject },
+            deny: if deny_drop { Deny::Drop } else { Deny::Reset },
             max_tracked,
             flag,
             bind: vec!["127.0.0.1".parse().unwrap(), "::".parse().unwrap()],

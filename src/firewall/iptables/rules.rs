@@ -13,7 +13,8 @@
 
 use std::net::IpAddr;
 
-use super::super::{Change, FirewallOptions, GRANT_MARK, Position};
+use super::super::{Change, Deny, FirewallOptions, GRANT_MARK, Position};
+use super::Family;
 
 /// Most ports one `-m multiport --dports` takes (`XT_MULTI_PORTS`).
 pub const MULTIPORT_MAX: usize = 15;
@@ -76,7 +77,7 @@ pub fn jump_rules(chain: &str, options: &FirewallOptions) -> Vec<String> {
 }
 
 /// Our chain's fixed rules, as `-A` lines.
-fn fixed_rules(chain: &str, options: &FirewallOptions) -> Vec<String> {
+fn fixed_rules(chain: &str, options: &FirewallOptions, family: Family) -> Vec<String> {
     let mut lines = Vec::new();
     let protocols = options.protocols();
     if options.keep_established {
@@ -89,18 +90,31 @@ fn fixed_rules(chain: &str, options: &FirewallOptions) -> Vec<String> {
         }
     }
     for (proto, ports) in &protocols {
+        let target = deny_target(options.deny, proto, family);
         for port in ports {
             lines.push(format!(
-                "-A {chain} -p {proto} -m {proto} --dport {port} -j DROP"
+                "-A {chain} -p {proto} -m {proto} --dport {port} -j {target}"
             ));
         }
     }
     lines
 }
 
+/// The last rule's target for `proto`'s protected ports in `family`, as
+/// `iptables-save` prints it: a closed port's answer (a TCP RST; ICMP or
+/// ICMPv6 port-unreachable for UDP), or `DROP`.
+pub fn deny_target(deny: Deny, proto: &str, family: Family) -> &'static str {
+    match (deny, proto, family) {
+        (Deny::Drop, _, _) => "DROP",
+        (Deny::Reset, "tcp", _) => "REJECT --reject-with tcp-reset",
+        (Deny::Reset, _, Family::V4) => "REJECT --reject-with icmp-port-unreachable",
+        (Deny::Reset, _, Family::V6) => "REJECT --reject-with icmp6-port-unreachable",
+    }
+}
+
 /// The `-D` lines undoing every jump to `chain` found in `save` (the
 /// output of `iptables-save -t filter`), e.g. left behind by a crash.
-fn stale_jumps(chain: &str, save: &str) -> Vec<String> {
+pub(super) fn stale_jumps(chain: &str, save: &str) -> Vec<String> {
     let jump = format!(" -j {chain}");
     save.lines()
         .filter(|line| line.starts_with("-A ") && line.ends_with(&jump))
@@ -109,20 +123,21 @@ fn stale_jumps(chain: &str, save: &str) -> Vec<String> {
 }
 
 /// Whether `save` shows `chain`.
-fn has_chain(chain: &str, save: &str) -> bool {
+pub(super) fn has_chain(chain: &str, save: &str) -> bool {
     let head = format!(":{chain} ");
     save.lines().any(|line| line.starts_with(&head))
 }
 
-/// The setup script, given the current `iptables-save -t filter` output.
+/// The setup script for `family`, given its current `iptables-save -t
+/// filter` output.
 /// Declaring the chain flushes it if a crashed run left it (stale grants
 /// go), stale jumps are deleted, and fresh jumps are inserted first in
 /// INPUT (or appended, `--iptables-position last`); all in one transaction.
-pub fn setup_script(save: &str, options: &FirewallOptions) -> String {
+pub fn setup_script(save: &str, options: &FirewallOptions, family: Family) -> String {
     let chain = options.instance.iptables_chain();
     let mut lines = vec![format!(":{chain} - [0:0]")];
     lines.extend(stale_jumps(&chain, save));
-    lines.extend(fixed_rules(&chain, options));
+    lines.extend(fixed_rules(&chain, options, family));
     for jump in jump_rules(&chain, options) {
         lines.push(match options.position {
             Position::First => format!("-I INPUT 1 {jump}"),
@@ -145,12 +160,13 @@ pub fn teardown_script(save: &str, options: &FirewallOptions) -> Option<String> 
     (!lines.is_empty()).then(|| script(&lines))
 }
 
-/// What of our rules is missing from `save` (one family's `iptables-save
+/// What of our rules is missing from `save` (`family`'s `iptables-save
 /// -t filter`): the chain, a fixed rule, a jump, or the rule of one of
 /// `granted`. Empty: intact.
 pub fn missing_rules(
     save: &str,
     options: &FirewallOptions,
+    family: Family,
     granted: impl IntoIterator<Item = (IpAddr, u16)>,
 ) -> Vec<String> {
     let chain = options.instance.iptables_chain();
@@ -165,7 +181,7 @@ pub fn missing_rules(
             missing.push(line);
         }
     }
-    for line in fixed_rules(&chain, options) {
+    for line in fixed_rules(&chain, options, family) {
         if !present.contains(line.as_str()) {
             missing.push(line);
         }

@@ -12,7 +12,7 @@ const CRASHED: &str = "\
 -A INPUT -j PORTKNOCK
 -A INPUT -p tcp -m tcp --dport 80 -j ACCEPT
 -A PORTKNOCK -s 192.0.2.9/32 -p tcp -m tcp --dport 2222 -j ACCEPT
--A PORTKNOCK -p tcp -m tcp --dport 2222 -j DROP
+-A PORTKNOCK -p tcp -m tcp --dport 2222 -j REJECT --reject-with tcp-reset
 COMMIT
 ";
 
@@ -20,13 +20,13 @@ COMMIT
 fn setup_script_on_a_clean_table() {
     let options = FirewallOptions::new([2222, 22, 2222]);
     assert_eq!(
-        setup_script("", &options),
+        setup_script("", &options, Family::V4),
         "*filter\n\
          :PORTKNOCK - [0:0]\n\
          -A PORTKNOCK -p tcp -m tcp --dport 22 -m connmark --mark 0x1000000/0x1000000 -j ACCEPT\n\
          -A PORTKNOCK -p tcp -m tcp --dport 2222 -m connmark --mark 0x1000000/0x1000000 -j ACCEPT\n\
-         -A PORTKNOCK -p tcp -m tcp --dport 22 -j DROP\n\
-         -A PORTKNOCK -p tcp -m tcp --dport 2222 -j DROP\n\
+         -A PORTKNOCK -p tcp -m tcp --dport 22 -j REJECT --reject-with tcp-reset\n\
+         -A PORTKNOCK -p tcp -m tcp --dport 2222 -j REJECT --reject-with tcp-reset\n\
          -I INPUT 1 -p tcp -m multiport --dports 22,2222 -j PORTKNOCK\n\
          COMMIT\n"
     );
@@ -39,11 +39,11 @@ fn setup_script_after_a_crash_removes_the_stale_jump_and_skips_established_when_
         ..FirewallOptions::new([2222])
     };
     assert_eq!(
-        setup_script(CRASHED, &options),
+        setup_script(CRASHED, &options, Family::V4),
         "*filter\n\
          :PORTKNOCK - [0:0]\n\
          -D INPUT -j PORTKNOCK\n\
-         -A PORTKNOCK -p tcp -m tcp --dport 2222 -j DROP\n\
+         -A PORTKNOCK -p tcp -m tcp --dport 2222 -j REJECT --reject-with tcp-reset\n\
          -I INPUT 1 -p tcp -m multiport --dports 2222 -j PORTKNOCK\n\
          COMMIT\n"
     );
@@ -174,7 +174,7 @@ fn position_last_appends_the_jump_and_an_instance_has_its_own_chain() {
         instance: "web".parse().unwrap(),
         ..FirewallOptions::new([80])
     };
-    let text = setup_script(CRASHED, &options);
+    let text = setup_script(CRASHED, &options, Family::V4);
     assert!(text.contains(":PORTKNOCK-web - [0:0]\n"), "{text}");
     assert!(
         text.contains("-A INPUT -p tcp -m multiport --dports 80 -j PORTKNOCK-web\n"),
@@ -195,7 +195,7 @@ const INTACT: &str = "\
 -A INPUT -p tcp -m tcp --dport 80 -j ACCEPT
 -A PORTKNOCK -s 192.0.2.2/32 -p tcp -m tcp --dport 2222 -j CONNMARK --set-xmark 0x1000000/0x1000000
 -A PORTKNOCK -p tcp -m tcp --dport 2222 -m connmark --mark 0x1000000/0x1000000 -j ACCEPT
--A PORTKNOCK -p tcp -m tcp --dport 2222 -j DROP
+-A PORTKNOCK -p tcp -m tcp --dport 2222 -j REJECT --reject-with tcp-reset
 COMMIT
 ";
 
@@ -204,7 +204,7 @@ fn missing_rules_finds_each_kind_of_drift() {
     let options = FirewallOptions::new([2222]);
     let a: IpAddr = "192.0.2.2".parse().unwrap();
     let b: IpAddr = "192.0.2.3".parse().unwrap();
-    assert!(rules::missing_rules(INTACT, &options, [(a, 2222)]).is_empty());
+    assert!(rules::missing_rules(INTACT, &options, Family::V4, [(a, 2222)]).is_empty());
     // `iptables -F`: the chain stays, empty, and the jump is gone.
     let flushed: String = INTACT
         .lines()
@@ -212,7 +212,7 @@ fn missing_rules_finds_each_kind_of_drift() {
         .map(|l| format!("{l}\n"))
         .collect();
     assert_eq!(
-        rules::missing_rules(&flushed, &options, [(a, 2222)]).len(),
+        rules::missing_rules(&flushed, &options, Family::V4, [(a, 2222)]).len(),
         4
     );
     // The jump deleted by hand.
@@ -221,12 +221,12 @@ fn missing_rules_finds_each_kind_of_drift() {
         "",
     );
     assert_eq!(
-        rules::missing_rules(&no_jump, &options, []),
+        rules::missing_rules(&no_jump, &options, Family::V4, []),
         ["-A INPUT -p tcp -m multiport --dports 2222 -j PORTKNOCK"]
     );
     // A grant's rule deleted by hand.
     assert_eq!(
-        rules::missing_rules(INTACT, &options, [(a, 2222), (b, 2222)]),
+        rules::missing_rules(INTACT, &options, Family::V4, [(a, 2222), (b, 2222)]),
         [
             "-A PORTKNOCK -s 192.0.2.3/32 -p tcp -m tcp --dport 2222 -j CONNMARK --set-xmark 0x1000000/0x1000000"
         ]
@@ -238,14 +238,14 @@ fn missing_rules_finds_each_kind_of_drift() {
         "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
     );
     assert_eq!(
-        rules::missing_rules(&unmarked, &options, [(a, 2222)]),
+        rules::missing_rules(&unmarked, &options, Family::V4, [(a, 2222)]),
         [
             "-A PORTKNOCK -p tcp -m tcp --dport 2222 -m connmark --mark 0x1000000/0x1000000 -j ACCEPT"
         ]
     );
     // The chain deleted.
     assert_eq!(
-        rules::missing_rules("*filter\nCOMMIT\n", &options, []),
+        rules::missing_rules("*filter\nCOMMIT\n", &options, Family::V4, []),
         ["chain PORTKNOCK"]
     );
 }
@@ -285,13 +285,13 @@ fn udp_ports_get_their_own_jump_fixed_rules_and_grant_rules() {
         ..FirewallOptions::new([22])
     };
     assert_eq!(
-        setup_script("", &options),
+        setup_script("", &options, Family::V4),
         "*filter\n\
          :PORTKNOCK - [0:0]\n\
          -A PORTKNOCK -p tcp -m tcp --dport 22 -m connmark --mark 0x1000000/0x1000000 -j ACCEPT\n\
          -A PORTKNOCK -p udp -m udp --dport 51820 -m connmark --mark 0x1000000/0x1000000 -j ACCEPT\n\
-         -A PORTKNOCK -p tcp -m tcp --dport 22 -j DROP\n\
-         -A PORTKNOCK -p udp -m udp --dport 51820 -j DROP\n\
+         -A PORTKNOCK -p tcp -m tcp --dport 22 -j REJECT --reject-with tcp-reset\n\
+         -A PORTKNOCK -p udp -m udp --dport 51820 -j REJECT --reject-with icmp-port-unreachable\n\
          -I INPUT 1 -p tcp -m multiport --dports 22 -j PORTKNOCK\n\
          -I INPUT 1 -p udp -m multiport --dports 51820 -j PORTKNOCK\n\
          COMMIT\n"
@@ -316,19 +316,57 @@ fn udp_ports_get_their_own_jump_fixed_rules_and_grant_rules() {
         -A PORTKNOCK -s 192.0.2.2/32 -p udp -m udp --dport 51820 -j CONNMARK --set-xmark 0x1000000/0x1000000\n\
         -A PORTKNOCK -p tcp -m tcp --dport 22 -m connmark --mark 0x1000000/0x1000000 -j ACCEPT\n\
         -A PORTKNOCK -p udp -m udp --dport 51820 -m connmark --mark 0x1000000/0x1000000 -j ACCEPT\n\
-        -A PORTKNOCK -p tcp -m tcp --dport 22 -j DROP\n\
-        -A PORTKNOCK -p udp -m udp --dport 51820 -j DROP\n\
+        -A PORTKNOCK -p tcp -m tcp --dport 22 -j REJECT --reject-with tcp-reset\n\
+        -A PORTKNOCK -p udp -m udp --dport 51820 -j REJECT --reject-with icmp-port-unreachable\n\
         COMMIT\n";
     let granted = [(ip, 51820)];
-    assert!(rules::missing_rules(save, &options, granted).is_empty());
+    assert!(rules::missing_rules(save, &options, Family::V4, granted).is_empty());
     let no_udp = save.replace(
         "-A INPUT -p udp -m multiport --dports 51820 -j PORTKNOCK\n",
         "",
     );
     assert_eq!(
-        rules::missing_rules(&no_udp, &options, granted),
+        rules::missing_rules(&no_udp, &options, Family::V4, granted),
         vec!["-A INPUT -p udp -m multiport --dports 51820 -j PORTKNOCK".to_string()]
     );
-    let no_drop = save.replace("-A PORTKNOCK -p udp -m udp --dport 51820 -j DROP\n", "");
-    assert_eq!(rules::missing_rules(&no_drop, &options, granted).len(), 1);
+    let no_drop = save.replace(
+        "-A PORTKNOCK -p udp -m udp --dport 51820 -j REJECT --reject-with icmp-port-unreachable\n",
+        "",
+    );
+    assert_eq!(
+        rules::missing_rules(&no_drop, &options, Family::V4, granted).len(),
+        1
+    );
+}
+
+/// `--deny`: reset (the default) answers like a closed port in each
+/// family (ICMPv6 for IPv6 UDP); drop keeps the silence of earlier versions.
+#[test]
+fn deny_reset_rejects_like_a_closed_port_per_family_and_drop_stays_silent() {
+    let reset = FirewallOptions {
+        udp_ports: vec![51820],
+        ..FirewallOptions::new([22])
+    };
+    let v6 = setup_script("", &reset, Family::V6);
+    assert!(
+        v6.contains("-A PORTKNOCK -p tcp -m tcp --dport 22 -j REJECT --reject-with tcp-reset\n"),
+        "{v6}"
+    );
+    assert!(v6.contains("-A PORTKNOCK -p udp -m udp --dport 51820 -j REJECT --reject-with icmp6-port-unreachable\n"), "{v6}");
+    let drop = FirewallOptions {
+        deny: crate::firewall::Deny::Drop,
+        ..reset
+    };
+    for family in Family::ALL {
+        let text = setup_script("", &drop, family);
+        assert!(
+            text.contains("-A PORTKNOCK -p tcp -m tcp --dport 22 -j DROP\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("-A PORTKNOCK -p udp -m udp --dport 51820 -j DROP\n"),
+            "{text}"
+        );
+        assert!(!text.contains("REJECT"), "{text}");
+    }
 }

@@ -18,7 +18,7 @@ fn ruleset_golden() {
              ct mark & 0x01000000 == 0x01000000 accept\n\
              \t\tip saddr . tcp dport @allowed_v4 ct mark set ct mark | 0x01000000 accept\n\
              \t\tip6 saddr . tcp dport @allowed_v6 ct mark set ct mark | 0x01000000 accept\n\
-             \t\ttcp dport { 22, 2222 } drop\n\
+             \t\ttcp dport { 22, 2222 } reject with tcp reset\n\
              \t}\n}\n"
     );
 }
@@ -54,7 +54,7 @@ const LISTING: &str = "table inet portknock {
 \t\ttcp dport 2222 ct state established,related ct mark & 0x01000000 == 0x01000000 accept
 \t\tip saddr . tcp dport @allowed_v4 ct mark set ct mark | 0x01000000 accept
 \t\tip6 saddr . tcp dport @allowed_v6 ct mark set ct mark | 0x01000000 accept
-\t\ttcp dport 2222 drop
+\t\ttcp dport 2222 reject with tcp reset
 \t}
 }
 ";
@@ -77,7 +77,7 @@ fn missing_parts_of_an_intact_flushed_or_deleted_table() {
         missing_parts(Some(&flushed), &options),
         vec!["table inet portknock chain input: 0 of 4 rules".to_string()]
     );
-    let one_gone = LISTING.replace("\t\ttcp dport 2222 drop\n", "");
+    let one_gone = LISTING.replace("\t\ttcp dport 2222 reject with tcp reset\n", "");
     assert_eq!(missing_parts(Some(&one_gone), &options).len(), 1);
     let no_set = LISTING.replace("set allowed_v6 {", "set other {");
     assert_eq!(
@@ -179,7 +179,7 @@ fn set_elements_are_read_from_both_sets_across_lines() {
 \t\telements = { 2001:db8::1 . 2222 timeout 1m expires 59s928ms }
 \t}
 \tchain input {
-\t\ttcp dport { 2222 } drop
+\t\ttcp dport { 2222 } reject with tcp reset
 \t}
 }
 ";
@@ -250,8 +250,8 @@ fn ruleset_with_udp_ports_golden_and_verified() {
              \t\tip6 saddr . tcp dport @allowed_v6 ct mark set ct mark | 0x01000000 accept\n\
              \t\tip saddr . udp dport @allowed_v4 ct mark set ct mark | 0x01000000 accept\n\
              \t\tip6 saddr . udp dport @allowed_v6 ct mark set ct mark | 0x01000000 accept\n\
-             \t\ttcp dport { 22 } drop\n\
-             \t\tudp dport { 51820, 51821 } drop\n\
+             \t\ttcp dport { 22 } reject with tcp reset\n\
+             \t\tudp dport { 51820, 51821 } reject\n\
              \t}\n}\n"
     );
     let listing = "table inet portknock {
@@ -273,8 +273,8 @@ fn ruleset_with_udp_ports_golden_and_verified() {
 \t\tip6 saddr . tcp dport @allowed_v6 ct mark set ct mark | 0x01000000 accept
 \t\tip saddr . udp dport @allowed_v4 ct mark set ct mark | 0x01000000 accept
 \t\tip6 saddr . udp dport @allowed_v6 ct mark set ct mark | 0x01000000 accept
-\t\ttcp dport 22 drop
-\t\tudp dport { 51820, 51821 } drop
+\t\ttcp dport 22 reject with tcp reset
+\t\tudp dport { 51820, 51821 } reject
 \t}
 }
 ";
@@ -284,7 +284,7 @@ fn ruleset_with_udp_ports_golden_and_verified() {
         missing_parts(Some(LISTING), &options),
         vec!["table inet portknock chain input: 4 of 8 rules".to_string()]
     );
-    let no_udp_drop = listing.replace("\t\tudp dport { 51820, 51821 } drop\n", "");
+    let no_udp_drop = listing.replace("\t\tudp dport { 51820, 51821 } reject\n", "");
     assert_eq!(missing_parts(Some(&no_udp_drop), &options).len(), 1);
     let unmarked = listing.replace(
         "{ 51820, 51821 } ct state established,related ct mark & 0x01000000 == 0x01000000",
@@ -303,9 +303,37 @@ fn ruleset_with_udp_ports_golden_and_verified() {
     };
     let text = rechain_script(&wg);
     assert!(
-        text.contains("add rule inet portknock input udp dport { 51820 } drop"),
+        text.contains("add rule inet portknock input udp dport { 51820 } reject"),
         "{text}"
     );
     assert!(text.contains("ip saddr . tcp dport @allowed_v4"), "{text}");
     assert!(!text.contains("tcp dport {"), "{text}");
+}
+
+/// `--deny`: reset (the default) answers like a closed port, per protocol;
+/// drop keeps the silence of earlier versions.
+#[test]
+fn deny_reset_rejects_like_a_closed_port_and_drop_stays_silent() {
+    let reset = FirewallOptions {
+        udp_ports: vec![51820],
+        ..FirewallOptions::new([22])
+    };
+    let rules = chain_rules(&reset);
+    assert_eq!(
+        &rules[rules.len() - 2..],
+        [
+            "tcp dport { 22 } reject with tcp reset",
+            "udp dport { 51820 } reject"
+        ]
+    );
+    let drop = FirewallOptions {
+        deny: Deny::Drop,
+        ..reset.clone()
+    };
+    let rules = chain_rules(&drop);
+    assert_eq!(
+        &rules[rules.len() - 2..],
+        ["tcp dport { 22 } drop", "udp dport { 51820 } drop"]
+    );
+    assert_eq!(chain_rules(&drop).len(), chain_rules(&reset).len());
 }

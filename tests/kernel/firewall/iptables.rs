@@ -75,7 +75,7 @@ fn iptables_setup_grant_renew_revoke_teardown() {
             assert!(text.contains(
                 "-A PORTKNOCK -p tcp -m tcp --dport 2222 -m connmark --mark 0x1000000/0x1000000 -j ACCEPT"
             ));
-            assert!(text.contains("-A PORTKNOCK -p tcp -m tcp --dport 2222 -j DROP"));
+            assert!(text.contains("-A PORTKNOCK -p tcp -m tcp --dport 2222 -j REJECT --reject-with tcp-reset"));
         }
         fw.grant(ip(V4), 2222, TTL).unwrap();
         fw.grant(ip(V6), 2222, TTL).unwrap();
@@ -83,9 +83,9 @@ fn iptables_setup_grant_renew_revoke_teardown() {
         let (v4, v6) = both();
         assert_eq!(count(&v4, "-A PORTKNOCK -s 192.0.2.2/32 -p tcp -m tcp --dport 2222 -j CONNMARK --set-xmark 0x1000000/0x1000000"), 1, "{v4}");
         assert_eq!(count(&v6, "-A PORTKNOCK -s 2001:db8::2/128 -p tcp -m tcp --dport 2222 -j CONNMARK --set-xmark 0x1000000/0x1000000"), 1, "{v6}");
-        // The grant sits above the DROP.
+        // The grant sits above the reject.
         let grant_at = v4.find("-s 192.0.2.2/32").unwrap();
-        assert!(grant_at < v4.find("-j DROP").unwrap());
+        assert!(grant_at < v4.find("-j REJECT").unwrap());
 
         fw.revoke(ip(V4), 2222).unwrap();
         fw.revoke(ip(V4), 2222).unwrap(); // revoking a closed grant is fine

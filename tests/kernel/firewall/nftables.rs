@@ -45,7 +45,7 @@ fn nftables_setup_grant_renew_revoke_teardown() {
             "tcp dport 2222 ct state established,related ct mark & 0x01000000 == 0x01000000 accept",
             "ip saddr . tcp dport @allowed_v4 ct mark set ct mark | 0x01000000 accept",
             "ip6 saddr . tcp dport @allowed_v6 ct mark set ct mark | 0x01000000 accept",
-            "tcp dport 2222 drop",
+            "tcp dport 2222 reject with tcp reset",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
@@ -274,7 +274,7 @@ fn nftables_second_setup_after_a_crash_removes_the_stale_grant() {
         let text = table();
         assert!(!text.contains("192.0.2.2"), "{text}");
         assert!(
-            text.contains("tcp dport 2223 drop") && !text.contains("2222"),
+            text.contains("tcp dport 2223 reject with tcp reset") && !text.contains("2222"),
             "{text}"
         );
         fw.teardown().unwrap();

@@ -1,6 +1,8 @@
 //! Real traffic through each backend: a server namespace with the firewall
 //! and a listener on the protected port, a client namespace joined by a
-//! veth pair. Dropped connects time out; granted ones connect.
+//! veth pair. Without a grant a connect is refused at once (`--deny
+//! reset`, the default: a RST, like a closed port) or times out (`--deny
+//! drop`); granted ones connect.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -8,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use portknock::firewall::iptables::IptablesFirewall;
 use portknock::firewall::nftables::NftablesFirewall;
-use portknock::firewall::{Firewall, FirewallOptions};
+use portknock::firewall::{Deny, Firewall, FirewallOptions};
 
 use crate::util::netns::{Topology, privileged};
 
@@ -21,11 +23,24 @@ fn addr(ip: &str) -> SocketAddr {
     SocketAddr::new(ip.parse::<IpAddr>().unwrap(), PORT)
 }
 
-fn assert_dropped(topo: &Topology, from: &str, to: &str) {
+/// A connect from `from` to `to` without a grant: refused by a RST with
+/// [`Deny::Reset`], unanswered (timed out) with [`Deny::Drop`].
+fn assert_denied(topo: &Topology, from: &str, to: &str, deny: Deny) {
     let start = Instant::now();
-    match topo.connect(from, addr(to), DROPPED_AFTER) {
-        Ok(_) => panic!("{from} -> {to}:{PORT} connected but should be dropped"),
-        Err(e) => {
+    // A RST may wait for neighbour discovery of a fresh source address:
+    // refused is the verdict, not how fast.
+    let wait = match deny {
+        Deny::Reset => Duration::from_secs(5),
+        Deny::Drop => DROPPED_AFTER,
+    };
+    match (topo.connect(from, addr(to), wait), deny) {
+        (Ok(_), _) => panic!("{from} -> {to}:{PORT} connected but should be denied ({deny})"),
+        (Err(e), Deny::Reset) => assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionRefused,
+            "{from} -> {to}: {e} (deny reset answers a RST)"
+        ),
+        (Err(e), Deny::Drop) => {
             assert_eq!(
                 e.kind(),
                 std::io::ErrorKind::TimedOut,
@@ -70,11 +85,17 @@ fn established_survives(client: &mut TcpStream, server: &mut TcpStream) -> bool 
 }
 
 /// The scenario for one backend made by `make` inside the server namespace.
-fn scenario<F: Firewall>(tag: &str, keep_established: bool, make: fn(FirewallOptions) -> F) {
+fn scenario<F: Firewall>(
+    tag: &str,
+    keep_established: bool,
+    deny: Deny,
+    make: fn(FirewallOptions) -> F,
+) {
     let topo = Topology::new(tag);
     let (v4, v6) = topo.listen(PORT);
     let options = FirewallOptions {
         keep_established,
+        deny,
         ..FirewallOptions::new([PORT])
     };
     let mut fw = topo.server.run(|| {
@@ -82,9 +103,9 @@ fn scenario<F: Firewall>(tag: &str, keep_established: bool, make: fn(FirewallOpt
         fw.setup().unwrap();
         fw
     });
-    // Without a grant: dropped, both families.
-    assert_dropped(&topo, "192.0.2.2", "192.0.2.1");
-    assert_dropped(&topo, "2001:db8::2", "2001:db8::1");
+    // Without a grant: denied, both families.
+    assert_denied(&topo, "192.0.2.2", "192.0.2.1", deny);
+    assert_denied(&topo, "2001:db8::2", "2001:db8::1", deny);
 
     // Grant 192.0.2.2 and 2001:db8::2 only.
     topo.server.run(|| {
@@ -95,17 +116,17 @@ fn scenario<F: Firewall>(tag: &str, keep_established: bool, make: fn(FirewallOpt
     let mut server4 = accept(&v4);
     let _client6 = assert_open(&topo, "2001:db8::2", "2001:db8::1");
     let _server6 = accept(&v6);
-    assert_dropped(&topo, "192.0.2.3", "192.0.2.1");
-    assert_dropped(&topo, "2001:db8::3", "2001:db8::1");
+    assert_denied(&topo, "192.0.2.3", "192.0.2.1", deny);
+    assert_denied(&topo, "2001:db8::3", "2001:db8::1", deny);
 
-    // The grant ends: new connections are dropped again; the open one lives
+    // The grant ends: new connections are denied again; the open one lives
     // on only while established connections are kept.
     topo.server.run(|| {
         fw.revoke("192.0.2.2".parse().unwrap(), PORT).unwrap();
         fw.revoke("2001:db8::2".parse().unwrap(), PORT).unwrap();
     });
-    assert_dropped(&topo, "192.0.2.2", "192.0.2.1");
-    assert_dropped(&topo, "2001:db8::2", "2001:db8::1");
+    assert_denied(&topo, "192.0.2.2", "192.0.2.1", deny);
+    assert_denied(&topo, "2001:db8::2", "2001:db8::1", deny);
     assert_eq!(
         established_survives(&mut client4, &mut server4),
         keep_established,
@@ -125,30 +146,30 @@ fn nftables(options: FirewallOptions) -> NftablesFirewall {
 }
 
 #[test]
-fn iptables_traffic_is_dropped_until_granted_per_ip_v4_and_v6() {
-    if privileged("iptables_traffic_is_dropped_until_granted_per_ip_v4_and_v6") {
-        scenario("ipt-tr", true, iptables);
+fn iptables_traffic_is_reset_until_granted_per_ip_v4_and_v6() {
+    if privileged("iptables_traffic_is_reset_until_granted_per_ip_v4_and_v6") {
+        scenario("ipt-tr", true, Deny::Reset, iptables);
     }
 }
 
 #[test]
 fn iptables_traffic_without_keep_established_cuts_open_connections() {
     if privileged("iptables_traffic_without_keep_established_cuts_open_connections") {
-        scenario("ipt-tr-noest", false, iptables);
+        scenario("ipt-tr-noest", false, Deny::Drop, iptables);
     }
 }
 
 #[test]
-fn nftables_traffic_is_dropped_until_granted_per_ip_v4_and_v6() {
-    if privileged("nftables_traffic_is_dropped_until_granted_per_ip_v4_and_v6") {
-        scenario("nft-tr", true, nftables);
+fn nftables_traffic_is_reset_until_granted_per_ip_v4_and_v6() {
+    if privileged("nftables_traffic_is_reset_until_granted_per_ip_v4_and_v6") {
+        scenario("nft-tr", true, Deny::Reset, nftables);
     }
 }
 
 #[test]
 fn nftables_traffic_without_keep_established_cuts_open_connections() {
     if privileged("nftables_traffic_without_keep_established_cuts_open_connections") {
-        scenario("nft-tr-noest", false, nftables);
+        scenario("nft-tr-noest", false, Deny::Drop, nftables);
     }
 }
 
@@ -169,7 +190,7 @@ fn nftables_traffic_stops_when_the_kernel_timeout_ends() {
     });
     drop(assert_open(&topo, "192.0.2.2", "192.0.2.1"));
     std::thread::sleep(Duration::from_millis(2300));
-    assert_dropped(&topo, "192.0.2.2", "192.0.2.1");
+    assert_denied(&topo, "192.0.2.2", "192.0.2.1", Deny::Reset);
 }
 
 /// The admin's own table, which tracks connections (as any host with NAT or
@@ -227,7 +248,7 @@ fn stranger_cut_by_the_repair<F: Firewall>(
         !established_survives(&mut stranger, &mut stranger_server),
         "the stranger's connection from the flushed window rides the established rule"
     );
-    assert_dropped(&topo, "192.0.2.3", "192.0.2.1");
+    assert_denied(&topo, "192.0.2.3", "192.0.2.1", Deny::Reset);
     assert!(established_survives(&mut client, &mut server), "granted");
     topo.server.run(|| fw.revoke(granted, PORT).unwrap());
     assert!(
@@ -251,5 +272,78 @@ fn iptables_a_strangers_connection_from_a_flushed_window_is_cut_by_the_repair() 
     let t = "iptables_a_strangers_connection_from_a_flushed_window_is_cut_by_the_repair";
     if privileged(t) {
         stranger_cut_by_the_repair("ipt-tr-cut", &["iptables", "-F"], iptables);
+    }
+}
+
+/// A protected UDP port with a listener bound: without a grant, a
+/// datagram is answered with ICMP port-unreachable (`--deny reset`) like
+/// a closed port, or with nothing (`--deny drop`); granted, it arrives.
+fn udp_denied<F: Firewall>(tag: &str, deny: Deny, make: fn(FirewallOptions) -> F) {
+    const UDP_PORT: u16 = 51820;
+    let topo = Topology::new(tag);
+    let listeners = topo.server.run(|| {
+        [("192.0.2.1", "192.0.2.2"), ("2001:db8::1", "2001:db8::2")]
+            .map(|(host, _)| std::net::UdpSocket::bind((host, UDP_PORT)).unwrap())
+    });
+    let mut fw = topo.server.run(|| {
+        let mut fw = make(FirewallOptions {
+            udp_ports: vec![UDP_PORT],
+            deny,
+            ..FirewallOptions::new([])
+        });
+        fw.setup().unwrap();
+        fw
+    });
+    let send = |from: &str, to: &str| -> std::io::Result<usize> {
+        let from: IpAddr = from.parse().unwrap();
+        let to = SocketAddr::new(to.parse().unwrap(), UDP_PORT);
+        topo.client.run(|| {
+            let socket = std::net::UdpSocket::bind((from, 0))?;
+            socket.connect(to)?;
+            socket.set_read_timeout(Some(DROPPED_AFTER))?;
+            socket.send(b"hello")?;
+            socket.recv(&mut [0; 8])
+        })
+    };
+    for (host, client) in [("192.0.2.1", "192.0.2.2"), ("2001:db8::1", "2001:db8::2")] {
+        let err = send(client, host).unwrap_err();
+        let want = match deny {
+            Deny::Reset => std::io::ErrorKind::ConnectionRefused,
+            Deny::Drop => std::io::ErrorKind::WouldBlock,
+        };
+        assert_eq!(err.kind(), want, "{client} -> {host} ({deny}): {err}");
+        topo.server
+            .run(|| fw.grant(client.parse().unwrap(), UDP_PORT, TTL).unwrap());
+        let _ = send(client, host);
+    }
+    for listener in &listeners {
+        listener
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let (n, from) = listener
+            .recv_from(&mut [0; 8])
+            .expect("the granted datagram arrives");
+        assert_eq!(n, 5, "from {from}");
+    }
+    topo.server.run(|| fw.teardown().unwrap());
+}
+
+#[test]
+fn nftables_udp_protected_port_answers_port_unreachable_with_reset_and_nothing_with_drop() {
+    if privileged(
+        "nftables_udp_protected_port_answers_port_unreachable_with_reset_and_nothing_with_drop",
+    ) {
+        udp_denied("nft-udp-rst", Deny::Reset, nftables);
+        udp_denied("nft-udp-drop", Deny::Drop, nftables);
+    }
+}
+
+#[test]
+fn iptables_udp_protected_port_answers_port_unreachable_with_reset_and_nothing_with_drop() {
+    if privileged(
+        "iptables_udp_protected_port_answers_port_unreachable_with_reset_and_nothing_with_drop",
+    ) {
+        udp_denied("ipt-udp-rst", Deny::Reset, iptables);
+        udp_denied("ipt-udp-drop", Deny::Drop, iptables);
     }
 }

@@ -67,8 +67,10 @@ fn lockout(test: &str, tag: &str, backend: Backend) {
     // (The client's line names the target, not itself: "192.0.2.1 is
     // locked out"; the server's log names the client.)
     assert!(
-        out.stdout
-            .contains("[+] As expected, port 2222 is still filtered"),
+        out.stdout.contains(&format!(
+            "[+] As expected, port 2222 is still {}",
+            lab.denied_word()
+        )),
         "{}",
         out.describe()
     );

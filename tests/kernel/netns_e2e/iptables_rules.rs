@@ -117,7 +117,9 @@ fn iptables_position_last_lets_the_admins_drop_win() {
         "-j",
         "DROP",
     ]);
-    lab.start_server_with(&["--iptables-position", "last"]);
+    // `--deny drop`: whether our rule or the admin's DROP denies A, its
+    // check sees the port filtered either way.
+    lab.start_server_with(&["--iptables-position", "last", "--deny", "drop"]);
     let mut knock = lab.client((A, V4));
     knock.args(["--timeout", "1"]);
     crate::util::run(knock, Duration::from_secs(30));

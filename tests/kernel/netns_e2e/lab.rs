@@ -79,6 +79,10 @@ pub struct Lab {
     pub timing: Timing,
     /// The host's rules before the server first started.
     pub rules_before: String,
+    /// The last server was started with `--deny drop` (strangers' SYNs
+    /// dropped: the port looks filtered); else the default `reset` (a
+    /// RST: the port looks closed).
+    pub deny_drop: bool,
 }
 
 impl Lab {
@@ -109,6 +113,7 @@ impl Lab {
             backend,
             timing,
             rules_before,
+            deny_drop: false,
         })
     }
 
@@ -120,6 +125,7 @@ impl Lab {
     /// [`Lab::start_server`] with `extra` flags.
     pub fn start_server_with(&mut self, extra: &[&str]) {
         assert!(self.server.is_none(), "a server is already running");
+        self.deny_drop = extra.windows(2).any(|w| w == ["--deny", "drop"]);
         let mut server = Proc::spawn(self.server_command(extra));
         server.wait_for("knock server ready", Duration::from_secs(10));
         self.server = Some(server);
@@ -198,9 +204,17 @@ impl Lab {
         cmd
     }
 
+    /// How a stranger's check sees the protected port: `closed` (our
+    /// reject answers a RST, `--deny reset`, the default) or `filtered`
+    /// (`--deny drop`).
+    pub fn denied_word(&self) -> &'static str {
+        if self.deny_drop { "filtered" } else { "closed" }
+    }
+
     /// `knock-client --check-only` from each of `who`, side by side: each
-    /// reports the port filtered (its SYN dropped) and exits 1.
+    /// reports the port denied ([`Lab::denied_word`]) and exits 1.
     pub fn expect_filtered(&self, who: &[Who]) {
+        let word = self.denied_word();
         let outcomes = run_all(who.iter().map(|&w| {
             let mut cmd = self.client(w);
             cmd.args(["--check-only", "--timeout", CHECK_TIMEOUT]);
@@ -211,7 +225,7 @@ impl Lab {
             assert!(
                 outcome
                     .stdout
-                    .contains(&format!("[-] Port {PORT} is filtered")),
+                    .contains(&format!("[-] Port {PORT} is {word}")),
                 "{}",
                 outcome.describe()
             );

@@ -27,8 +27,17 @@ fn server(ns: &Netns, backend: &str, net_admin: bool) -> Proc {
             cmd
         }
     };
-    cmd.args(["--firewall", backend, "--bind", "127.0.0.1"])
-        .args(["--sequence", "1234,5678,9012", "--protected-port", PORT]);
+    // `--deny drop`: the crashed run's leftover rule drops, as the checks
+    // below probe for.
+    cmd.args([
+        "--firewall",
+        backend,
+        "--bind",
+        "127.0.0.1",
+        "--deny",
+        "drop",
+    ])
+    .args(["--sequence", "1234,5678,9012", "--protected-port", PORT]);
     let mut proc = Proc::spawn(cmd);
     proc.wait_for("knock server ready", T);
     proc

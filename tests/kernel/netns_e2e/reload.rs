@@ -156,9 +156,13 @@ fn survives(test: &str, tag: &str, backend: Backend, flush: &[&str]) {
         access: ACCESS,
         lockout: 3,
     };
-    let Some(mut lab) = Lab::start(test, tag, backend, timing) else {
+    // `--deny drop`: a stranger's packet after the repair goes unanswered,
+    // so an answer means a connection that rides the established rule
+    // (with the default reset, the repair's RST would answer it).
+    let Some(mut lab) = Lab::prepare(test, tag, backend, timing) else {
         return;
     };
+    lab.start_server_with(&["--deny", "drop"]);
     lab.lan.host.sh(&["nft", ADMIN_TABLE]);
     lab.knock(&[(A, V4)]);
     let knocked = Instant::now();
