@@ -13,8 +13,8 @@
 pub mod knocks;
 pub mod printer;
 pub mod report;
-pub mod spa;
 pub mod rotating;
+pub mod spa;
 
 use std::fmt;
 use std::io;

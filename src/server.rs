@@ -221,7 +221,10 @@ pub async fn run_reloadable(
         let stop = stop_rx.clone();
         let counters = counters.clone();
         let (tick_tx, ticks) = tokio::sync::mpsc::channel(1);
-        tasks.spawn("rotator", rotation::run_rotator(engine.clone(), tick_tx, stop.clone()));
+        tasks.spawn(
+            "rotator",
+            rotation::run_rotator(engine.clone(), tick_tx, stop.clone()),
+        );
         let task = receiver::receive_knocks(sockets, engine, counters, stop, (rebinds, ticks));
         tasks.spawn("receiver", task);
     }

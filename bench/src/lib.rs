@@ -166,7 +166,10 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
                 Mode::Sequences => Schedule::interval_for(config.rate),
                 _ => Duration::ZERO,
             };
-            let knocks = config.rotating.as_ref().map_or(knocks, |r| r.rotation.length);
+            let knocks = config
+                .rotating
+                .as_ref()
+                .map_or(knocks, |r| r.rotation.length);
             let schedule = Schedule::new(config.count, knocks, interval, config.gap);
             let targets = targets(config);
             // Rotating: the period of each sequence's first knock, and the

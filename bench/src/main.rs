@@ -181,15 +181,21 @@ fn main() -> ExitCode {
     let rotating = match &args.door_key {
         None => None,
         Some(path) => {
-            let loaded = portknock::rotate::DoorKey::load(path).map_err(anyhow::Error::from).and_then(|key| {
-                let rotation = portknock::rotate::Rotation::new(
-                    args.period,
-                    args.length,
-                    &args.ports,
-                    portknock::rotate::MIN_ENTROPY_BITS,
-                )?;
-                Ok(bench::RotatingLoad { key, door: args.door.clone(), rotation })
-            });
+            let loaded = portknock::rotate::DoorKey::load(path)
+                .map_err(anyhow::Error::from)
+                .and_then(|key| {
+                    let rotation = portknock::rotate::Rotation::new(
+                        args.period,
+                        args.length,
+                        &args.ports,
+                        portknock::rotate::MIN_ENTROPY_BITS,
+                    )?;
+                    Ok(bench::RotatingLoad {
+                        key,
+                        door: args.door.clone(),
+                        rotation,
+                    })
+                });
             match loaded {
                 Ok(load) => Some(load),
                 Err(err) => return cli::fail("knock-bench", err.as_ref(), EXIT_USAGE),

@@ -164,7 +164,13 @@ struct Cli {
     door_key: Option<PathBuf>,
 
     /// The rotating door's name (part of the derivation).
-    #[arg(long, value_name = "NAME", default_value = "default", requires = "door_key", help_heading = "Rotating door")]
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "default",
+        requires = "door_key",
+        help_heading = "Rotating door"
+    )]
     door: String,
 
     /// The rotating door's period.
@@ -173,18 +179,36 @@ struct Cli {
     period: Duration,
 
     /// Knocks per rotating sequence.
-    #[arg(long, value_name = "N", default_value_t = 4, requires = "door_key", help_heading = "Rotating door")]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 4,
+        requires = "door_key",
+        help_heading = "Rotating door"
+    )]
     length: usize,
 
     /// The rotating door's port range.
-    #[arg(long, value_name = "LOW-HIGH", default_value = "20000-60000", requires = "door_key", help_heading = "Rotating door")]
+    #[arg(
+        long,
+        value_name = "LOW-HIGH",
+        default_value = "20000-60000",
+        requires = "door_key",
+        help_heading = "Rotating door"
+    )]
     ports: String,
 
     /// Seconds added to this host's clock for the derivation (may be
     /// negative): shows the server's one-period skew tolerance, or knocks
     /// the next period's sequence.
-    #[arg(long, value_name = "SECS", default_value_t = 0, allow_hyphen_values = true,
-          requires = "door_key", help_heading = "Rotating door")]
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 0,
+        allow_hyphen_values = true,
+        requires = "door_key",
+        help_heading = "Rotating door"
+    )]
     clock_offset: i64,
 
     /// More log output on stderr (-v debug, -vv trace); RUST_LOG overrides.
@@ -229,7 +253,8 @@ impl TryFrom<Cli> for Plan {
                 clock_offset: cli.clock_offset,
             };
             let (ports, _) = client::rotating::current_sequence(&flags)?;
-            cli.sequence = Sequence::new(ports)?;
+            let text: Vec<String> = ports.iter().map(u16::to_string).collect();
+            cli.sequence = text.join(",").parse()?;
         }
         let protected_port = match &spa {
             Some(spa) => spa.check_port.unwrap_or(cli.protected_port),
@@ -267,7 +292,10 @@ fn main() -> ExitCode {
     if let Some(Some(path)) = &cli.keygen {
         return match portknock::rotate::write_new_key(path) {
             Ok(()) => {
-                portknock::stdout::print(&format!("wrote a new door key to {} (mode 0600)\n", path.display()));
+                portknock::stdout::print(&format!(
+                    "wrote a new door key to {} (mode 0600)\n",
+                    path.display()
+                ));
                 ExitCode::SUCCESS
             }
             Err(err) => fail(&err.into(), 2),

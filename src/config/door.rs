@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use super::issue::{Issue, Key, Problem};
 pub use super::decoys::Decoys;
+use super::issue::{Issue, Key, Problem};
 pub use super::rotating::RotatingSequence;
 use super::{KnockRules, MAX_SEQUENCE_LEN, Sequence};
 

@@ -15,10 +15,10 @@ use std::time::Duration;
 use thiserror::Error;
 use toml::Spanned;
 
+use super::decoys::Decoys;
 use super::door::{AllowList, Door, DoorName, KnockPort, ProtectedPort, Timing, parse_network};
 use super::globals::{Globals, SpaSettings, Word};
 use super::issue::{Issue, Key, Problem};
-use super::decoys::Decoys;
 use super::rotating::RotatingSequence;
 use super::server_config::ServerConfig;
 

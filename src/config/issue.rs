@@ -135,7 +135,9 @@ pub enum Problem {
     #[error("rotating sequence: {0}")]
     RotateKey(String),
     /// A protected port inside a rotating door's port range.
-    #[error("protected port {protected} lies in the rotating range {first}-{last}: a derived knock could land on it")]
+    #[error(
+        "protected port {protected} lies in the rotating range {first}-{last}: a derived knock could land on it"
+    )]
     ProtectedInRange {
         /// The protected port.
         protected: ProtectedPort,

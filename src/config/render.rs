@@ -101,7 +101,9 @@ impl ServerConfig {
                     let _ = writeln!(o, "sequence = {}", list(door.sequence()));
                 }
                 Some(r) => {
-                    let (rot, path) = (r.rotation, |p: &std::path::Path| quote(&p.display().to_string()));
+                    let (rot, path) = (r.rotation, |p: &std::path::Path| {
+                        quote(&p.display().to_string())
+                    });
                     let _ = writeln!(
                         o,
                         "sequence = {{ rotate = {}, period = {}, length = {}, ports = \"{}-{}\", protocols = \"{}\", state = {} }}",

@@ -79,6 +79,9 @@ impl RotatingSequence {
     pub fn knocks(&self, door: &str, c: u64) -> Vec<KnockPort> {
         let proto = self.proto;
         let ports = self.rotation.sequence(&self.key, door, c);
-        ports.into_iter().map(|port| KnockPort { port, proto }).collect()
+        ports
+            .into_iter()
+            .map(|port| KnockPort { port, proto })
+            .collect()
     }
 }

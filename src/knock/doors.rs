@@ -134,7 +134,10 @@ impl Doors {
                 }
             }
         }
-        assert!(rules.len() < usize::from(DoorId::MAX), "core door index fits");
+        assert!(
+            rules.len() < usize::from(DoorId::MAX),
+            "core door index fits"
+        );
         let mut doors = Self::new(rules);
         doors.rotating = rotating;
         doors.fixed = fixed;

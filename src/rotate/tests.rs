@@ -40,13 +40,16 @@ fn a_sequence_is_a_function_of_key_door_and_period() {
 fn bad_rotations_are_refused_with_the_figure() {
     let err = Rotation::new(Duration::ZERO, 4, "20000-60000", MIN_ENTROPY_BITS).unwrap_err();
     assert!(err.to_string().contains("at least 1s"), "{err}");
-    let err = Rotation::new(Duration::from_secs(30), 3, "20000-21000", MIN_ENTROPY_BITS)
-        .unwrap_err();
+    let err =
+        Rotation::new(Duration::from_secs(30), 3, "20000-21000", MIN_ENTROPY_BITS).unwrap_err();
     let text = err.to_string();
     assert!(text.contains("29.9 bits"), "{text}");
     assert!(text.contains("56"), "{text}");
     for ports in ["60000-20000", "0-100", "x-y", "20000"] {
-        assert!(Rotation::new(Duration::from_secs(30), 4, ports, 1.0).is_err(), "{ports}");
+        assert!(
+            Rotation::new(Duration::from_secs(30), 4, ports, 1.0).is_err(),
+            "{ports}"
+        );
     }
     assert!(Rotation::new(Duration::from_secs(30), 0, "20000-60000", 1.0).is_err());
 }
@@ -87,15 +90,26 @@ fn key_files_missing_short_readable_or_not_hex_are_refused() {
     assert!(err.to_string().contains("cannot read key file"), "{err}");
     let short = write(dir.path(), "short", "00112233\n", 0o600);
     let err = DoorKey::load(&short).unwrap_err().to_string();
-    assert!(err.contains("4-byte key") && err.contains("at least 16"), "{err}");
+    assert!(
+        err.contains("4-byte key") && err.contains("at least 16"),
+        "{err}"
+    );
     let hex = "00".repeat(32);
     for mode in [0o644, 0o640, 0o604] {
         let path = write(dir.path(), &format!("m{mode:o}"), &hex, mode);
         let err = DoorKey::load(&path).unwrap_err().to_string();
-        assert!(err.contains(&format!("{mode:04o}")) && err.contains("may read"), "{err}");
+        assert!(
+            err.contains(&format!("{mode:04o}")) && err.contains("may read"),
+            "{err}"
+        );
     }
     let junk = write(dir.path(), "junk", "not a key at all!", 0o600);
-    assert!(DoorKey::load(&junk).unwrap_err().to_string().contains("hex"));
+    assert!(
+        DoorKey::load(&junk)
+            .unwrap_err()
+            .to_string()
+            .contains("hex")
+    );
     let good = write(dir.path(), "good", &format!("{hex}\n"), 0o600);
     assert_eq!(DoorKey::load(&good).unwrap().bytes(), &[0u8; 32]);
 }

@@ -384,7 +384,9 @@ impl Engine {
         let mut state = self.lock();
         let state = &mut *state;
         let used = &state.used;
-        state.tracker.rotate_to(unix, |door, p| used.is_used(door, p));
+        state
+            .tracker
+            .rotate_to(unix, |door, p| used.is_used(door, p));
         state.publish_table(&self.counters);
         if state.door_config.is_empty() {
             return state.rules.sequence.ports().to_vec();

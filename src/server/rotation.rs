@@ -86,7 +86,11 @@ pub fn knock_ports_at(doors: &[Door], unix: Duration) -> Vec<u16> {
     ports.sort_unstable();
     ports.dedup();
     // Decoys: never a knock port or a protected port of any door.
-    let protected: Vec<u16> = doors.iter().flat_map(|d| d.protected()).map(|p| p.port).collect();
+    let protected: Vec<u16> = doors
+        .iter()
+        .flat_map(|d| d.protected())
+        .map(|p| p.port)
+        .collect();
     let mut decoys: Vec<u16> = doors
         .iter()
         .zip(&knocks)
@@ -113,7 +117,12 @@ fn door_knocks(door: &Door, unix: Duration) -> Vec<u16> {
                     .collect()
             }
         };
-        ports.extend(knocks.iter().filter(|k| k.proto == Proto::Udp).map(|k| k.port));
+        ports.extend(
+            knocks
+                .iter()
+                .filter(|k| k.proto == Proto::Udp)
+                .map(|k| k.port),
+        );
     }
     ports
 }
@@ -126,7 +135,9 @@ pub fn bind_lenient(addrs: &[std::net::IpAddr], ports: &[u16]) -> Vec<tokio::net
     for &port in ports {
         match super::bind_udp(addrs, &[port]) {
             Ok(bound) => sockets.extend(bound),
-            Err(err) => warn!(port, error = %err, "cannot bind a rotating knock port or decoy: its knocks are not heard"),
+            Err(err) => {
+                warn!(port, error = %err, "cannot bind a rotating knock port or decoy: its knocks are not heard")
+            }
         }
     }
     sockets
@@ -143,7 +154,11 @@ pub fn next_boundary(doors: &[Door], unix: Duration) -> Option<Duration> {
 
 /// Sends the receiver a tick (the boundary's wall-clock time) at each
 /// period boundary of the engine's rotating doors, until `stop`.
-pub(super) async fn run_rotator(engine: std::sync::Arc<Engine>, ticks: mpsc::Sender<Duration>, stop: Shutdown) {
+pub(super) async fn run_rotator(
+    engine: std::sync::Arc<Engine>,
+    ticks: mpsc::Sender<Duration>,
+    stop: Shutdown,
+) {
     loop {
         let now = unix_now();
         let next = engine.next_boundary(now);

@@ -79,7 +79,9 @@ fn client(key: &Path, period: &str, protected: u16, source: &str, offset: i64) -
         .args(["--period", period, "--length", LENGTH, "--ports", PORTS])
         .args(["--clock-offset", &offset.to_string()])
         .args(["--protected-port", &protected.to_string()])
-        .args(["--source", source, "--delay", "0.05", "--wait", "0.3", "--check"]);
+        .args([
+            "--source", source, "--delay", "0.05", "--wait", "0.3", "--check",
+        ]);
     cmd
 }
 
@@ -98,12 +100,16 @@ fn replay(from: &str, ports: &[u16]) {
 }
 
 #[test]
-fn a_rotating_door_opens_once_and_replays_are_refused_from_any_address_in_this_period_and_the_next() {
+fn a_rotating_door_opens_once_and_replays_are_refused_from_any_address_in_this_period_and_the_next()
+{
     let dir = tempfile::tempdir().unwrap();
     let key = keygen(dir.path());
     let protected = free_port();
     let period = Duration::from_secs(3);
-    let server = start(dir.path(), &config(&key, &dir.path().join("used"), "3s", protected));
+    let server = start(
+        dir.path(),
+        &config(&key, &dir.path().join("used"), "3s", protected),
+    );
     settle(period, Duration::from_millis(1500));
     let c = period_now(period);
     let out = run(client(&key, "3s", protected, "127.0.0.2", 0), LIMIT);
@@ -114,12 +120,18 @@ fn a_rotating_door_opens_once_and_replays_are_refused_from_any_address_in_this_p
     // from another (stays shut).
     replay("127.0.0.2", &used);
     replay("127.0.0.3", &used);
-    assert_eq!(connect_from("127.0.0.3", loopback(protected)), Reached::Reset);
+    assert_eq!(
+        connect_from("127.0.0.3", loopback(protected)),
+        Reached::Reset
+    );
     // And after the boundary, while period c is still accepted as c-1.
     settle(period, period);
     assert_eq!(period_now(period), c + 1, "{}", server.logs());
     replay("127.0.0.4", &used);
-    assert_eq!(connect_from("127.0.0.4", loopback(protected)), Reached::Reset);
+    assert_eq!(
+        connect_from("127.0.0.4", loopback(protected)),
+        Reached::Reset
+    );
     assert_eq!(server.count("access granted"), 1, "{}", server.logs());
     assert_eq!(server.count("access renewed"), 0, "{}", server.logs());
     // The state file remembers the use across a restart.
@@ -136,7 +148,10 @@ fn a_client_clock_off_by_one_period_gets_in_and_two_periods_does_not() {
     let dir = tempfile::tempdir().unwrap();
     let key = keygen(dir.path());
     let protected = free_port();
-    let _server = start(dir.path(), &config(&key, &dir.path().join("used"), "30s", protected));
+    let _server = start(
+        dir.path(),
+        &config(&key, &dir.path().join("used"), "30s", protected),
+    );
     settle(Duration::from_secs(30), Duration::from_secs(3));
     for (source, offset, opens) in [
         ("127.0.0.5", -30, true),
@@ -181,11 +196,27 @@ fn bad_rotating_input_is_refused_with_a_clear_message() {
     std::fs::set_permissions(&short, std::fs::Permissions::from_mode(0o600)).unwrap();
     let good = config(&key, &state, "30s", protected);
     let cases = [
-        (good.replace(&key.display().to_string(), "/nonexistent/door.key"), "cannot read key file"),
-        (good.replace(&key.display().to_string(), &readable.display().to_string()), "mode 0644"),
-        (good.replace(&key.display().to_string(), &short.display().to_string()), "5-byte key"),
-        (good.replace("period = \"30s\"", "period = \"0s\""), "at least 1s"),
-        (good.replace(PORTS, "10000-10500").replace("length = 6", "length = 4"), "35.9 bits"),
+        (
+            good.replace(&key.display().to_string(), "/nonexistent/door.key"),
+            "cannot read key file",
+        ),
+        (
+            good.replace(&key.display().to_string(), &readable.display().to_string()),
+            "mode 0644",
+        ),
+        (
+            good.replace(&key.display().to_string(), &short.display().to_string()),
+            "5-byte key",
+        ),
+        (
+            good.replace("period = \"30s\"", "period = \"0s\""),
+            "at least 1s",
+        ),
+        (
+            good.replace(PORTS, "10000-10500")
+                .replace("length = 6", "length = 4"),
+            "35.9 bits",
+        ),
     ];
     for (text, needle) in cases {
         let path = dir.path().join("bad.toml");
@@ -214,26 +245,49 @@ fn paced_load_across_eight_period_boundaries_loses_no_sequence() {
     let key = keygen(dir.path());
     let protected = free_port();
     let stats = format!("127.0.0.1:{}", free_port());
-    let text = config(&key, &dir.path().join("used"), "2s", protected)
-        .replacen("firewall = \"userspace\"", &format!("firewall = \"userspace\"\nstats-listen = \"{stats}\""), 1);
+    let text = config(&key, &dir.path().join("used"), "2s", protected).replacen(
+        "firewall = \"userspace\"",
+        &format!("firewall = \"userspace\"\nstats-listen = \"{stats}\""),
+        1,
+    );
     let server = start(dir.path(), &text);
     // Wait until 1.7 s into a period (bounded: one period).
     let period = Duration::from_secs(2);
     let into = Duration::from_nanos((unix_now().as_nanos() % period.as_nanos()) as u64);
     let target = Duration::from_millis(1700);
-    std::thread::sleep(if into <= target { target - into } else { period + target - into });
+    std::thread::sleep(if into <= target {
+        target - into
+    } else {
+        period + target - into
+    });
     let mut bench = Command::new(bin("knock-bench"));
     bench
-        .args(["--mode", "sequences", "--count", "8", "--rate", "0.5", "--gap", "100ms"])
+        .args([
+            "--mode",
+            "sequences",
+            "--count",
+            "8",
+            "--rate",
+            "0.5",
+            "--gap",
+            "100ms",
+        ])
         .arg("--door-key")
         .arg(&key)
-        .args(["--door", "web", "--period", "2s", "--length", LENGTH, "--ports", PORTS])
+        .args([
+            "--door", "web", "--period", "2s", "--length", LENGTH, "--ports", PORTS,
+        ])
         .args(["--protected-port", &protected.to_string()])
         .args(["--source-base", "127.80.0.0", "--stats", &stats])
         .args(["--time-limit", "40s", "--settle", "500ms", "--json"]);
     let out = run(bench, Duration::from_secs(60)).expect_code(0);
     let json = out.stdout.trim();
-    for needle in ["\"periods\":8", "\"grants\":8", "\"lost\":0", "\"server_packets\":48"] {
+    for needle in [
+        "\"periods\":8",
+        "\"grants\":8",
+        "\"lost\":0",
+        "\"server_packets\":48",
+    ] {
         assert!(json.contains(needle), "{needle}\n{json}\n{}", server.logs());
     }
 }

@@ -125,16 +125,24 @@ impl<'de> Deserialize<'de> for RawSequence {
         impl<'de> serde::de::Visitor<'de> for Visitor {
             type Value = RawSequence;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a list of knocks or a table { rotate = \"key file\", period = \"30s\", ... }")
+                f.write_str(
+                    "a list of knocks or a table { rotate = \"key file\", period = \"30s\", ... }",
+                )
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawSequence, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<RawSequence, A::Error> {
                 let mut items = Vec::new();
                 while let Some(item) = seq.next_element()? {
                     items.push(item);
                 }
                 Ok(RawSequence::Fixed(items))
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawSequence, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RawSequence, A::Error> {
                 let de = serde::de::value::MapAccessDeserializer::new(map);
                 RawRotate::deserialize(de).map(RawSequence::Rotate)
             }

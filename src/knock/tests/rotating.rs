@@ -30,8 +30,14 @@ fn rotating_door(name: &str) -> Door {
         lockout: 5 * SEC,
     };
     let protected = vec![ProtectedPort::tcp(22)];
-    Door::rotating(name.parse().unwrap(), rotating(), timing, protected, AllowList::everything())
-        .unwrap()
+    Door::rotating(
+        name.parse().unwrap(),
+        rotating(),
+        timing,
+        protected,
+        AllowList::everything(),
+    )
+    .unwrap()
 }
 
 /// Inside period `c` of the 30 s rotation (a little after its start).
@@ -44,7 +50,12 @@ fn ip(text: &str) -> IpAddr {
 }
 
 /// Knocks `seq` from `from` starting at `t`, 100 ms apart; the last verdict.
-fn knock_all(tracker: &mut KnockTracker, from: IpAddr, seq: &[KnockPort], t: Instant) -> Vec<Judged> {
+fn knock_all(
+    tracker: &mut KnockTracker,
+    from: IpAddr,
+    seq: &[KnockPort],
+    t: Instant,
+) -> Vec<Judged> {
     let mut out = Vec::new();
     for (i, &k) in seq.iter().enumerate() {
         out.clear();
@@ -77,7 +88,10 @@ fn a_used_sequence_is_refused_from_any_address_in_this_period_and_the_next() {
     tracker.rotate_to(at(100), |_, _| false);
     let t = Instant::now();
     let knocks = seq.knocks("web", 100);
-    assert!(granted(&knock_all(&mut tracker, ip("192.0.2.1"), &knocks, t), 0));
+    assert!(granted(
+        &knock_all(&mut tracker, ip("192.0.2.1"), &knocks, t),
+        0
+    ));
     assert_eq!(tracker.take_used(), vec![(0, 100)]);
     assert!(tracker.take_used().is_empty());
     // Replays: same address (after its window), another address, same
@@ -92,7 +106,10 @@ fn a_used_sequence_is_refused_from_any_address_in_this_period_and_the_next() {
     assert!(!granted(&out, 0), "replay in the next period: {out:?}");
     // The fresh sequence of the new period still opens.
     let fresh = seq.knocks("web", 101);
-    assert!(granted(&knock_all(&mut tracker, ip("192.0.2.5"), &fresh, t + 70 * SEC), 0));
+    assert!(granted(
+        &knock_all(&mut tracker, ip("192.0.2.5"), &fresh, t + 70 * SEC),
+        0
+    ));
 }
 
 #[test]
@@ -100,7 +117,12 @@ fn the_shells_memory_refuses_a_sequence_used_before_a_restart() {
     let seq = rotating();
     let mut tracker = KnockTracker::for_doors(&[rotating_door("web")], 100);
     tracker.rotate_to(at(100), |door, p| door == "web" && p == 99);
-    let out = knock_all(&mut tracker, ip("192.0.2.1"), &seq.knocks("web", 99), Instant::now());
+    let out = knock_all(
+        &mut tracker,
+        ip("192.0.2.1"),
+        &seq.knocks("web", 99),
+        Instant::now(),
+    );
     assert!(!granted(&out, 0), "{out:?}");
 }
 
@@ -144,7 +166,12 @@ fn verdicts_name_the_configurations_door_beside_fixed_doors() {
     let mut tracker = KnockTracker::for_doors(&doors, 100);
     assert_eq!(tracker.doors(), 2);
     tracker.rotate_to(at(7), |_, _| false);
-    let out = knock_all(&mut tracker, ip("192.0.2.1"), &seq.knocks("web", 8), Instant::now());
+    let out = knock_all(
+        &mut tracker,
+        ip("192.0.2.1"),
+        &seq.knocks("web", 8),
+        Instant::now(),
+    );
     assert!(granted(&out, 1), "{out:?}");
     let fixed = ["1000".parse().unwrap(), "2000".parse().unwrap()];
     let out = knock_all(&mut tracker, ip("192.0.2.2"), &fixed, Instant::now());
@@ -164,7 +191,10 @@ fn a_spoofed_wrong_knock_does_not_keep_a_client_that_knows_the_sequence_out() {
     let wrong = seq.knocks("web", 101)[2];
     let mut out = Vec::new();
     tracker.judge(victim, wrong, t, &mut out);
-    assert!(matches!(out[0].verdict, Verdict::LockedOut { .. }), "{out:?}");
+    assert!(
+        matches!(out[0].verdict, Verdict::LockedOut { .. }),
+        "{out:?}"
+    );
     // Knocks that are not a right first knock stay ignored...
     out.clear();
     tracker.judge(victim, seq.knocks("web", 100)[1], t + SEC, &mut out);
