@@ -14,9 +14,20 @@ use portknock::rotate::{DoorKey, MIN_ENTROPY_BITS, Rotation};
 use crate::util::{Proc, Reached, bin, connect_from, free_port, knock_from, loopback, run};
 
 const LIMIT: Duration = Duration::from_secs(20);
-/// Below the ephemeral range, so no free port another test picks can
-/// collide with a rotating port; 6 knocks over 10 000 ports: 79.7 bits.
-const PORTS: &str = "10000-19999";
+/// Each test's own range below the ephemeral range, so no free port
+/// another test picks, and no other test's rotating door, collides with
+/// its rotating ports; 6 knocks over 1000 ports: 59.8 bits.
+fn set_range(range: &'static str) {
+    RANGE.with(|r| r.set(range));
+}
+
+fn ports() -> &'static str {
+    RANGE.with(|r| r.get())
+}
+
+thread_local! {
+    static RANGE: std::cell::Cell<&'static str> = const { std::cell::Cell::new("10000-10999") };
+}
 const LENGTH: &str = "6";
 
 fn unix_now() -> Duration {
@@ -50,13 +61,14 @@ firewall = "userspace"
 
 [[door]]
 name = "web"
-sequence = {{ rotate = "{}", period = "{period}", length = {LENGTH}, ports = "{PORTS}", protocols = "udp", state = "{}" }}
+sequence = {{ rotate = "{}", period = "{period}", length = {LENGTH}, ports = "{}", protocols = "udp", state = "{}" }}
 window = "5s"
 access = "1m"
 lockout = "1s"
 protected = ["tcp/{protected}"]
 "#,
         key.display(),
+        ports(),
         state.display()
     )
 }
@@ -76,7 +88,7 @@ fn client(key: &Path, period: &str, protected: u16, source: &str, offset: i64) -
     cmd.args(["--target", "127.0.0.1", "--door", "web"])
         .arg("--door-key")
         .arg(key)
-        .args(["--period", period, "--length", LENGTH, "--ports", PORTS])
+        .args(["--period", period, "--length", LENGTH, "--ports", ports()])
         .args(["--clock-offset", &offset.to_string()])
         .args(["--protected-port", &protected.to_string()])
         .args([
@@ -87,7 +99,7 @@ fn client(key: &Path, period: &str, protected: u16, source: &str, offset: i64) -
 
 /// The sequence of period `c`, derived here as the client and server do.
 fn sequence(key: &Path, period: Duration, c: u64) -> Vec<u16> {
-    let rotation = Rotation::new(period, 6, PORTS, MIN_ENTROPY_BITS).unwrap();
+    let rotation = Rotation::new(period, 6, ports(), MIN_ENTROPY_BITS).unwrap();
     rotation.sequence(&DoorKey::load(key).unwrap(), "web", c)
 }
 
@@ -102,6 +114,7 @@ fn replay(from: &str, ports: &[u16]) {
 #[test]
 fn a_rotating_door_opens_once_and_replays_are_refused_from_any_address_in_this_period_and_the_next()
 {
+    set_range("10000-10999");
     let dir = tempfile::tempdir().unwrap();
     let key = keygen(dir.path());
     let protected = free_port();
@@ -145,6 +158,7 @@ fn period_now(period: Duration) -> u64 {
 
 #[test]
 fn a_client_clock_off_by_one_period_gets_in_and_two_periods_does_not() {
+    set_range("11000-11999");
     let dir = tempfile::tempdir().unwrap();
     let key = keygen(dir.path());
     let protected = free_port();
@@ -167,6 +181,7 @@ fn a_client_clock_off_by_one_period_gets_in_and_two_periods_does_not() {
 
 #[test]
 fn used_sequences_stay_refused_after_a_restart() {
+    set_range("12000-12999");
     let dir = tempfile::tempdir().unwrap();
     let key = keygen(dir.path());
     let protected = free_port();
@@ -183,6 +198,7 @@ fn used_sequences_stay_refused_after_a_restart() {
 
 #[test]
 fn bad_rotating_input_is_refused_with_a_clear_message() {
+    set_range("13000-13999");
     let dir = tempfile::tempdir().unwrap();
     let key = keygen(dir.path());
     let state = dir.path().join("used");
@@ -213,7 +229,7 @@ fn bad_rotating_input_is_refused_with_a_clear_message() {
             "at least 1s",
         ),
         (
-            good.replace(PORTS, "10000-10500")
+            good.replace(ports(), "13000-13500")
                 .replace("length = 6", "length = 4"),
             "35.9 bits",
         ),
@@ -241,6 +257,7 @@ fn bad_rotating_input_is_refused_with_a_clear_message() {
 /// knock-bench derives each from its first knock's period, as the client.
 #[test]
 fn paced_load_across_eight_period_boundaries_loses_no_sequence() {
+    set_range("14000-14999");
     let dir = tempfile::tempdir().unwrap();
     let key = keygen(dir.path());
     let protected = free_port();
@@ -275,7 +292,14 @@ fn paced_load_across_eight_period_boundaries_loses_no_sequence() {
         .arg("--door-key")
         .arg(&key)
         .args([
-            "--door", "web", "--period", "2s", "--length", LENGTH, "--ports", PORTS,
+            "--door",
+            "web",
+            "--period",
+            "2s",
+            "--length",
+            LENGTH,
+            "--ports",
+            ports(),
         ])
         .args(["--protected-port", &protected.to_string()])
         .args(["--source-base", "127.80.0.0", "--stats", &stats])

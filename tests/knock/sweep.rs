@@ -21,8 +21,8 @@ const LIMIT: Duration = Duration::from_secs(30);
 
 /// A base for fixed knock ports below the ephemeral range (no free port
 /// another test picks lands there), per process.
-fn base() -> u16 {
-    20_000 + (std::process::id() % 600) as u16 * 20
+fn base(test: u16) -> u16 {
+    20_000 + (std::process::id() % 300) as u16 * 40 + test * 20
 }
 
 fn start(dir: &Path, text: &str) -> Proc {
@@ -68,7 +68,7 @@ fn sweep(source: &str, lo: u16, hi: u16) {
 
 #[test]
 fn an_ordered_sweep_opens_the_ascending_door_without_decoys_and_never_with_them() {
-    let b = base();
+    let b = base(0);
     let knocks = [b + 3, b + 9, b + 15];
     for (decoys, source) in [(false, "127.0.0.31"), (true, "127.0.0.32")] {
         let dir = tempfile::tempdir().unwrap();
@@ -89,7 +89,7 @@ fn an_ordered_sweep_opens_the_ascending_door_without_decoys_and_never_with_them(
 
 #[test]
 fn nmap_udp_in_port_order_opens_the_ascending_door_without_decoys_and_never_with_them() {
-    let b = base();
+    let b = base(1);
     let knocks = [b + 3, b + 9, b + 15];
     for decoys in [false, true] {
         let dir = tempfile::tempdir().unwrap();
@@ -120,14 +120,14 @@ fn nmap_udp_in_port_order_opens_the_ascending_door_without_decoys_and_never_with
     }
 }
 
-fn rotating(key: &Path, protected: u16) -> String {
+fn rotating(key: &Path, protected: u16, range: &str) -> String {
     format!(
         r#"bind = ["127.0.0.1"]
 firewall = "userspace"
 
 [[door]]
 name = "web"
-sequence = {{ rotate = "{}", period = "30s", length = 6, ports = "10000-19999" }}
+sequence = {{ rotate = "{}", period = "30s", length = 6, ports = "{range}" }}
 window = "10s"
 access = "1m"
 lockout = "5s"
@@ -150,8 +150,8 @@ fn an_ordered_sweep_over_a_whole_rotating_range_never_opens() {
     let dir = tempfile::tempdir().unwrap();
     let key = keygen(dir.path());
     let protected = free_port();
-    let server = start(dir.path(), &rotating(&key, protected));
-    sweep("127.0.0.33", 10_000, 19_999);
+    let server = start(dir.path(), &rotating(&key, protected, "15000-15999"));
+    sweep("127.0.0.33", 15_000, 15_999);
     let reached = connect_from("127.0.0.33", loopback(protected));
     assert_eq!(reached, Reached::Reset, "{}", server.logs());
 }
@@ -161,7 +161,7 @@ fn a_forged_wrong_knock_does_not_keep_a_rotating_doors_client_out_but_the_seeds_
     let dir = tempfile::tempdir().unwrap();
     let key = keygen(dir.path());
     let protected = free_port();
-    let server = start(dir.path(), &rotating(&key, protected));
+    let server = start(dir.path(), &rotating(&key, protected, "16000-16999"));
     // The attacker's wrong knock, carrying the victim's address, on a
     // port the server hears (a decoy of... any heard port: take the log).
     let victim = "127.0.0.41";
@@ -174,7 +174,7 @@ fn a_forged_wrong_knock_does_not_keep_a_rotating_doors_client_out_but_the_seeds_
         .args(["--target", "127.0.0.1", "--door", "web"])
         .arg("--door-key")
         .arg(&key)
-        .args(["--period", "30s", "--length", "6", "--ports", "10000-19999"])
+        .args(["--period", "30s", "--length", "6", "--ports", "16000-16999"])
         .args(["--protected-port", &protected.to_string()])
         .args([
             "--source", victim, "--delay", "0.05", "--wait", "0.3", "--check",
@@ -195,7 +195,7 @@ fn a_forged_wrong_knock_does_not_keep_a_rotating_doors_client_out_but_the_seeds_
 /// accepted sequence: the decoy just above this period's first knock.
 fn heard_port(key: &Path) -> u16 {
     use portknock::rotate::{DoorKey, MIN_ENTROPY_BITS, Rotation};
-    let r = Rotation::new(Duration::from_secs(30), 6, "10000-19999", MIN_ENTROPY_BITS).unwrap();
+    let r = Rotation::new(Duration::from_secs(30), 6, "16000-16999", MIN_ENTROPY_BITS).unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap();
