@@ -150,8 +150,8 @@ fn an_ordered_sweep_over_a_whole_rotating_range_never_opens() {
     let dir = tempfile::tempdir().unwrap();
     let key = keygen(dir.path());
     let protected = free_port();
-    let server = start(dir.path(), &rotating(&key, protected, "15000-15999"));
-    sweep("127.0.0.33", 15_000, 15_999);
+    let server = start(dir.path(), &rotating(&key, protected, "15100-15899"));
+    sweep("127.0.0.33", 15_100, 15_899);
     let reached = connect_from("127.0.0.33", loopback(protected));
     assert_eq!(reached, Reached::Reset, "{}", server.logs());
 }
@@ -161,7 +161,7 @@ fn a_forged_wrong_knock_does_not_keep_a_rotating_doors_client_out_but_the_seeds_
     let dir = tempfile::tempdir().unwrap();
     let key = keygen(dir.path());
     let protected = free_port();
-    let server = start(dir.path(), &rotating(&key, protected, "16000-16999"));
+    let server = start(dir.path(), &rotating(&key, protected, "16100-16899"));
     // The attacker's wrong knock, carrying the victim's address, on a
     // port the server hears (a decoy of... any heard port: take the log).
     let victim = "127.0.0.41";
@@ -174,7 +174,7 @@ fn a_forged_wrong_knock_does_not_keep_a_rotating_doors_client_out_but_the_seeds_
         .args(["--target", "127.0.0.1", "--door", "web"])
         .arg("--door-key")
         .arg(&key)
-        .args(["--period", "30s", "--length", "6", "--ports", "16000-16999"])
+        .args(["--period", "30s", "--length", "6", "--ports", "16100-16899"])
         .args(["--protected-port", &protected.to_string()])
         .args([
             "--source", victim, "--delay", "0.05", "--wait", "0.3", "--check",
@@ -195,7 +195,7 @@ fn a_forged_wrong_knock_does_not_keep_a_rotating_doors_client_out_but_the_seeds_
 /// accepted sequence: the decoy just above this period's first knock.
 fn heard_port(key: &Path) -> u16 {
     use portknock::rotate::{DoorKey, MIN_ENTROPY_BITS, Rotation};
-    let r = Rotation::new(Duration::from_secs(30), 6, "16000-16999", MIN_ENTROPY_BITS).unwrap();
+    let r = Rotation::new(Duration::from_secs(30), 6, "16100-16899", MIN_ENTROPY_BITS).unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap();
