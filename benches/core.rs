@@ -152,5 +152,69 @@ fn several_doors(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decisions, several_doors);
+/// A rotating door (issue 14): the cost per knock of judging against the
+/// three accepted periods, of a replayed (used) sequence, and of one
+/// derivation (what a rotation pays per period and door, and a client once).
+fn rotating(c: &mut Criterion) {
+    use portknock::config::rotating::RotatingSequence;
+    use portknock::rotate::{DoorKey, MIN_ENTROPY_BITS, Rotation};
+    let t0 = Instant::now();
+    let sequence = RotatingSequence {
+        key_path: "bench".into(),
+        key: DoorKey::from_bytes(&[9u8; 32]).unwrap(),
+        rotation: Rotation::new(Duration::from_secs(30), 4, "20000-60000", MIN_ENTROPY_BITS)
+            .unwrap(),
+        proto: portknock::config::Proto::Udp,
+        state: "bench".into(),
+    };
+    let door = Door::rotating(
+        "web".parse().unwrap(),
+        sequence.clone(),
+        Timing::default(),
+        vec![ProtectedPort::tcp(22)],
+        AllowList::everything(),
+    )
+    .unwrap();
+    let unix = sequence.rotation.start_of(1000) + Duration::from_secs(1);
+    let mut group = c.benchmark_group("rotating");
+    group.bench_function("sequence_per_4_knocks_new_source_each", |b| {
+        let mut tracker = KnockTracker::for_doors(std::slice::from_ref(&door), FULL);
+        tracker.rotate_to(unix, |_, _| false);
+        // Period c+1's ports, progress only (the last knock is left out so
+        // the sequence is never used up): sources cycle.
+        let ports = sequence.knocks("web", 1001);
+        let mut out: Vec<Judged> = Vec::with_capacity(16);
+        let mut i = 0u32;
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            out.clear();
+            let knock = ports[(i % 3) as usize];
+            tracker.judge(source(i / 3 % 50_000), knock, t0, &mut out);
+            black_box(out.len())
+        });
+    });
+    group.bench_function("replayed_used_sequence_knock", |b| {
+        let mut tracker = KnockTracker::for_doors(std::slice::from_ref(&door), FULL);
+        tracker.rotate_to(unix, |_, p| p == 1000);
+        let ports = sequence.knocks("web", 1000);
+        let mut out: Vec<Judged> = Vec::with_capacity(16);
+        let mut i = 0u32;
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            out.clear();
+            tracker.judge(source(i % 50_000), ports[(i % 4) as usize], t0, &mut out);
+            black_box(out.len())
+        });
+    });
+    group.bench_function("derive_one_sequence", |b| {
+        let mut p = 0u64;
+        b.iter(|| {
+            p += 1;
+            black_box(sequence.knocks("web", p))
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, decisions, several_doors, rotating);
 criterion_main!(benches);

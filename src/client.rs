@@ -13,6 +13,7 @@
 pub mod knocks;
 pub mod printer;
 pub mod report;
+pub mod rotating;
 pub mod spa;
 
 use std::fmt;

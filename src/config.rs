@@ -11,11 +11,13 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+pub mod decoys;
 pub mod door;
 pub mod file;
 pub mod globals;
 pub mod issue;
 pub mod render;
+pub mod rotating;
 pub mod server_config;
 
 pub use door::{AllowList, Door, DoorName, KnockPort, ProtectedPort, Proto, Timing};

@@ -12,8 +12,8 @@
 //! | `latency.rs` | [`latency::Latency`]: the firewall's batch latency histogram |
 //! | `wire.rs` | the stats line: one flat JSON object, [`stats_line`], `to_json`/`from_json` |
 
-pub mod latency;
 mod fleet;
+pub mod latency;
 mod spa;
 mod wire;
 

@@ -36,6 +36,19 @@
 //!    (that would cost O(doors) per wrong knock): the lockout ignores every
 //!    knock until it ends, and their windows keep running.
 //!
+//! **Lockouts an attacker cannot aim** (issue 14). A UDP source address
+//! can be forged, so one spoofed wrong knock carrying a client's address
+//! locks that client out. On a rotating door the first knock of each
+//! accepted sequence is a secret a spoofer does not have (a fresh
+//! `log2(span)` bits each period), so that knock **lifts** a lockout and is
+//! judged as a fresh start: a wrong knock still ends the attempt it
+//! interrupts and locks its source out for everything else, but it cannot
+//! keep a client that knows the sequence out. Brute force is not made
+//! easier: a guesser gets no answer, so it cannot tell which of its knocks
+//! was a right first knock; it must guess whole sequences, `span^length`
+//! of them (README: the figure). Fixed doors and the seed's flags keep the
+//! seed's lockout (their first port is no secret from whoever saw it).
+//!
 //! With one door these are exactly the single-door rules of issue 9: the
 //! lockout lives in the door's own entry (one lookup per knock), so a
 //! stray knock's lockout replaces that door's progress too.
@@ -103,6 +116,7 @@ mod doors;
 mod judge;
 mod ledger;
 mod reload;
+mod rotation;
 mod table;
 mod verdict;
 
@@ -169,6 +183,10 @@ pub struct KnockTracker {
     stats: TrackerStats,
     /// Verdicts of [`KnockTracker::knock`], reused (no allocation per knock).
     scratch: Vec<Judged>,
+    /// The wall clock of the last rotation (`knock/rotation.rs`).
+    unix: Option<Duration>,
+    /// Rotating sequences used since the shell last asked.
+    used_now: Vec<(DoorId, u64)>,
 }
 
 impl KnockTracker {
@@ -202,6 +220,8 @@ impl KnockTracker {
             lockout_order: Order::new(),
             ledger: Ledger::new(max_tracked.saturating_mul(LEDGER_PER_TRACKED)),
             stats: TrackerStats::default(),
+            unix: None,
+            used_now: Vec::new(),
         }
     }
 
@@ -241,9 +261,9 @@ impl KnockTracker {
         self.doors.doors[0].sequence.len()
     }
 
-    /// Number of doors.
+    /// Number of doors (of the configuration; a rotating door is one).
     pub fn doors(&self) -> usize {
-        self.doors.len()
+        self.doors.owners()
     }
 
     /// Bytes the table and the ledger hold on the heap now.

@@ -83,6 +83,7 @@ pub mod log_budget;
 pub mod metrics;
 pub mod net;
 pub mod privilege;
+pub mod rotate;
 pub mod server;
 pub mod service;
 pub mod shutdown;

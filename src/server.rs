@@ -242,7 +242,12 @@ pub async fn run_reloadable(
         let engine = engine.clone();
         let stop = stop_rx.clone();
         let counters = counters.clone();
-        let task = receiver::receive_knocks(sockets, engine, counters, stop, rebinds);
+        let (tick_tx, ticks) = tokio::sync::mpsc::channel(1);
+        tasks.spawn(
+            "rotator",
+            rotation::run_rotator(engine.clone(), tick_tx, stop.clone()),
+        );
+        let task = receiver::receive_knocks(sockets, engine, counters, stop, (rebinds, ticks));
         tasks.spawn("receiver", task);
     }
     tasks.spawn("expiry", {
@@ -299,6 +304,7 @@ mod knock_log;
 pub mod order;
 pub mod receiver;
 pub mod reload;
+pub mod rotation;
 mod tasks;
 #[cfg(test)]
 mod tests;

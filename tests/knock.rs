@@ -12,3 +12,5 @@ mod faults;
 mod fd_exhaustion;
 mod gate_limits;
 mod knock_log;
+mod rotating;
+mod sweep;

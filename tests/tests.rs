@@ -25,7 +25,7 @@ mod daemon;
 mod fleet;
 mod kernel;
 mod knock;
-mod ops;
 mod knockd;
+mod ops;
 mod packaging;
 mod spa;

@@ -121,6 +121,21 @@ pub struct BenchConfig {
     pub settle: Duration,
     /// SPA mode: keys, port, where openings are counted.
     pub spa: Option<spa::SpaLoad>,
+    /// Sequences mode against a rotating door: each sequence knocks the
+    /// ports of the period its first knock is sent in (as knock-client).
+    pub rotating: Option<RotatingLoad>,
+}
+
+/// A rotating door to knock (issue 14): the key, the door's name, the
+/// rotation. `sequence` is then unused but for its length.
+#[derive(Debug, Clone)]
+pub struct RotatingLoad {
+    /// The door's key.
+    pub key: portknock::rotate::DoorKey,
+    /// The door's name.
+    pub door: String,
+    /// Period, length, range.
+    pub rotation: portknock::rotate::Rotation,
 }
 
 /// Runs the load and measures it.
@@ -151,17 +166,46 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
                 Mode::Sequences => Schedule::interval_for(config.rate),
                 _ => Duration::ZERO,
             };
+            let knocks = config
+                .rotating
+                .as_ref()
+                .map_or(knocks, |r| r.rotation.length);
             let schedule = Schedule::new(config.count, knocks, interval, config.gap);
             let targets = targets(config);
+            // Rotating: the period of each sequence's first knock, and the
+            // ports of each period, derived once.
+            let periods = std::cell::RefCell::new(std::collections::HashMap::new());
+            let ports = std::cell::RefCell::new(std::collections::HashMap::new());
             let (sent, took) = send_schedule(
                 &sender,
                 schedule,
                 |due| Packet {
                     source: source_at(config.source_base, due.sequence),
-                    target: targets[due.knock],
+                    target: match &config.rotating {
+                        None => targets[due.knock],
+                        Some(r) => {
+                            let unix = std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .unwrap_or_default();
+                            let c = *periods
+                                .borrow_mut()
+                                .entry(due.sequence)
+                                .or_insert_with(|| r.rotation.period_at(unix));
+                            let port = ports
+                                .borrow_mut()
+                                .entry(c)
+                                .or_insert_with(|| r.rotation.sequence(&r.key, &r.door, c))
+                                [due.knock];
+                            SocketAddrV4::new(config.target, port)
+                        }
+                    },
                 },
                 deadline,
             )?;
+            let mut used: Vec<u64> = periods.into_inner().into_values().collect();
+            used.sort_unstable();
+            used.dedup();
+            report.periods = config.rotating.as_ref().map(|_| used.len() as u64);
             report.packets_sent = sent;
             report.send_time = took;
         }

@@ -27,6 +27,22 @@ struct Args {
     /// The knock sequence.
     #[arg(long, default_value = config::DEFAULT_SEQUENCE, value_parser = parse_sequence)]
     sequence: Sequence,
+    /// Knock a rotating door (sequences mode): its key file; each sequence
+    /// knocks the period its first knock is sent in.
+    #[arg(long, value_name = "FILE")]
+    door_key: Option<std::path::PathBuf>,
+    /// The rotating door's name.
+    #[arg(long, default_value = "default")]
+    door: String,
+    /// The rotating door's period.
+    #[arg(long, default_value = "30s", value_parser = config::parse_duration)]
+    period: Duration,
+    /// Knocks per rotating sequence.
+    #[arg(long, default_value_t = 4)]
+    length: usize,
+    /// The rotating door's port range.
+    #[arg(long, default_value = "20000-60000")]
+    ports: String,
     /// The protected TCP port, probed for access.
     #[arg(long, default_value_t = config::DEFAULT_PROTECTED_PORT, value_parser = config::parse_port)]
     protected_port: u16,
@@ -162,7 +178,32 @@ fn main() -> ExitCode {
         Ok(spa) => spa,
         Err(err) => return cli::fail("knock-bench", err.as_ref(), EXIT_USAGE),
     };
+    let rotating = match &args.door_key {
+        None => None,
+        Some(path) => {
+            let loaded = portknock::rotate::DoorKey::load(path)
+                .map_err(anyhow::Error::from)
+                .and_then(|key| {
+                    let rotation = portknock::rotate::Rotation::new(
+                        args.period,
+                        args.length,
+                        &args.ports,
+                        portknock::rotate::MIN_ENTROPY_BITS,
+                    )?;
+                    Ok(bench::RotatingLoad {
+                        key,
+                        door: args.door.clone(),
+                        rotation,
+                    })
+                });
+            match loaded {
+                Ok(load) => Some(load),
+                Err(err) => return cli::fail("knock-bench", err.as_ref(), EXIT_USAGE),
+            }
+        }
+    };
     let config = BenchConfig {
+        rotating,
         mode: args.mode,
         target: args.target,
         sequence: args.sequence.ports().to_vec(),

@@ -101,6 +101,8 @@ pub struct Report {
     pub server_peak_rss_kb: Option<u64>,
     /// SPA mode: openings and the SPA counters.
     pub spa: Option<SpaFigures>,
+    /// Rotating door: distinct periods the sequences were knocked in.
+    pub periods: Option<u64>,
 }
 
 impl Report {
@@ -148,6 +150,9 @@ impl Report {
             ("send_secs", format!("{:.3}", self.send_time.as_secs_f64())),
             ("send_rate_pps", format!("{:.0}", self.send_rate())),
         ];
+        if let Some(periods) = self.periods {
+            rows.push(("periods", periods.to_string()));
+        }
         if let Some(d) = self.delta() {
             rows.push(("server_packets", d.packets.to_string()));
             rows.push(("server_decisions", d.decisions().to_string()));

@@ -153,9 +153,63 @@ struct Cli {
     #[arg(long, value_name = "NAME", requires = "spa", help_heading = "SPA")]
     spa_user: Option<String>,
 
-    /// Print a fresh SPA key pair, for ~/.fwknoprc and for access.conf, and exit.
-    #[arg(long, exclusive = true, help_heading = "SPA")]
-    keygen: bool,
+    /// Print a fresh SPA key pair, for ~/.fwknoprc and for access.conf, and
+    /// exit; with FILE, write a new rotating door key there (mode 0600).
+    #[arg(long, exclusive = true, value_name = "FILE", num_args = 0..=1)]
+    keygen: Option<Option<PathBuf>>,
+
+    /// Knock a rotating door: derive the current sequence from this key
+    /// file (as the server's `sequence = { rotate = FILE, ... }`).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["spa", "sequence"], help_heading = "Rotating door")]
+    door_key: Option<PathBuf>,
+
+    /// The rotating door's name (part of the derivation).
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "default",
+        requires = "door_key",
+        help_heading = "Rotating door"
+    )]
+    door: String,
+
+    /// The rotating door's period.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration,
+          allow_hyphen_values = true, requires = "door_key", help_heading = "Rotating door")]
+    period: Duration,
+
+    /// Knocks per rotating sequence.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 4,
+        requires = "door_key",
+        help_heading = "Rotating door"
+    )]
+    length: usize,
+
+    /// The rotating door's port range.
+    #[arg(
+        long,
+        value_name = "LOW-HIGH",
+        default_value = "20000-60000",
+        requires = "door_key",
+        help_heading = "Rotating door"
+    )]
+    ports: String,
+
+    /// Seconds added to this host's clock for the derivation (may be
+    /// negative): shows the server's one-period skew tolerance, or knocks
+    /// the next period's sequence.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 0,
+        allow_hyphen_values = true,
+        requires = "door_key",
+        help_heading = "Rotating door"
+    )]
+    clock_offset: i64,
 
     /// More log output on stderr (-v debug, -vv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
@@ -188,6 +242,19 @@ impl TryFrom<Cli> for Plan {
         };
         if cli.target.is_none() {
             cli.target = spa.as_ref().and_then(|s| s.server.clone());
+        }
+        if let Some(key) = &cli.door_key {
+            let flags = client::rotating::RotatingFlags {
+                key,
+                door: &cli.door,
+                period: cli.period,
+                length: cli.length,
+                ports: &cli.ports,
+                clock_offset: cli.clock_offset,
+            };
+            let (ports, _) = client::rotating::current_sequence(&flags)?;
+            let text: Vec<String> = ports.iter().map(u16::to_string).collect();
+            cli.sequence = text.join(",").parse()?;
         }
         let protected_port = match &spa {
             Some(spa) => spa.check_port.unwrap_or(cli.protected_port),
@@ -228,7 +295,19 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     portknock::cli::init_tracing(cli.verbose, "warn");
-    if cli.keygen {
+    if let Some(Some(path)) = &cli.keygen {
+        return match portknock::rotate::write_new_key(path) {
+            Ok(()) => {
+                portknock::stdout::print(&format!(
+                    "wrote a new door key to {} (mode 0600)\n",
+                    path.display()
+                ));
+                ExitCode::SUCCESS
+            }
+            Err(err) => fail(&err.into(), 2),
+        };
+    }
+    if cli.keygen.is_some() {
         return match GeneratedKeys::generate() {
             Ok(keys) => {
                 portknock::stdout::print(&keys.render());

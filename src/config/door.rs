@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+pub use super::decoys::Decoys;
 use super::issue::{Issue, Key, Problem};
+pub use super::rotating::RotatingSequence;
 use super::{KnockRules, MAX_SEQUENCE_LEN, Sequence};
 
 /// Longest door name: it must fit in nftables set names with a suffix.
@@ -316,9 +318,82 @@ pub struct Door {
     allow: AllowList,
     /// Shared with the fleet (`fleet = true`, issue 15).
     fleet: bool,
+    /// A rotating sequence (then `sequence` is empty).
+    rotating: Option<RotatingSequence>,
+    /// Ports heard as wrong knocks (`config/decoys.rs`).
+    decoys: Decoys,
 }
 
 impl Door {
+    /// A door whose sequence rotates (issue 14): checked as [`Door::new`]
+    /// checks a fixed one, plus no protected port inside the rotating range.
+    pub fn rotating(
+        name: DoorName,
+        rotating: RotatingSequence,
+        timing: Timing,
+        protected: Vec<ProtectedPort>,
+        allow: AllowList,
+    ) -> Result<Self, Vec<Issue>> {
+        let r = rotating.rotation;
+        let placeholder = vec![KnockPort {
+            port: r.first,
+            proto: rotating.proto,
+        }];
+        let mut issues = match Self::new(name, placeholder, timing, protected.clone(), allow) {
+            Ok(door) => {
+                let mut door = door;
+                door.sequence.clear();
+                door.rotating = Some(rotating);
+                return Self::check_range(door);
+            }
+            Err(issues) => issues,
+        };
+        // The placeholder knock is not the user's: drop what it caused.
+        issues.retain(|i| !matches!(i.problem, Problem::KnockIsProtected { .. }));
+        Err(issues)
+    }
+
+    fn check_range(door: Self) -> Result<Self, Vec<Issue>> {
+        let Some(rotating) = &door.rotating else {
+            return Ok(door);
+        };
+        let (first, last) = (rotating.rotation.first, rotating.rotation.last);
+        let issues: Vec<Issue> = door
+            .protected
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| (first..=last).contains(&p.port))
+            .map(|(i, &protected)| {
+                let problem = Problem::ProtectedInRange {
+                    protected,
+                    first,
+                    last,
+                };
+                Issue::at(Key::Protected, Some(i), problem)
+            })
+            .collect();
+        match issues.is_empty() {
+            true => Ok(door),
+            false => Err(issues),
+        }
+    }
+
+    /// The door with `decoys` (see `config/decoys.rs`).
+    pub fn with_decoys(mut self, decoys: Decoys) -> Self {
+        self.decoys = decoys;
+        self
+    }
+
+    /// The door's decoys.
+    pub fn decoys(&self) -> &Decoys {
+        &self.decoys
+    }
+
+    /// The door's rotating sequence, if its sequence rotates.
+    pub fn rotating_sequence(&self) -> Option<&RotatingSequence> {
+        self.rotating.as_ref()
+    }
+
     /// Checks a door on its own and builds it. Every problem found is
     /// returned (each with the key it is about), not just the first.
     pub fn new(
@@ -377,6 +452,8 @@ impl Door {
             protected,
             allow,
             fleet: false,
+            rotating: None,
+            decoys: Decoys::Off,
         })
     }
 
@@ -442,8 +519,13 @@ impl Door {
     /// The rules of today's single-door core: the knock port numbers, in
     /// order, and the door's timing. The core hears UDP only until the
     /// stealth issue's capture lands; `:tcp` knocks are passed as numbers.
+    /// A rotating door has no fixed ports: its range's first port stands
+    /// in (only logs read these rules when doors are configured).
     pub fn knock_rules(&self, max_tracked: usize) -> KnockRules {
-        let ports = self.sequence.iter().map(|k| k.port).collect();
+        let mut ports: Vec<u16> = self.sequence.iter().map(|k| k.port).collect();
+        if let Some(r) = &self.rotating {
+            ports = vec![r.rotation.first];
+        }
         KnockRules {
             sequence: Sequence::new(ports).expect("a door's sequence is valid"),
             window: self.timing.window,

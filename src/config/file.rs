@@ -15,15 +15,17 @@ use std::time::Duration;
 use thiserror::Error;
 use toml::Spanned;
 
+use super::decoys::Decoys;
 use super::door::{AllowList, Door, DoorName, KnockPort, ProtectedPort, Timing, parse_network};
 use super::globals::ControlSocketSetting;
 use super::globals::{Globals, SpaSettings, Word};
 use super::issue::{Issue, Key, Problem};
+use super::rotating::RotatingSequence;
 use super::server_config::ServerConfig;
 
 mod raw;
 
-use raw::{RawDoor, RawFile, Scalar};
+use raw::{RawDecoys, RawDoor, RawFile, RawRotate, RawSequence, Scalar};
 
 /// One refusal at a place in the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -382,6 +384,30 @@ fn nonempty(key: Key, text: &str) -> Result<String, Problem> {
     Ok(text.to_string())
 }
 
+/// A rotating sequence from its table (`config/rotating.rs`).
+fn rotating_sequence(raw: &RawRotate) -> Result<RotatingSequence, Problem> {
+    let period = duration(Key::Sequence, &raw.period)?;
+    let length = match raw.length {
+        None => crate::config::rotating::DEFAULT_LENGTH,
+        Some(n) => usize::try_from(n)
+            .map_err(|_| Problem::Rotation(format!("length {n} is out of range")))?,
+    };
+    let ports = raw
+        .ports
+        .as_deref()
+        .unwrap_or(crate::config::rotating::DEFAULT_PORTS);
+    let protocols = raw.protocols.as_deref().unwrap_or("udp");
+    let state = raw.state.as_ref().map(PathBuf::from);
+    RotatingSequence::new(
+        Path::new(&raw.rotate),
+        period,
+        length,
+        ports,
+        protocols,
+        state,
+    )
+}
+
 fn build_door(
     index: usize,
     spanned: &Spanned<RawDoor>,
@@ -399,17 +425,26 @@ fn build_door(
     let name = take(&door.name, found, place(Key::Name, None), |t: &String| {
         t.parse::<DoorName>()
     });
-    let sequence: Vec<KnockPort> = door
-        .sequence
-        .get_ref()
-        .iter()
-        .enumerate()
-        .filter_map(|(i, knock)| {
-            take(knock, found, place(Key::Sequence, Some(i)), |t: &Scalar| {
-                t.0.parse()
-            })
-        })
-        .collect();
+    let (sequence, rotating): (Vec<KnockPort>, _) = match door.sequence.get_ref() {
+        RawSequence::Fixed(list) => {
+            let knocks = list.iter().enumerate().filter_map(|(i, knock)| {
+                take(knock, found, place(Key::Sequence, Some(i)), |t: &Scalar| {
+                    t.0.parse()
+                })
+            });
+            (knocks.collect(), None)
+        }
+        RawSequence::Rotate(raw) => {
+            let rotating = rotating_sequence(raw).map_err(place(Key::Sequence, None));
+            match rotating {
+                Ok(rotating) => (Vec::new(), Some(rotating)),
+                Err(issue) => {
+                    found.push((door.sequence.span(), issue));
+                    (Vec::new(), None)
+                }
+            }
+        }
+    };
     let protected: Vec<ProtectedPort> = door
         .protected
         .get_ref()
@@ -462,8 +497,32 @@ fn build_door(
     if found.len() != before {
         return None;
     }
-    let door_issues = match Door::new(name?, sequence, timing, protected, allow?) {
-        Ok(built) => return Some(built.with_fleet(fleet)),
+    let built = match rotating {
+        Some(rotating) => Door::rotating(name?, rotating, timing, protected, allow?),
+        None => Door::new(name?, sequence, timing, protected, allow?),
+    };
+    let decoys = match &door.decoys {
+        None | Some(RawDecoys::Switch(true)) => Decoys::Band(crate::config::decoys::DEFAULT_BAND),
+        Some(RawDecoys::Switch(false)) => Decoys::Off,
+        Some(RawDecoys::Ports(ports)) => {
+            let parsed: Option<Vec<u16>> = ports
+                .iter()
+                .map(|&p| u16::try_from(p).ok().filter(|&p| p > 0))
+                .collect();
+            match parsed {
+                Some(ports) => Decoys::Set(ports),
+                None => {
+                    let problem = Problem::Rotation(format!(
+                        "decoys {ports:?}: expected true, false or a list of ports 1-65535"
+                    ));
+                    found.push((spanned.span(), place(Key::Sequence, None)(problem)));
+                    return None;
+                }
+            }
+        }
+    };
+    let door_issues = match built.map(|d| d.with_decoys(decoys)) {
+        Ok(door) => return Some(door.with_fleet(fleet)),
         Err(issues) => issues,
     };
     for issue in door_issues {

@@ -349,7 +349,14 @@ impl Globals {
                 $(if let Some(value) = overrides.$field { self.$field = Some(value); })*
             };
         }
-        take_opt!(stats_listen, metrics_listen, control_group, upstream, spa, fleet);
+        take_opt!(
+            stats_listen,
+            metrics_listen,
+            control_group,
+            upstream,
+            spa,
+            fleet
+        );
         if let Some(kind) = overrides.capture {
             self.capture.kind = kind;
         }

@@ -143,6 +143,25 @@ pub enum Problem {
     /// No knocks, or too many.
     #[error("the sequence has {0} knocks: expected 1 to {max}", max = super::MAX_SEQUENCE_LEN)]
     SequenceLength(usize),
+    /// A rotating sequence that is refused (period, length, ports,
+    /// entropy, protocols): the message says why and what is allowed.
+    #[error("rotating sequence: {0}")]
+    Rotation(String),
+    /// A rotating sequence's key file that cannot be used.
+    #[error("rotating sequence: {0}")]
+    RotateKey(String),
+    /// A protected port inside a rotating door's port range.
+    #[error(
+        "protected port {protected} lies in the rotating range {first}-{last}: a derived knock could land on it"
+    )]
+    ProtectedInRange {
+        /// The protected port.
+        protected: ProtectedPort,
+        /// The range's first port.
+        first: u16,
+        /// The range's last port.
+        last: u16,
+    },
     /// No protected port.
     #[error("no protected port: a door must open at least one (e.g. protected = [\"tcp/22\"])")]
     NoProtectedPort,

@@ -113,7 +113,27 @@ impl ServerConfig {
             let timing = door.timing();
             let _ = writeln!(o, "\n[[door]]");
             let _ = writeln!(o, "name = {}", quote(door.name().as_str()));
-            let _ = writeln!(o, "sequence = {}", list(door.sequence()));
+            match door.rotating_sequence() {
+                None => {
+                    let _ = writeln!(o, "sequence = {}", list(door.sequence()));
+                }
+                Some(r) => {
+                    let (rot, path) = (r.rotation, |p: &std::path::Path| {
+                        quote(&p.display().to_string())
+                    });
+                    let _ = writeln!(
+                        o,
+                        "sequence = {{ rotate = {}, period = {}, length = {}, ports = \"{}-{}\", protocols = \"{}\", state = {} }}",
+                        path(&r.key_path),
+                        quote(&duration_text(rot.period)),
+                        rot.length,
+                        rot.first,
+                        rot.last,
+                        r.proto,
+                        path(&r.state),
+                    );
+                }
+            }
             let _ = writeln!(o, "window = {}", quote(&duration_text(timing.window)));
             let _ = writeln!(o, "access = {}", quote(&duration_text(timing.access)));
             let _ = writeln!(o, "lockout = {}", quote(&duration_text(timing.lockout)));
@@ -121,6 +141,17 @@ impl ServerConfig {
             let _ = writeln!(o, "allow = {}", list(door.allow().networks()));
             if door.fleet() {
                 let _ = writeln!(o, "fleet = true");
+            }
+            match door.decoys() {
+                crate::config::decoys::Decoys::Off => {
+                    let _ = writeln!(o, "decoys = false");
+                }
+                crate::config::decoys::Decoys::Band(_) => {
+                    let _ = writeln!(o, "decoys = true");
+                }
+                crate::config::decoys::Decoys::Set(ports) => {
+                    let _ = writeln!(o, "decoys = {ports:?}");
+                }
             }
         }
         out

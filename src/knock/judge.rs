@@ -17,6 +17,16 @@ impl KnockTracker {
     /// come with non-decreasing `now`. Allocates nothing once `out` and
     /// the table have grown.
     pub fn judge(&mut self, ip: IpAddr, knock: KnockPort, now: Instant, out: &mut Vec<Judged>) {
+        let start = out.len();
+        self.judge_core(ip, knock, now, out);
+        // Verdicts name the configuration's door, not the core door (a
+        // rotating door is three core doors: `knock/doors.rs`).
+        for judged in &mut out[start..] {
+            judged.door = self.doors.doors[usize::from(judged.door)].owner;
+        }
+    }
+
+    fn judge_core(&mut self, ip: IpAddr, knock: KnockPort, now: Instant, out: &mut Vec<Judged>) {
         let ip = ip.to_canonical();
         let t = self.ticks(now);
         self.prune_ticks(t);
@@ -57,7 +67,13 @@ impl KnockTracker {
         };
         if let Some(at) = lock {
             let slot = *self.entries.slot(at);
-            if slot.state == LOCKED && t < slot.at {
+            if slot.state == LOCKED && t < slot.at && self.opens_attempt(ip, knock, lo, hi) {
+                // A rotating door's correct first knock: a spoofer cannot
+                // know it, so the lockout (perhaps aimed at this source
+                // by a forged wrong knock) does not hold it back.
+                self.stats.lockouts_lifted += 1;
+                self.drop_entry(at);
+            } else if slot.state == LOCKED && t < slot.at {
                 out.push(Judged {
                     door: first_door,
                     verdict: Verdict::Ignored {
@@ -87,6 +103,12 @@ impl KnockTracker {
                 continue;
             }
             let door_lockout = rules.lockout;
+            if rules.used {
+                // A rotating sequence that already opened its door: a
+                // replay, wrong from any source.
+                lockout = lockout.max(door_lockout);
+                continue;
+            }
             match self.judge_door(ip, door, knock, t, now) {
                 Some(verdict) => {
                     taken = true;
@@ -108,6 +130,19 @@ impl KnockTracker {
                 until: now + lockout,
             },
         });
+    }
+
+    /// Whether `knock` is the first knock of an accepted, unused rotating
+    /// sequence of a door `ip` may use (among the doors `lo..hi` of the
+    /// port): the one knock that lifts a lockout (see `knock.rs`).
+    fn opens_attempt(&self, ip: IpAddr, knock: KnockPort, lo: usize, hi: usize) -> bool {
+        (lo..hi).any(|i| {
+            let rules = &self.doors.doors[usize::from(self.doors.member(i))];
+            rules.period.is_some()
+                && !rules.used
+                && rules.sequence.first() == Some(&knock)
+                && rules.allows(ip)
+        })
     }
 
     /// Judges `knock` for one door `ip` may use: its verdict, or None if
@@ -194,6 +229,7 @@ impl KnockTracker {
             } else if let Some(at) = found {
                 self.drop_entry(at);
             }
+            self.mark_used(door);
             return Some(Verdict::Grant {
                 ip,
                 until: now + access,

@@ -43,17 +43,39 @@ impl KnockTracker {
                 let ip = slot.ip();
                 let key = match slot.state {
                     LOCKED => Some(Key::new(ip, new.lock_door)),
-                    _ => kept
-                        .get(usize::from(slot.key().door()))
-                        .copied()
-                        .flatten()
-                        .map(|door| Key::new(ip, door)),
+                    // Progress of a fixed door that stays unchanged; a
+                    // rotating door's progress starts afresh.
+                    _ => {
+                        let owner = self.doors.doors[usize::from(slot.key().door())].owner;
+                        let fixed = self.doors.fixed_core(owner).is_some();
+                        kept.get(usize::from(owner))
+                            .copied()
+                            .flatten()
+                            .filter(|_| fixed)
+                            .and_then(|door| new.doors.fixed_core(door))
+                            .map(|door| Key::new(ip, door))
+                    }
                 };
                 if let Some(key) = key {
                     let found = new.entries.find(&key);
                     new.place(found, key, slot.state, slot.at, None);
                 }
             }
+        }
+        // Rotating doors take the current period again; the used ones
+        // come from the shell's memory at its next rotation, and meanwhile
+        // from this core's flags.
+        if let Some(unix) = self.unix {
+            let old = &self.doors;
+            new.rotate_to(unix, |name, p| {
+                old.rotating.iter().any(|r| {
+                    r.name == name
+                        && (0..super::doors::PERIODS as DoorId).any(|i| {
+                            let core = &old.doors[usize::from(r.first + i)];
+                            core.period == Some(p) && core.used
+                        })
+                })
+            });
         }
         new
     }

@@ -600,3 +600,4 @@ fn a_flood_of_new_sources_holds_the_table_at_its_bound_and_spares_the_newest() {
 }
 
 mod doors;
+mod rotating;

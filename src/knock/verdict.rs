@@ -99,4 +99,6 @@ pub struct TrackerStats {
     pub not_allowed: u64,
     /// Progress on a door reset by a knock that another door took.
     pub resets: u64,
+    /// Lockouts lifted by a rotating door's correct first knock.
+    pub lockouts_lifted: u64,
 }

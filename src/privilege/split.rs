@@ -99,7 +99,8 @@ pub fn prepare(
     let selected = select::open(globals.firewall, &options, AccessList::new())
         .map_err(DaemonError::Firewall)?;
     if selected.kind == FirewallKind::Userspace {
-        info!(
+        // Debug: a start the config refuses prints what --check-config does.
+        tracing::debug!(
             "privilege split: not needed by the userspace gate (it holds no capability to split off)"
         );
         return Ok(None);

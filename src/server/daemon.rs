@@ -202,6 +202,10 @@ pub async fn run_with(
     if let Some(upstream) = &globals.upstream {
         check_upstream(upstream)?;
     }
+    // Rotating doors: an unreadable used-sequence memory refuses the start
+    // (starting empty would re-open replays).
+    super::rotation::UsedMemory::load(config.doors())
+        .map_err(|err| DaemonError::Unsupported(err.to_string()))?;
     let binds = match globals.bind.is_empty() {
         true => net::WILDCARDS.to_vec(),
         false => globals.bind.clone(),
@@ -297,11 +301,18 @@ pub async fn run_with(
 
     // Bind everything before touching the firewall: a busy port fails the
     // start with nothing applied.
-    let sockets = match capture.source {
+    let mut sockets = match capture.source {
         Some(_) => Vec::new(),
         None => super::bind_udp(&binds, &knock_ports(door.as_ref()))
             .map_err(bind("for knocks on udp"))?,
     };
+    // Rotating doors' ports and decoys: a busy one is skipped with a warning.
+    if let (None, Some(door)) = (&capture.source, &door) {
+        let all = super::rotation::knock_ports_at(&door.doors, super::rotation::unix_now());
+        let fixed = knock_ports(Some(door));
+        let extra: Vec<u16> = all.into_iter().filter(|p| !fixed.contains(p)).collect();
+        sockets.extend(super::rotation::bind_lenient(&binds, &extra));
+    }
     let mut listeners = Vec::new();
     let counters = Arc::new(Counters::new());
     // Fleet (issue 15): refused credentials fail here, before the firewall.

@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 use super::ServerSettings;
 use super::knock_log::{Kind, KnockLogs};
 use super::order::{Knock, PassClock};
+use super::rotation::{UsedMemory, knock_ports_at, next_boundary, unix_now};
 use crate::config::{Door, KnockRules};
 use crate::counters::Counters;
 use crate::firewall::Change;
@@ -59,6 +60,29 @@ pub(super) fn tracker_for(settings: &ServerSettings) -> KnockTracker {
     } else {
         KnockTracker::for_doors(&settings.doors, settings.rules.max_tracked)
     }
+}
+
+/// The used-sequence memory of `doors`' rotating doors; an unreadable
+/// state file (the daemon refuses to start on one) leaves an empty memory.
+pub(super) fn load_used(doors: &[Door]) -> UsedMemory {
+    UsedMemory::load(doors).unwrap_or_else(|err| {
+        warn!(error = %err, "used-sequence memory unreadable: starting empty");
+        UsedMemory::default()
+    })
+}
+
+/// `tracker` rotated to the wall clock now (a no-op without rotating doors).
+pub(super) fn rotated(mut tracker: KnockTracker, used: &UsedMemory) -> KnockTracker {
+    tracker.rotate_to(unix_now(), |door, p| used.is_used(door, p));
+    tracker
+}
+
+/// The current period of door `door` of `doors` (0 if it does not rotate).
+fn period_now(doors: &[Door], door: usize) -> u64 {
+    doors
+        .get(door)
+        .and_then(|d| d.rotating_sequence())
+        .map_or(0, |r| r.rotation.period_at(unix_now()))
 }
 
 /// What the engine needs of each door of `settings`, in the core's order.
@@ -128,6 +152,8 @@ pub(super) struct State {
     /// The latest `now` given to the tracker, which needs them
     /// non-decreasing (arrival times of different passes may not be).
     pub(super) last_now: Option<std::time::Instant>,
+    /// Rotating doors' used sequences (`server/rotation.rs`).
+    pub(super) used: UsedMemory,
 }
 
 impl State {
@@ -173,9 +199,11 @@ impl Engine {
         firewall: tokio::sync::mpsc::Sender<Change>,
         counters: Arc<Counters>,
     ) -> Self {
+        let used = load_used(&settings.doors);
         Self {
             state: Mutex::new(State {
-                tracker: tracker_for(settings),
+                tracker: rotated(tracker_for(settings), &used),
+                used,
                 rules: settings.rules.clone(),
                 door_config: settings.doors.clone(),
                 doors: door_infos(settings),
@@ -252,6 +280,14 @@ impl Engine {
                             grant,
                         });
                     }
+                }
+            }
+            if granted {
+                let state = &mut *state;
+                for (door, period) in state.tracker.take_used() {
+                    let name = &state.doors[usize::from(door)].name;
+                    let current = period_now(&state.door_config, usize::from(door));
+                    state.used.record(name, period, current);
                 }
             }
             state.publish_table(&self.counters);
@@ -357,6 +393,28 @@ impl Engine {
             self.queue(Change::Revoke { ip, port }).await;
         }
         next
+    }
+
+    /// Rotates the core to the wall clock `unix` (`server/rotation.rs`)
+    /// and returns every UDP knock port the doors need now: what the
+    /// receiver must hear (and, with stealth capture, the capture filter).
+    pub fn rotate(&self, unix: Duration) -> Vec<u16> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let used = &state.used;
+        state
+            .tracker
+            .rotate_to(unix, |door, p| used.is_used(door, p));
+        state.publish_table(&self.counters);
+        if state.door_config.is_empty() {
+            return state.rules.sequence.ports().to_vec();
+        }
+        knock_ports_at(&state.door_config, unix)
+    }
+
+    /// The next period boundary of a rotating door after `unix`.
+    pub fn next_boundary(&self, unix: Duration) -> Option<Duration> {
+        next_boundary(&self.lock().door_config, unix)
     }
 
     /// Opens `port` for `ip` for `ttl` outside the knock core (an SPA

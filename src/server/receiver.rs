@@ -259,7 +259,7 @@ pub async fn receive_knocks(
     engine: Arc<Engine>,
     counters: Arc<Counters>,
     stop: crate::shutdown::Shutdown,
-    mut reloads: mpsc::Receiver<Reload>,
+    (mut reloads, mut ticks): (mpsc::Receiver<Reload>, mpsc::Receiver<std::time::Duration>),
 ) {
     let mut knock_sockets = knock_sockets(sockets);
     let mut scratch = Scratch::new();
@@ -296,7 +296,24 @@ pub async fn receive_knocks(
                     let kept = engine.reconfigure(&reload.settings).await;
                     knock_sockets.retain(|s| reload.ports.contains(&s.port));
                     knock_sockets.extend(self::knock_sockets(reload.add));
+                    // Rotating doors' ports are not in the reload's list.
+                    let ports = engine.rotate(super::rotation::unix_now());
+                    follow_rotation(&mut knock_sockets, &ports);
                     let _ = reload.done.send(Ok(kept));
+                    continue 'sockets;
+                }
+                Some(unix) = ticks.recv() => {
+                    // A period boundary (`rotation.rs`): judge what is held
+                    // under the old periods, then rotate and follow.
+                    let clock = PassClock::now(Instant::now().into_std());
+                    order.begin(clock.real);
+                    let n = order.release();
+                    if n > 0 {
+                        engine.handle_knocks(&order.pending()[..n], clock, &mut batch).await;
+                        order.consume(n);
+                    }
+                    let ports = engine.rotate(unix);
+                    follow_rotation(&mut knock_sockets, &ports);
                     continue 'sockets;
                 }
                 _ = stop.stopped() => return,
@@ -344,6 +361,32 @@ pub async fn receive_knocks(
                 guard.clear_ready();
             }
         }
+    }
+}
+
+/// Makes `sockets` the knock sockets of `ports`: closes those of other
+/// ports, binds the missing ones on every address the sockets are bound to
+/// (a port that cannot be bound is skipped with a warning: its knocks are
+/// lost, the other doors and ports work).
+fn follow_rotation(sockets: &mut Vec<KnockSocket>, ports: &[u16]) {
+    let mut addrs: Vec<std::net::IpAddr> = Vec::new();
+    for s in sockets.iter() {
+        if let Ok(addr) = s.socket.local_addr() {
+            if !addrs.contains(&addr.ip()) {
+                addrs.push(addr.ip());
+            }
+        }
+    }
+    if addrs.is_empty() {
+        addrs = crate::net::WILDCARDS.to_vec();
+    }
+    sockets.retain(|s| ports.contains(&s.port));
+    for &port in ports {
+        if sockets.iter().any(|s| s.port == port) {
+            continue;
+        }
+        let bound = super::rotation::bind_lenient(&addrs, &[port]);
+        sockets.extend(knock_sockets(bound));
     }
 }
 

@@ -78,6 +78,7 @@ impl Engine {
             };
             state.rules = settings.rules.clone();
             state.door_config = settings.doors.clone();
+            state.used = super::engine::load_used(&settings.doors);
             state.last_now = None;
             state.publish_table(&self.counters);
             (kept, revoked)

@@ -36,7 +36,7 @@ mod cipher;
 mod digest;
 mod encoder;
 mod fwknoprc;
-mod key_file;
+pub(crate) mod key_file;
 mod keygen;
 mod keys;
 mod message;

@@ -87,13 +87,75 @@ pub(super) struct RawSpa {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(super) struct RawDoor {
     pub(super) name: Spanned<String>,
-    pub(super) sequence: List<Scalar>,
+    pub(super) sequence: Spanned<RawSequence>,
     pub(super) window: Option<Spanned<Scalar>>,
     pub(super) access: Option<Spanned<Scalar>>,
     pub(super) lockout: Option<Spanned<Scalar>>,
     pub(super) protected: List<Scalar>,
     pub(super) allow: Option<List<String>>,
     pub(super) fleet: Option<bool>,
+    pub(super) decoys: Option<RawDecoys>,
+}
+
+/// `decoys = true | false | [ports]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawDecoys {
+    Switch(bool),
+    Ports(Vec<i64>),
+}
+
+/// A door's sequence: a list of knocks, or a rotating sequence's table.
+#[derive(Debug)]
+pub(super) enum RawSequence {
+    Fixed(Vec<Spanned<Scalar>>),
+    Rotate(RawRotate),
+}
+
+/// `sequence = { rotate = "door.key", period = "30s", ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(super) struct RawRotate {
+    pub(super) rotate: String,
+    pub(super) period: Scalar,
+    pub(super) length: Option<i64>,
+    pub(super) ports: Option<String>,
+    pub(super) protocols: Option<String>,
+    pub(super) state: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for RawSequence {
+    // By hand, not `untagged`: an untagged enum buffers the value and
+    // loses the spans of the list's items.
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawSequence;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a list of knocks or a table { rotate = \"key file\", period = \"30s\", ... }",
+                )
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<RawSequence, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(RawSequence::Fixed(items))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RawSequence, A::Error> {
+                let de = serde::de::value::MapAccessDeserializer::new(map);
+                RawRotate::deserialize(de).map(RawSequence::Rotate)
+            }
+        }
+        de.deserialize_any(Visitor)
+    }
 }
 
 /// The span of item `item` of `list`, or of the whole list.
@@ -109,7 +171,13 @@ impl RawDoor {
     fn span(&self, key: Key, item: Option<usize>) -> Option<Range<usize>> {
         match key {
             Key::Name => Some(self.name.span()),
-            Key::Sequence => Some(list_span(&self.sequence, item)),
+            Key::Sequence => Some(match self.sequence.get_ref() {
+                RawSequence::Fixed(list) => match item.and_then(|i| list.get(i)) {
+                    Some(entry) => entry.span(),
+                    None => self.sequence.span(),
+                },
+                RawSequence::Rotate(_) => self.sequence.span(),
+            }),
             Key::Protected => Some(list_span(&self.protected, item)),
             Key::Window => self.window.as_ref().map(Spanned::span),
             Key::Access => self.access.as_ref().map(Spanned::span),

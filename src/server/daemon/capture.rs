@@ -45,6 +45,21 @@ pub fn capture_spec(
             }
         }
     }
+    // Decoys (issue 14) are heard as wrong knocks: a fixed door's decoy
+    // band is static, so the filter holds it from the start.
+    if let Some(doors) = doors {
+        let fixed: Vec<_> = doors
+            .doors
+            .iter()
+            .filter(|d| d.rotating_sequence().is_none())
+            .cloned()
+            .collect();
+        spec.udp_ports
+            .extend(crate::server::rotation::knock_ports_at(
+                &fixed,
+                crate::server::rotation::unix_now(),
+            ));
+    }
     spec.udp_ports.extend(spa_port);
     for ports in [&mut spec.udp_ports, &mut spec.tcp_ports] {
         ports.sort_unstable();
@@ -53,11 +68,24 @@ pub fn capture_spec(
     spec
 }
 
+/// Some door has a rotating sequence.
+fn has_rotating(doors: Option<&ServerSettings>) -> bool {
+    doors.is_some_and(|d| {
+        d.doors
+            .iter()
+            .any(|door| door.rotating_sequence().is_some())
+    })
+}
+
 /// The NFLOG rule a kernel backend installs for this run: when the
 /// capture is `nflog`, or `auto` (which picks nflog with a kernel backend).
 pub(super) fn nflog_rule(globals: &Globals, doors: Option<&ServerSettings>) -> Option<NflogRule> {
     let settings = &globals.capture;
-    matches!(settings.kind, CaptureKind::Auto | CaptureKind::Nflog).then(|| {
+    let wanted = match (settings.kind, has_rotating(doors)) {
+        (CaptureKind::Auto, true) => return None,
+        (kind, _) => kind,
+    };
+    matches!(wanted, CaptureKind::Auto | CaptureKind::Nflog).then(|| {
         let spa_port = globals.spa.as_ref().map(|spa| spa.port);
         let spec = capture_spec(doors, spa_port, &settings.interfaces);
         NflogRule::new(spec, settings.nflog_group)
@@ -74,7 +102,22 @@ pub(super) fn open(
     kernel_backend: bool,
 ) -> Result<Capture, DaemonError> {
     let settings = &globals.capture;
-    let choice = select::choose(settings.kind, kernel_backend, select::has_net_raw())?;
+    let choice = match (settings.kind, has_rotating(doors)) {
+        // A rotating door's ports change every period and the capture
+        // filters do not follow them yet: bound sockets, which rebind at
+        // each boundary (issue 14). Said in the log line.
+        (CaptureKind::Auto, true) => select::Choice {
+            kind: CaptureKind::Socket,
+            why: "a rotating door's ports change every period and the capture filter does not follow them yet: bound sockets (knock ports are visible to a UDP scan)",
+        },
+        (CaptureKind::Nflog | CaptureKind::Packet, true) => {
+            return Err(DaemonError::Unsupported(format!(
+                "--capture {:?}: a rotating door's ports change every period and this capture source does not follow them yet; use --capture socket or auto",
+                settings.kind
+            ).to_lowercase()));
+        }
+        (kind, _) => select::choose(kind, kernel_backend, select::has_net_raw())?,
+    };
     let sequences = doors
         .map_or(&[][..], |d| &d.doors[..])
         .iter()
