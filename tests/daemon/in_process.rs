@@ -51,6 +51,11 @@ impl Running {
         }
     }
 
+    /// Waits for the daemon to end on its own (a refused start).
+    pub fn thread_result(mut self) -> Result<(), daemon::DaemonError> {
+        self.thread.take().unwrap().join().unwrap()
+    }
+
     pub fn stop(mut self) -> Result<(), daemon::DaemonError> {
         self.stop.take().unwrap().stop();
         self.thread.take().unwrap().join().unwrap()
@@ -114,9 +119,9 @@ fn run_in_process_opens_the_door_for_the_knocker_only() {
 }
 
 #[test]
-fn a_door_with_a_tcp_knock_does_not_stop_the_others() {
-    // `:tcp` knocks are not heard by this build: that door cannot open by
-    // knocking, and the server still runs the other doors.
+fn a_tcp_knock_with_the_socket_source_refuses_the_start() {
+    // Bound sockets cannot hear `:tcp` knocks (issue 11): rather than run
+    // a door that can never open, the daemon refuses before it starts.
     let dir = tempfile::tempdir().unwrap();
     let sequence = free_ports(3);
     let protected = free_port();
@@ -133,11 +138,10 @@ fn a_door_with_a_tcp_knock_does_not_stop_the_others() {
     let config = file::load(&path).unwrap();
     assert_eq!(daemon::unheard_knocks(&config).len(), 1);
     let running = Running::start(config, None);
-    if !opens_within("127.0.0.2", &sequence, protected, Duration::from_secs(20)) {
-        panic!(
-            "the knocker was never served; the daemon ended with {:?}",
-            running.stop()
-        );
-    }
-    running.stop().unwrap();
+    let ended = running.thread_result();
+    let err = ended.expect_err("a TCP knock with bound sockets must refuse the start");
+    assert!(
+        err.to_string().contains("admin") && err.exit_code() == daemon::EXIT_USAGE,
+        "{err}"
+    );
 }

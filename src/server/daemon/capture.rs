@@ -224,21 +224,24 @@ mod tests {
     use crate::config::{ServerConfig, file};
 
     #[test]
-    fn the_spec_holds_every_door_s_knock_ports_and_the_spa_port() {
+    fn the_spec_holds_every_door_s_knock_ports_decoys_and_the_spa_port() {
         let text = r#"
             [[door]]
             name = "a"
             sequence = ["1234:udp", "5678:tcp", "1234", "9012:tcp"]
             protected = ["tcp/22"]
+            decoys = false
             [[door]]
             name = "b"
             sequence = ["5678:tcp", "7000"]
             protected = ["tcp/2222"]
+            decoys = [7001]
         "#;
         let config: ServerConfig = file::parse(std::path::Path::new("t.toml"), text).unwrap();
         let doors = ServerSettings::from_config(&config);
         let spec = capture_spec(Some(&doors), Some(62201), &["lo".to_string()]);
-        assert_eq!(spec.udp_ports, [1234, 7000, 62201]);
+        // Door b's decoy is heard too (as a wrong knock).
+        assert_eq!(spec.udp_ports, [1234, 7000, 7001, 62201]);
         assert_eq!(spec.tcp_ports, [5678, 9012]);
         assert_eq!(spec.interfaces, ["lo"]);
         let spa_only = capture_spec(None, Some(62201), &[]);
