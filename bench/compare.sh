@@ -11,6 +11,10 @@
 #          protected port under test; the bench knocks SEQ, so the file's
 #          door for SEQ must be the one on @PORT@)
 #        REL=/tmp/old sudo bench/compare.sh out.md   (binaries from there)
+#        CAPTURE=socket sudo bench/compare.sh out.md
+#          (our server's capture source: auto (default: nflog with the
+#          kernel backends, packet with the userspace gate as root), nflog,
+#          packet or socket, the bound sockets of earlier builds)
 #        LOADS="latency seq-50000/s" sudo bench/compare.sh out.md
 #          (only these loads, by the names in SCENARIOS)
 # Needs root (ip netns, iptables in the namespace). Installs knockd with
@@ -27,6 +31,7 @@ KPORT=7101
 FPORT=7102
 SYSTEMS=${SYSTEMS:-userspace nftables iptables knockd}
 CONFIG=${CONFIG:-}
+CAPTURE=${CAPTURE:-auto}
 LOADS=${LOADS:-}
 STATS=127.0.0.1:7199
 NS=pkbench$$
@@ -99,7 +104,7 @@ run_ours() { # name, args, tag, backend
     doors=(--config "$WORK/doors-$backend.toml")
   fi
   RUST_LOG=warn ip netns exec "$NS" "$REL/knock-server" --bind 127.0.0.1 "${doors[@]}" \
-    --firewall "$backend" --stats-listen "$STATS" 2>"$log" &
+    --firewall "$backend" --capture "$CAPTURE" --stats-listen "$STATS" 2>"$log" &
   pid=$!; PIDS+=("$pid")
   for _ in $(seq 100); do in_ns bash -c "exec 3<>/dev/tcp/${STATS%:*}/${STATS#*:}" 2>/dev/null && break; sleep 0.1; done
   c0=$(cpu_ticks "$pid"); t0=$(date +%s.%N)
