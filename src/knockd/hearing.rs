@@ -6,7 +6,7 @@
 //! before the first. So one thread polls every socket, reads each
 //! datagram with its kernel receive stamp (`SO_TIMESTAMPNS`, turned on at
 //! bind by `server::bind_udp`) and puts them in order with the server's
-//! [`KnockOrder`] (`server/order.rs` states the guarantee: a knock stamped
+//! `KnockOrder` (`server/order.rs` states the guarantee: a knock stamped
 //! after a pass began waits for the next pass, which reads every socket
 //! again). Released knocks go to the doorman in stamp order.
 //!

@@ -61,7 +61,7 @@ pub enum RotationError {
     /// A period of zero (or under a second).
     #[error("period {0:?} is too short: a rotating sequence lasts at least 1s")]
     Period(Duration),
-    /// A length of zero or over [`MAX_LENGTH`].
+    /// A length of zero or over `MAX_LENGTH`.
     #[error("length {0} is out of range: a rotating sequence has 1 to {MAX_LENGTH} knocks")]
     Length(usize),
     /// Not `LOW-HIGH` with `1 <= LOW < HIGH <= 65535`.
