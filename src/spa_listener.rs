@@ -221,32 +221,20 @@ fn start_threads(
                 })?,
         );
     }
+    let readers = Readers {
+        verifier: verifier.clone(),
+        counters: counters.clone(),
+        budget: budget.clone(),
+        stop: stop.clone(),
+        ended: ended.clone(),
+    };
     if let Some(captured) = captured {
         let captured = Arc::new(Mutex::new(captured));
         for _ in 0..readers_per_socket {
-            let captured = captured.clone();
-            let to_committer = to_committer.clone();
-            let (verifier, counters, budget, stop) = (
-                verifier.clone(),
-                counters.clone(),
-                budget.clone(),
-                stop.clone(),
-            );
-            let ended = EndGuard(ended.clone());
-            threads.push(
-                std::thread::Builder::new()
-                    .name("spa-captured".into())
-                    .spawn(move || {
-                        let _ended = ended;
-                        let shared = pipeline::Shared {
-                            verifier: &verifier,
-                            counters: &counters,
-                            budget: &budget,
-                            stop: &stop,
-                        };
-                        pipeline::captured_loop(&captured, &to_committer, &shared)
-                    })?,
-            );
+            let (captured, to_committer) = (captured.clone(), to_committer.clone());
+            threads.push(readers.spawn("spa-captured", move |shared| {
+                pipeline::captured_loop(&captured, &to_committer, shared)
+            })?);
         }
     }
     for socket in sockets {
@@ -254,32 +242,51 @@ fn start_threads(
         socket.set_nonblocking(false)?;
         socket.set_read_timeout(Some(pipeline::READ_TIMEOUT))?;
         for _ in 0..readers_per_socket {
-            let socket = socket.try_clone()?;
-            let to_committer = to_committer.clone();
-            let (verifier, counters, budget, stop) = (
-                verifier.clone(),
-                counters.clone(),
-                budget.clone(),
-                stop.clone(),
-            );
-            let ended = EndGuard(ended.clone());
-            threads.push(
-                std::thread::Builder::new()
-                    .name("spa-read".into())
-                    .spawn(move || {
-                        let _ended = ended;
-                        let shared = pipeline::Shared {
-                            verifier: &verifier,
-                            counters: &counters,
-                            budget: &budget,
-                            stop: &stop,
-                        };
-                        pipeline::read_loop(&socket, &to_committer, &shared)
-                    })?,
-            );
+            let (socket, to_committer) = (socket.try_clone()?, to_committer.clone());
+            threads.push(readers.spawn("spa-read", move |shared| {
+                pipeline::read_loop(&socket, &to_committer, shared)
+            })?);
         }
     }
     Ok(threads)
+}
+
+/// What every SPA reader thread shares, captured or socket alike.
+struct Readers {
+    verifier: Arc<Verifier>,
+    counters: Arc<SpaCounters>,
+    budget: Arc<Mutex<LogBudget>>,
+    stop: Arc<AtomicBool>,
+    ended: Arc<Notify>,
+}
+
+impl Readers {
+    /// Starts one reader thread named `name` running `read` over the shared
+    /// state; the listener hears when it ends (return or panic).
+    fn spawn(
+        &self,
+        name: &str,
+        read: impl FnOnce(&pipeline::Shared<'_>) + Send + 'static,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let (verifier, counters, budget, stop) = (
+            self.verifier.clone(),
+            self.counters.clone(),
+            self.budget.clone(),
+            self.stop.clone(),
+        );
+        let ended = EndGuard(self.ended.clone());
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let _ended = ended;
+                read(&pipeline::Shared {
+                    verifier: &verifier,
+                    counters: &counters,
+                    budget: &budget,
+                    stop: &stop,
+                })
+            })
+    }
 }
 
 /// What the SPA threads share with the listener: the flag that stops them
