@@ -27,6 +27,7 @@ use crate::firewall::{Firewall, FirewallKind, select};
 use crate::server::ServerError;
 use crate::server::daemon::{
     ConfigSource, DaemonError, GateTuning, Reloads, door_ports, door_settings, firewall_options,
+    protected_ports,
 };
 use crate::shutdown::Shutdown;
 
@@ -88,13 +89,7 @@ pub fn prepare(
         }
         None => Vec::new(),
     };
-    // The same ports the daemon protects (`daemon::run_with`).
-    let mut tcp = door_ports(doors.as_ref(), Proto::Tcp);
-    if doors.is_none() && globals.spa.is_some() {
-        tcp.extend(tuning.spa_only_port);
-    }
-    tcp.extend(&spa_ports);
-    let udp = door_ports(doors.as_ref(), Proto::Udp);
+    let (tcp, udp) = protected_ports(doors.as_ref(), globals.spa.is_some(), &spa_ports, tuning);
     let options = firewall_options(globals, tcp.clone(), udp.clone(), doors.as_ref());
     let selected = select::open(globals.firewall, &options, AccessList::new())
         .map_err(DaemonError::Firewall)?;

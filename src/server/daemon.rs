@@ -77,6 +77,24 @@ pub async fn run(config: ServerConfig, shutdown: Shutdown) -> Result<(), DaemonE
     run_with(config, GateTuning::default(), None, shutdown).await
 }
 
+/// The TCP and UDP ports a run protects: every door's, and with SPA the
+/// ports its access file opens (SPA alone: also the gate's own port). The
+/// one place they are worked out, for the daemon and for the privilege
+/// split's helper alike.
+pub fn protected_ports(
+    doors: Option<&ServerSettings>,
+    spa: bool,
+    spa_ports: &[u16],
+    tuning: &GateTuning,
+) -> (Vec<u16>, Vec<u16>) {
+    let mut tcp = door_ports(doors, Proto::Tcp);
+    if doors.is_none() && spa {
+        tcp.extend(tuning.spa_only_port);
+    }
+    tcp.extend(spa_ports);
+    (tcp, door_ports(doors, Proto::Udp))
+}
+
 /// The firewall options for `globals` and these protected ports: the one
 /// place they are built, for the daemon and for the privilege split's
 /// helper alike, so the rules the two install cannot drift apart. A
@@ -217,12 +235,8 @@ pub async fn run_with(
     let spa_ports = spa.as_ref().map_or_else(Vec::new, |spa| {
         crate::spa::open_tcp_ports(spa.verifier.stanzas())
     });
-    let mut protected_ports = door_ports(door.as_ref(), Proto::Tcp);
-    if door.is_none() && spa.is_some() {
-        protected_ports.extend(tuning.spa_only_port);
-    }
-    protected_ports.extend(&spa_ports);
-    let udp_ports = door_ports(door.as_ref(), Proto::Udp);
+    let (protected_ports, udp_ports) =
+        protected_ports(door.as_ref(), spa.is_some(), &spa_ports, &tuning);
     if let Some(port) = spa_ports.iter().find(|p| udp_ports.contains(p)) {
         return Err(DaemonError::Unsupported(format!(
             "SPA's OPEN_PORTS opens tcp/{port}, which a door protects as udp/{port}: a port number is protected under one protocol only"
